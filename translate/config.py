@@ -331,21 +331,42 @@ def from_dict(raw: dict | None) -> Config:
 
 
 def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one ``--set a.b.c=value`` to the raw mapping; the value is parsed as YAML."""
+    """Apply one ``--set a.b[0].c=value`` to the raw mapping; the value is parsed as YAML."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment}: expected KEY=VALUE, e.g. training.lr=5e-4")
     key, _, text = assignment.partition("=")
-    parts = key.strip().split(".")
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
-        node = child
+    steps: list[str | int] = []
+    for part in key.strip().split("."):
+        name, *indices = part.replace("]", "").split("[")
+        steps.append(name)
+        try:
+            steps.extend(int(i) for i in indices)
+        except ValueError:
+            raise ConfigError(f"--set {key}: list indices must be integers") from None
+    node: Any = raw
+    for i, step in enumerate(steps[:-1]):
+        here = key if i == len(steps) - 2 else str(step)
+        if isinstance(step, int):
+            if not isinstance(node, list) or not -len(node) <= step < len(node):
+                raise ConfigError(f"--set {key}: no list item [{step}] in the config file")
+            node = node[step]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {here} is not a section")
+            default: Any = [] if isinstance(steps[i + 1], int) else {}
+            node = node.setdefault(step, default)
     value = yaml.safe_load(text)
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)  # YAML 1.1 reads "5e-4" as a string
-    node[parts[-1]] = value
+    last = steps[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not -len(node) <= last < len(node):
+            raise ConfigError(f"--set {key}: no list item [{last}] in the config file")
+        node[last] = value
+    elif not isinstance(node, dict):
+        raise ConfigError(f"--set {key}: the parent of {last!r} is not a section")
+    else:
+        node[last] = value
 
 
 def _looks_numeric(text: str) -> bool:
