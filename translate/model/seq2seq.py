@@ -1,0 +1,201 @@
+"""The full model: embeddings, encoder, attentional decoder, generator, optional tagger.
+
+The step API (:meth:`Seq2Seq.encode`, :meth:`Seq2Seq.init_decoder_state`,
+:meth:`Seq2Seq.decode_step`) is what search uses; :meth:`Seq2Seq.forward` is teacher forcing
+for training. Both run the same math, so a step-by-step decode reproduces ``forward``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from translate.config import ModelConfig
+from translate.model.decoder import Decoder, DecoderState
+from translate.model.encoder import Encoder, lengths_to_mask
+from translate.model.tagger import DomainTagger
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # [B, T, V]
+    domain_logits: Tensor | None  # [B, L], None without a tagger
+
+
+@dataclass
+class EncoderOutput:
+    """Everything decoding needs about the source, per sentence along dim 0 (dim 1 for h/c).
+
+    states ``[B, S, 2*enc_hidden]`` (zeros on padding); mask ``[B, S]`` bool (True = real);
+    init_h / init_c ``[dec_layers, B, dec_hidden]``; proj_keys: the attention's key
+    projection ``[B, S, dec_hidden]`` computed once per sentence (None for dot attention).
+    Domain pooling is not stored: it has learned parameters and lives in the tagger
+    (:meth:`Seq2Seq.tag`).
+    """
+
+    states: Tensor
+    mask: Tensor
+    init_h: Tensor
+    init_c: Tensor
+    proj_keys: Tensor | None = None
+
+    def index_select(self, idx: Tensor) -> EncoderOutput:
+        """Repeat / reorder / drop sentences (beam search); idx on the states' device."""
+        return EncoderOutput(
+            states=self.states.index_select(0, idx),
+            mask=self.mask.index_select(0, idx),
+            init_h=self.init_h.index_select(1, idx),
+            init_c=self.init_c.index_select(1, idx),
+            proj_keys=None if self.proj_keys is None else self.proj_keys.index_select(0, idx),
+        )
+
+
+class Generator(nn.Module):
+    """Output projection h~ → vocabulary logits, optionally tied to the target embedding.
+
+    With tying, an extra bias-free linear maps the decoder size to the embedding size first
+    when they differ.
+    """
+
+    def __init__(self, hidden: int, vocab: int, tied: nn.Embedding | None = None) -> None:
+        super().__init__()
+        out_in = hidden
+        self.pre: nn.Module = nn.Identity()
+        if tied is not None and tied.embedding_dim != hidden:
+            self.pre = nn.Linear(hidden, tied.embedding_dim, bias=False)
+            out_in = tied.embedding_dim
+        self.proj = nn.Linear(out_in, vocab)
+        if tied is not None:
+            if tied.num_embeddings != vocab:
+                raise ValueError("tie_output needs the target embedding to have vocab rows")
+            self.proj.weight = tied.weight
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.proj(self.pre(hidden))
+
+
+class Seq2Seq(nn.Module):
+    def __init__(
+        self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, pad_id: int, n_labels: int
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pad_id = pad_id
+        self.src_vocab = src_vocab
+        self.tgt_vocab = tgt_vocab
+        self.n_labels = n_labels
+        self.src_embed = nn.Embedding(src_vocab, cfg.emb_dim, padding_idx=pad_id)
+        if cfg.share_embeddings:
+            if src_vocab != tgt_vocab:
+                raise ValueError(
+                    f"model.share_embeddings needs a joint vocabulary, got src_vocab={src_vocab}"
+                    f" and tgt_vocab={tgt_vocab}"
+                )
+            self.tgt_embed = self.src_embed
+        else:
+            self.tgt_embed = nn.Embedding(tgt_vocab, cfg.emb_dim, padding_idx=pad_id)
+        self.encoder = Encoder(
+            self.src_embed, cfg.enc_hidden, cfg.enc_layers, cfg.dropout,
+            cfg.dec_hidden, cfg.dec_layers,
+        )
+        self.decoder = Decoder(
+            self.tgt_embed, cfg.dec_hidden, cfg.dec_layers, self.encoder.output_dim,
+            cfg.attention, cfg.input_feeding, cfg.dropout,
+        )
+        self.generator = Generator(
+            cfg.dec_hidden, tgt_vocab, self.tgt_embed if cfg.tie_output else None
+        )
+        self.tagger: DomainTagger | None = None
+        if n_labels > 0 and cfg.tagger.enabled:
+            self.tagger = DomainTagger(
+                self.encoder.output_dim, cfg.tagger.hidden, n_labels, cfg.tagger.pooling,
+                cfg.dropout,
+            )
+
+    # ------------------------------------------------------------------ training
+
+    def forward(
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None
+    ) -> ModelOutput:
+        """Teacher forcing: logits ``[B, T, V]`` and domain logits ``[B, L]`` (or None)."""
+        enc = self.encode(src, src_lengths, src_mask)
+        hidden, _ = self.decode(tgt_in, enc)
+        return ModelOutput(logits=self.generator(hidden), domain_logits=self.tag(enc))
+
+    def decode(self, tgt_in: Tensor, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """Teacher-forced attentional vectors ``[B, T, dec_hidden]`` and attention ``[B, T, S]``.
+
+        Apply ``self.generator`` to (a subset of) the vectors to get logits.
+        """
+        state = self.init_decoder_state(enc)
+        return self.decoder(tgt_in, state, enc.states, enc.mask, enc.proj_keys)
+
+    # ------------------------------------------------------------------ step API
+
+    def encode(
+        self, src: Tensor, src_lengths: Tensor, src_mask: Tensor | None = None
+    ) -> EncoderOutput:
+        """src ``[B, S]`` (any order, padded with anything), src_lengths ``[B]`` (CPU or not)."""
+        states, (h, c) = self.encoder(src, src_lengths)
+        mask = src_mask if src_mask is not None else lengths_to_mask(
+            src_lengths, src.size(1), src.device
+        )
+        return EncoderOutput(
+            states=states, mask=mask, init_h=h, init_c=c,
+            proj_keys=self.decoder.attention.precompute(states),
+        )
+
+    def tag(self, enc: EncoderOutput) -> Tensor | None:
+        """Domain logits ``[B, L]``; None when the model has no tagger."""
+        if self.tagger is None:
+            return None
+        return self.tagger(enc.states, enc.mask)
+
+    def init_decoder_state(self, enc: EncoderOutput) -> DecoderState:
+        return self.decoder.init_state(enc.init_h, enc.init_c)
+
+    def decode_step(
+        self, prev_tokens: Tensor, state: DecoderState, enc: EncoderOutput
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """prev_tokens ``[N]`` → (logits ``[N, V]``, new state, attention ``[N, S]``)."""
+        vec, state, weights = self.decoder.step(
+            prev_tokens, state, enc.states, enc.mask, enc.proj_keys
+        )
+        return self.generator(vec), state, weights
+
+
+def _init_weights(model: Seq2Seq) -> None:
+    """Uniform ±0.1 for recurrent/embedding weights, Xavier for linears, zero biases, LSTM
+    forget-gate bias 1 (remember by default early in training), zero pad embedding."""
+    for module in model.modules():
+        if isinstance(module, nn.LSTM):
+            for name, p in module.named_parameters():
+                if name.startswith("weight"):
+                    nn.init.uniform_(p, -0.1, 0.1)
+                else:
+                    nn.init.zeros_(p)
+                    if name.startswith("bias_ih"):
+                        h = module.hidden_size
+                        p.data[h : 2 * h] = 1.0  # gate order i, f, g, o
+        elif isinstance(module, nn.Linear):
+            if module.weight is model.tgt_embed.weight:
+                continue  # tied: initialised as an embedding
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.uniform_(module.weight, -0.1, 0.1)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+
+def build_model(
+    cfg: ModelConfig, src_vocab: int, tgt_vocab: int, pad_id: int, n_labels: int
+) -> Seq2Seq:
+    """Construct and initialise a model (no file I/O: sizes and labels come from the caller)."""
+    model = Seq2Seq(cfg, src_vocab, tgt_vocab, pad_id, n_labels)
+    _init_weights(model)
+    return model
