@@ -1,0 +1,92 @@
+"""Decode many sentences at once: length-sorted batches in, results in input order out.
+
+Validation (greedy, during training) and the translator (beam search, at inference) both
+need the same thing: sort sentences by length so batches carry little padding, run the
+search, then put every result back where its sentence came from. One implementation keeps
+the two from drifting apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from translate.config import InferenceConfig
+from translate.runtime import autocast
+from translate.search import Hypothesis, beam_search, greedy_search
+
+
+@dataclass
+class Decoded:
+    """Per input sentence: its n-best list and (when the model tags domains) label probs."""
+
+    hypotheses: list[list[Hypothesis]]
+    domain_probs: torch.Tensor | None  # [N, L] float32 on CPU
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int,
+                          max_tokens: int = 0) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, for early OOMs)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = max([lengths[j] for j in current[:1]] + [lengths[i], 1])
+        too_many = len(current) >= batch_size
+        too_wide = max_tokens > 0 and (len(current) + 1) * width > max_tokens
+        if current and (too_many or too_wide):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _pad(seqs: list[list[int]], pad_id: int, device: torch.device):
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    tensors = [torch.tensor(s, dtype=torch.long) for s in seqs]
+    src = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=pad_id)
+    return src.to(device, non_blocking=True), lengths
+
+
+@torch.inference_mode()
+def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: InferenceConfig,
+               *, special: dict[str, int], device: torch.device,
+               dtype: torch.dtype = torch.float32, greedy: bool = False,
+               max_tokens: int = 0) -> Decoded:
+    """Translate already-encoded sentences; every sentence must hold at least one id.
+
+    ``special`` holds ``bos_id``, ``eos_id`` and ``pad_id``. ``greedy`` forces greedy search
+    (validation); otherwise ``opts.beam_size`` decides, beam 1 being greedy.
+    """
+    was_training = model.training
+    model.eval()
+    results: list[list[Hypothesis] | None] = [None] * len(src_ids)
+    probs: torch.Tensor | None = None
+    lengths = [len(s) for s in src_ids]
+    for batch in length_sorted_batches(lengths, opts.batch_size, max_tokens):
+        src, src_lengths = _pad([list(src_ids[i]) for i in batch], special["pad_id"], device)
+        with autocast(device, dtype):
+            hyps = _search(model, src, src_lengths, opts, special, greedy)
+            tag_logits = model.tag(model.encode(src, src_lengths))
+        for i, h in zip(batch, hyps, strict=True):
+            results[i] = h
+        if tag_logits is not None:
+            if probs is None:
+                probs = torch.zeros(len(src_ids), tag_logits.shape[-1])
+            probs[torch.tensor(batch)] = torch.sigmoid(tag_logits.float()).cpu()
+    model.train(was_training)
+    return Decoded(hypotheses=[r or [] for r in results], domain_probs=probs)
+
+
+def _search(model, src, src_lengths, opts: InferenceConfig, special: dict[str, int],
+            greedy: bool) -> list[list[Hypothesis]]:
+    common = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
+                  **special)
+    if greedy or (opts.beam_size == 1 and opts.no_repeat_ngram == 0):
+        return greedy_search(model, src, src_lengths, **common)
+    return beam_search(model, src, src_lengths, beam_size=opts.beam_size, n_best=opts.n_best,
+                       alpha=opts.alpha, no_repeat_ngram=opts.no_repeat_ngram, **common)

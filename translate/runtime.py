@@ -1,0 +1,68 @@
+"""Device, precision and thread choices shared by training and inference.
+
+Kept apart from the trainer so that `infer` makes exactly the same choices (and gives the
+same one-line errors) without importing the training loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+
+import numpy as np
+import torch
+
+
+class RuntimeSetupError(RuntimeError):
+    """The requested device or precision cannot be used on this machine."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeSetupError(
+            f"device {name!r} was asked for, but no CUDA GPU is visible "
+            "(torch.cuda.is_available() is False); use --device cpu"
+        )
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """bf16 autocast by default on CUDA (no scaler needed), fp32 on CPU."""
+    if device.type != "cuda":
+        if name in ("bf16", "fp16"):
+            raise RuntimeSetupError(f"precision {name!r} needs a CUDA device; use fp32 on CPU")
+        return torch.float32
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def set_threads(num_threads: int) -> None:
+    """0 keeps torch's default (all cores); tests and benchmarks pin it for repeatability."""
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def configure_cuda() -> None:
+    """cuDNN autotuning for LSTMs and TF32 matmuls: free speed, no accuracy we rely on."""
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

@@ -1,0 +1,54 @@
+"""``python -m translate.train --config configs/X.yaml [--set key=value ...]``.
+
+A thin layer over :class:`translate.trainer.Trainer`; ``--resume RUN_DIR`` continues a run
+from its own saved config (``--set`` still applies, e.g. to raise ``training.max_steps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from translate import config as config_mod
+from translate.cli import run_main, setup_logging
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m translate.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (default: configs/default.yaml)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set training.lr=5e-4 (repeatable)")
+    p.add_argument("--device", help="shortcut for --set training.device=...")
+    p.add_argument("--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"training.device={args.device}")
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.is_file() or not (run_dir / "last.pt").is_file():
+            raise FileNotFoundError(f"{run_dir}: not a run directory to resume "
+                                    "(needs config.yaml and last.pt)")
+        overrides.append(f"training.run_dir={run_dir}")
+        cfg = config_mod.load(saved, overrides)
+    else:
+        cfg = config_mod.load(args.config or "configs/default.yaml", overrides)
+
+    from translate.trainer import Trainer  # heavy imports after the config is known good
+
+    summary = Trainer(cfg, resume=bool(args.resume)).fit()
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main, "translate.train")

@@ -1,0 +1,338 @@
+"""The training loop: steps, AMP, clipping, validation, early stopping, resume, signals.
+
+A run is a directory (see :class:`translate.checkpoint.RunDir`). Everything needed to go on
+or to translate later is written there, and `--resume` restores the exact position in the
+data order and every RNG, so that on the CPU a stopped-and-resumed run ends with the same
+weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from translate import config as config_mod
+from translate.batching import BatchSampler, collate
+from translate.checkpoint import (
+    RunDir,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from translate.config import Config
+from translate.loss import TranslationLoss
+from translate.model import build_model
+from translate.prepare import Prepared, prepare
+from translate.runtime import (
+    autocast,
+    configure_cuda,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+    set_threads,
+)
+from translate.schedule import build_scheduler
+from translate.tracking import Tracker
+from translate.validation import batch_losses, validate
+
+log = logging.getLogger("translate.train")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the message says why."""
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # next batch of this epoch to train on
+    best: float | None = None
+    bad_validations: int = 0
+    elapsed: float = 0.0
+    tokens: int = 0
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run = RunDir(cfg.training.run_dir)
+        set_threads(cfg.training.num_threads)
+        seed_everything(cfg.training.seed)
+        configure_cuda()
+        self.device = resolve_device(cfg.training.device)
+        self.dtype = resolve_precision(cfg.training.precision, self.device)
+        config_mod.save(cfg, self.run.config_path)
+        self.data: Prepared = prepare(cfg, self.run, log=log.info)
+        tok = self.data.tokenizer
+        self.special = {"pad_id": tok.pad_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id}
+        self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, tok.pad_id,
+                                 len(self.data.labels)).to(self.device)
+        tr = cfg.training
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tr.lr,
+                                           betas=tuple(tr.betas), weight_decay=tr.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, tr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.loss_fn = TranslationLoss(tok.pad_id, tr.label_smoothing)
+        self.eval_loss_fn = TranslationLoss(tok.pad_id, 0.0)
+        self.pos_weight = self.data.pos_weight.to(self.device) if (
+            cfg.model.tagger.pos_weight and self.data.pos_weight is not None) else None
+        train = self.data.splits["train"]
+        self.sampler = BatchSampler(train.src_lens, train.tgt_lens, tr.batch_type,
+                                    tr.max_tokens, tr.batch_size, shuffle=True, seed=tr.seed)
+        self.progress = Progress()
+        self.thresholds: list[float] = []
+        self._stop_signal: str | None = None
+        if resume:
+            self._restore(load_checkpoint(self.run.last_path, map_location=self.device))
+        self.tracker = Tracker(cfg.logging, self.run, config_mod.to_dict(cfg))
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "progress": vars(self.progress).copy(),
+            "rng": capture_rng_state(),
+            "config": config_mod.to_dict(self.cfg),
+            "labels": list(self.data.labels),
+            "thresholds": list(self.thresholds),
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(**state["progress"])
+        self.thresholds = list(state.get("thresholds", []))
+        restore_rng_state(state["rng"])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", self.run.last_path,
+                 self.progress.step, self.progress.epoch, self.progress.batch_in_epoch)
+
+    def save_last(self) -> None:
+        save_checkpoint(self.run.last_path, self._state())
+
+    # ------------------------------------------------------------------ loop
+
+    def _done(self, start: float) -> bool:
+        tr, p = self.cfg.training, self.progress
+        if tr.max_steps and p.step >= tr.max_steps:
+            return True
+        if tr.max_epochs and p.epoch >= tr.max_epochs:
+            return True
+        return bool(tr.max_minutes) and p.elapsed + time.time() - start >= tr.max_minutes * 60
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._stop_signal = signal.Signals(signum).name
+
+    def fit(self) -> dict:
+        """Train until a limit, early stopping or a signal; returns the final summary."""
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        log.info("run directory: %s", self.run.root.resolve())
+        try:
+            return self._loop()
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            self.tracker.finish()
+
+    def _loop(self) -> dict:
+        tr, p = self.cfg.training, self.progress
+        start, window_tokens, window_start = time.time(), 0, time.time()
+        bar = tqdm(total=tr.max_steps or None, initial=p.step, desc="train", unit="step",
+                   dynamic_ncols=True, disable=None)
+        stopped_early = False
+        self.model.train()
+        while not self._done(start) and not stopped_early:
+            batches = self.sampler.batches(p.epoch)
+            while p.batch_in_epoch < len(batches) and not self._done(start):
+                group = batches[p.batch_in_epoch:p.batch_in_epoch + tr.accum_steps]
+                stats = self._step(group)
+                p.batch_in_epoch += len(group)
+                if stats is None:
+                    continue
+                p.step += 1
+                p.tokens += stats["ntokens"]
+                window_tokens += stats["ntokens"]
+                bar.update(1)
+                if p.step % tr.valid_every == 0 or p.step % self.cfg.logging.log_every == 0:
+                    rate = window_tokens / max(time.time() - window_start, 1e-9)
+                    window_tokens, window_start = 0, time.time()
+                    stats.update(tokens_per_s=rate, lr=self.optimizer.param_groups[0]["lr"])
+                    bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:,.0f}",
+                                    lr=f"{stats['lr']:.2e}")
+                    self.tracker.log({f"train/{k}": v for k, v in stats.items()}, p.step)
+                if p.step % tr.valid_every == 0:
+                    stopped_early = self._validate_and_save(start)
+                if self._stop_signal:
+                    return self._interrupted(start, bar)
+                if stopped_early:
+                    break
+            if p.batch_in_epoch >= len(batches):
+                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        bar.close()
+        if p.step % tr.valid_every != 0 and p.step > 0:
+            self._validate_and_save(start)
+        p.elapsed += time.time() - start
+        self.save_last()
+        return self._finish()
+
+    def _step(self, group: list[list[int]]) -> dict | None:
+        """One optimizer step over ``group`` micro-batches; None when skipped (non-finite)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        ntokens = sum(self._batch_tokens(ix) for ix in group)
+        totals = {"loss": 0.0, "nll": 0.0, "tag_loss": 0.0}
+        finite = True
+        for indices in group:
+            batch = collate(self.data.splits["train"], indices, **self.special)
+            batch = batch.to(self.device, non_blocking=True)
+            with autocast(self.device, self.dtype):
+                trans, tag = batch_losses(self.model, batch, self.loss_fn, self.pos_weight)
+            loss = trans.loss / ntokens
+            if tag is not None:
+                loss = loss + self.cfg.model.tagger.loss_weight * tag / len(group)
+                totals["tag_loss"] += float(tag) / len(group)
+            totals["loss"] += float(loss)
+            totals["nll"] += float(trans.nll)
+            if not math.isfinite(totals["loss"]):
+                finite = False
+                break
+            self.scaler.scale(loss).backward()
+        grad_norm = float("nan")
+        if finite:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.cfg.training.clip_norm or float("inf")))
+            finite = math.isfinite(grad_norm) or self.scaler.is_enabled()
+        if not finite:
+            return self._skip_nonfinite(totals["loss"], grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step_batch()
+        self._nonfinite = 0
+        totals.update(ntokens=ntokens, grad_norm=grad_norm, nll=totals["nll"] / ntokens,
+                      ppl=math.exp(min(totals["nll"] / ntokens, 50.0)))
+        return totals
+
+    _nonfinite = 0
+
+    def _skip_nonfinite(self, loss: float, grad_norm: float) -> None:
+        self._nonfinite += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        log.warning("step %d: non-finite loss %s / gradient norm %s; step skipped (%d in a row)",
+                    self.progress.step + 1, loss, grad_norm, self._nonfinite)
+        if self._nonfinite >= self.cfg.training.max_nonfinite:
+            self.save_last()
+            raise TrainingError(
+                f"the loss was non-finite in {self._nonfinite} steps in a row "
+                f"(training.max_nonfinite={self.cfg.training.max_nonfinite}); stopped at step "
+                f"{self.progress.step}. The last good weights are in {self.run.last_path}. "
+                "Lower training.lr, raise training.warmup_steps or use precision fp32/bf16."
+            )
+        return None
+
+    def _batch_tokens(self, indices: list[int]) -> int:
+        return sum(self.data.splits["train"].tgt_lens[i] + 1 for i in indices)
+
+    # ------------------------------------------------------------------ validation
+
+    def _valid_batches(self, name: str, limit: int = 0) -> list[list[int]]:
+        split = self.data.splits[name]
+        n = min(len(split), limit) if limit else len(split)
+        tr = self.cfg.training
+        sampler = BatchSampler(split.src_lens[:n], split.tgt_lens[:n], "tokens",
+                               max(tr.max_tokens, 1) * 2, tr.batch_size, shuffle=False,
+                               seed=tr.seed)
+        return sampler.batches(0)
+
+    def _run_validation(self, name: str, greedy: bool, limit: int = 0,
+                        thresholds: list[float] | None = None):
+        split = self.data.splits[name]
+        n = min(len(split), limit) if limit else len(split)
+        sub = split.head(n)
+        return validate(self.model, sub, self.data.sources[name][:n],
+                        self.data.references[name][:n], self._valid_batches(name, n),
+                        self.eval_loss_fn, self.data.tokenizer, self.cfg.inference,
+                        self.device, self.dtype, num_samples=self.cfg.training.num_samples,
+                        greedy=greedy, thresholds=thresholds)
+
+    def _validate_and_save(self, start: float) -> bool:
+        """Validate, save best/last, log; returns True when early stopping triggers."""
+        if not len(self.data.splits["valid"]):
+            self.save_last()
+            return False
+        tr, p = self.cfg.training, self.progress
+        result = self._run_validation("valid", greedy=True, limit=tr.valid_max_sentences)
+        self.thresholds = result.thresholds
+        metric = result.metrics[tr.early_stopping_metric]
+        better = p.best is None or (metric < p.best if tr.early_stopping_metric == "loss"
+                                    else metric > p.best)
+        if better:
+            p.best, p.bad_validations = metric, 0
+            save_checkpoint(self.run.best_path, {
+                "model": self.model.state_dict(), "config": config_mod.to_dict(self.cfg),
+                "labels": list(self.data.labels), "thresholds": list(self.thresholds),
+                "progress": vars(p).copy()})
+            self.run.write_labels(self.data.labels, self.thresholds)
+        else:
+            p.bad_validations += 1
+        self.run.hyps_path.write_text("\n".join(result.hypotheses) + "\n", encoding="utf-8")
+        self.scheduler.step_validation(result.metrics["loss"])
+        elapsed = p.elapsed + time.time() - start
+        self.tracker.log({f"valid/{k}": v for k, v in result.metrics.items()}
+                         | {"valid/best": p.best, "elapsed_min": elapsed / 60}, p.step)
+        self.tracker.log_samples(result.samples, p.step)
+        tqdm.write(f"step {p.step}: valid loss {result.metrics['loss']:.3f} "
+                   f"ppl {result.metrics['ppl']:.1f} BLEU {result.metrics['bleu']:.2f} "
+                   f"chrF {result.metrics['chrf']:.2f}" + (" *" if better else ""))
+        self.save_last()
+        return bool(tr.patience) and p.bad_validations >= tr.patience
+
+    def _interrupted(self, start: float, bar) -> dict:
+        bar.close()
+        self.progress.elapsed += time.time() - start
+        self.save_last()
+        cmd = f"python -m translate.train --resume {self.run.root}"
+        msg = (f"{self._stop_signal}: stopped at step {self.progress.step}; "
+               f"saved {self.run.last_path}. Resume with:\n  {cmd}")
+        tqdm.write(msg)
+        return {"interrupted": self._stop_signal, "step": self.progress.step, "resume": cmd}
+
+    def _finish(self) -> dict:
+        """Score the best checkpoint on the test split with the configured beam search."""
+        p = self.progress
+        summary: dict = {"step": p.step, "epochs": p.epoch, "best_valid": p.best,
+                         "train_minutes": p.elapsed / 60,
+                         "tokens_per_s": p.tokens / max(p.elapsed, 1e-9),
+                         "run_dir": str(self.run.root)}
+        if self.run.best_path.is_file():
+            self.model.load_state_dict(load_checkpoint(self.run.best_path,
+                                                       map_location=self.device)["model"])
+        if len(self.data.splits["test"]):
+            result = self._run_validation("test", greedy=False,
+                                          thresholds=self.thresholds or None)
+            self.run.root.joinpath("test_hyps.txt").write_text(
+                "\n".join(result.hypotheses) + "\n", encoding="utf-8")
+            summary.update({f"test_{k}": v for k, v in result.metrics.items()})
+            summary["signatures"] = result.signatures
+            tqdm.write(f"test: BLEU {result.metrics['bleu']:.2f} chrF "
+                       f"{result.metrics['chrf']:.2f} (beam {self.cfg.inference.beam_size})\n"
+                       f"  {result.signatures['bleu']}\n  {result.signatures['chrf']}")
+        self.tracker.summary(summary)
+        Path(self.run.root, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
