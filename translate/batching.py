@@ -1,0 +1,327 @@
+"""From text pairs to padded tensor batches: encoding, collation and length-bucketed sampling.
+
+Conventions the model, loss, search and translator rely on:
+
+- Source rows carry pieces only (no bos/eos). An **empty source** (a blank line, or a line
+  that tokenizes to nothing) is represented by the single token ``eos``: a length-0 sequence
+  cannot go through ``pack_padded_sequence``, and "end of sentence right away" is what an
+  empty line means. ``collate`` is the only place this happens, so training and inference
+  (which also batches through ``collate``) see the same thing.
+- Decoder input is ``bos + y``, decoder target ``y + eos``; ``tgt_lengths = len(y) + 1``.
+- Masks come from the lengths, never from the ids: pad is 3 and unk is 0, and a real unk
+  token must never be masked (the classic ``ids != 0`` bug cannot happen here).
+- ``src_lengths`` stays on the CPU (``pack_padded_sequence`` wants CPU int64).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+if TYPE_CHECKING:
+    import datasets
+
+    from translate.tokenizer import Tokenizer
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class EncodedSplit:
+    """One split as piece ids (truncated to ``max_len``) plus label indices per row."""
+
+    src_ids: list[list[int]]
+    tgt_ids: list[list[int]]
+    label_ids: list[list[int]]
+    n_labels: int
+    n_truncated_src: int = 0
+    n_truncated_tgt: int = 0
+
+    def __len__(self) -> int:
+        return len(self.src_ids)
+
+    @property
+    def src_lens(self) -> list[int]:
+        """Source lengths as ``collate`` will make them (an empty source counts as 1)."""
+        return [max(1, len(x)) for x in self.src_ids]
+
+    @property
+    def tgt_lens(self) -> list[int]:
+        """Target piece counts (without the added bos/eos)."""
+        return [len(y) for y in self.tgt_ids]
+
+
+def _truncate(rows: list[list[int]], max_len: int) -> int:
+    n = 0
+    for i, row in enumerate(rows):
+        if len(row) > max_len:
+            rows[i] = row[:max_len]
+            n += 1
+    return n
+
+
+def encode_split(
+    ds: datasets.Dataset, tok: Tokenizer, labels: list[str], max_len: int
+) -> EncodedSplit:
+    """Tokenize a ``{src, tgt, domains}`` dataset in two batched sentencepiece calls.
+
+    Sequences longer than ``max_len`` pieces are cut (and counted, so the caller can report
+    it); the training split was already filtered by characters, this only bounds memory.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    wanted = ["src", "tgt"] + (["domains"] if labels and "domains" in ds.column_names else [])
+    # One Arrow -> Python conversion per column (iterating ``ds["src"]`` goes row by row and
+    # is ~40x slower); select_columns keeps any indices mapping from select/shuffle/filter.
+    cols = ds.select_columns(wanted).to_dict()
+    src_ids = tok.encode_src(cols["src"])
+    tgt_ids = tok.encode_tgt(cols["tgt"])
+    n_src = _truncate(src_ids, max_len)
+    n_tgt = _truncate(tgt_ids, max_len)
+    index = {label: i for i, label in enumerate(labels)}
+    if "domains" in cols:
+        label_ids = []
+        for row, names in enumerate(cols["domains"]):
+            try:
+                label_ids.append(sorted({index[name] for name in names or ()}))
+            except KeyError as err:
+                raise ValueError(
+                    f"row {row}: domain label {err.args[0]!r} is not in the label vocabulary "
+                    f"{labels}"
+                ) from None
+    else:
+        label_ids = [[] for _ in range(len(src_ids))]
+    return EncodedSplit(src_ids, tgt_ids, label_ids, len(labels), n_src, n_tgt)
+
+
+def encode_sources(tok: Tokenizer, texts: Sequence[str], max_len: int) -> EncodedSplit:
+    """Sources only (inference): empty targets, no labels; batch them with :func:`collate`."""
+    src_ids = tok.encode_src(list(texts))
+    n_src = _truncate(src_ids, max_len)
+    n = len(src_ids)
+    return EncodedSplit(src_ids, [[] for _ in range(n)], [[] for _ in range(n)], 0, n_src, 0)
+
+
+# --------------------------------------------------------------------------- collation
+
+
+@dataclass
+class Batch:
+    src: Tensor  # [B, S] long, padded with pad_id
+    src_lengths: Tensor  # [B] long, always on the CPU
+    src_mask: Tensor  # [B, S] bool, True = real token
+    tgt_in: Tensor  # [B, T] long: bos + y
+    tgt_out: Tensor  # [B, T] long: y + eos
+    tgt_lengths: Tensor  # [B] long: len(y) + 1
+    tgt_mask: Tensor  # [B, T] bool
+    domains: Tensor | None  # [B, L] float multi-hot; None without labels
+    domain_mask: Tensor | None  # [B] bool: row has at least one label
+    indices: Tensor  # [B] long: row positions in the split
+    ntokens: int  # real target tokens
+
+    def __len__(self) -> int:
+        return self.src.size(0)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """Move every tensor except ``src_lengths`` (packing needs it on the CPU)."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return dataclasses.replace(
+            self,
+            src=move(self.src),
+            src_mask=move(self.src_mask),
+            tgt_in=move(self.tgt_in),
+            tgt_out=move(self.tgt_out),
+            tgt_lengths=move(self.tgt_lengths),
+            tgt_mask=move(self.tgt_mask),
+            domains=move(self.domains),
+            domain_mask=move(self.domain_mask),
+            indices=move(self.indices),
+        )
+
+    def pin_memory(self) -> Batch:
+        """Page-lock the tensors for async copies (DataLoader's hook); a no-op without CUDA."""
+        if not torch.cuda.is_available():
+            return self
+
+        def pin(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.pin_memory()
+
+        return dataclasses.replace(
+            self,
+            src=pin(self.src),
+            src_mask=pin(self.src_mask),
+            tgt_in=pin(self.tgt_in),
+            tgt_out=pin(self.tgt_out),
+            tgt_lengths=pin(self.tgt_lengths),
+            tgt_mask=pin(self.tgt_mask),
+            domains=pin(self.domains),
+            domain_mask=pin(self.domain_mask),
+            indices=pin(self.indices),
+        )
+
+
+def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """``[B]`` lengths -> ``[B, max_len]`` bool mask, True on real positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def collate(
+    split: EncodedSplit, indices: Sequence[int], pad_id: int, bos_id: int, eos_id: int
+) -> Batch:
+    """Pad the rows ``indices`` of ``split`` into a :class:`Batch` (see the module docstring)."""
+    if len(indices) == 0:
+        raise ValueError("collate needs at least one index")
+    idx = [int(i) for i in indices]
+    src_rows = [split.src_ids[i] or [eos_id] for i in idx]
+    tgt_rows = [split.tgt_ids[i] for i in idx]
+    src_lengths = torch.tensor([len(x) for x in src_rows], dtype=torch.long)
+    tgt_lengths = torch.tensor([len(y) + 1 for y in tgt_rows], dtype=torch.long)
+    src = pad_sequence(
+        [torch.tensor(x, dtype=torch.long) for x in src_rows],
+        batch_first=True,
+        padding_value=pad_id,
+    )
+    tgt_in = pad_sequence(
+        [torch.tensor([bos_id, *y], dtype=torch.long) for y in tgt_rows],
+        batch_first=True,
+        padding_value=pad_id,
+    )
+    tgt_out = pad_sequence(
+        [torch.tensor([*y, eos_id], dtype=torch.long) for y in tgt_rows],
+        batch_first=True,
+        padding_value=pad_id,
+    )
+    domains = domain_mask = None
+    if split.n_labels > 0:
+        domains = torch.zeros(len(idx), split.n_labels, dtype=torch.float)
+        for r, i in enumerate(idx):
+            if split.label_ids[i]:
+                domains[r, split.label_ids[i]] = 1.0
+        domain_mask = domains.sum(dim=1) > 0
+    return Batch(
+        src=src,
+        src_lengths=src_lengths,
+        src_mask=lengths_to_mask(src_lengths, src.size(1)),
+        tgt_in=tgt_in,
+        tgt_out=tgt_out,
+        tgt_lengths=tgt_lengths,
+        tgt_mask=lengths_to_mask(tgt_lengths, tgt_in.size(1)),
+        domains=domains,
+        domain_mask=domain_mask,
+        indices=torch.tensor(idx, dtype=torch.long),
+        ntokens=int(tgt_lengths.sum()),
+    )
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+class BatchSampler:
+    """Length-bucketed batches under a token budget (or of a fixed sentence count).
+
+    ``batch_type="tokens"``: a batch's padded size ``B * max(src_len, tgt_len + 1)`` stays
+    within ``max_tokens`` (fairseq / JoeyNMT style; the decoder side counts bos/eos). A single
+    pair longer than the budget forms a batch of its own: nothing is ever dropped.
+
+    Padding stays small because rows are sorted by length before being cut into batches; the
+    randomness per epoch comes from a random tie-break among equal lengths plus a shuffle of
+    the batch order, both drawn from ``(seed, epoch)`` so that an epoch's batches can be
+    rebuilt exactly on resume (skip the first k). Without ``shuffle`` (validation) the order is
+    the deterministic length order; ``Batch.indices`` maps rows back to the split.
+    """
+
+    def __init__(
+        self,
+        src_lens: Sequence[int],
+        tgt_lens: Sequence[int],
+        batch_type: Literal["tokens", "sentences"] = "tokens",
+        max_tokens: int = 2000,
+        batch_size: int = 64,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if len(src_lens) != len(tgt_lens):
+            raise ValueError(f"{len(src_lens)} source lengths but {len(tgt_lens)} target lengths")
+        if batch_type not in ("tokens", "sentences"):
+            raise ValueError(f"batch_type must be 'tokens' or 'sentences', got {batch_type!r}")
+        if batch_type == "tokens" and max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if batch_type == "sentences" and batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        # Sizes as collate builds them: an empty source becomes [eos]; the target gains bos/eos.
+        self.src_lens = np.maximum(np.asarray(src_lens, dtype=np.int64), 1)
+        self.tgt_lens = np.asarray(tgt_lens, dtype=np.int64) + 1
+        self.batch_type = batch_type
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def __len__(self) -> int:
+        """Number of batches in epoch 0 (other epochs differ by at most a few batches)."""
+        return len(self.batches(0))
+
+    def _order(self, rng: np.random.Generator | None) -> np.ndarray:
+        cost = np.maximum(self.src_lens, self.tgt_lens)
+        tie = rng.random(len(cost)) if rng is not None else np.arange(len(cost))
+        # np.lexsort sorts by the last key first: cost, then target, then source length.
+        return np.lexsort((tie, self.src_lens, self.tgt_lens, cost))
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """All batches of ``epoch`` (lists of row indices); the same for the same (seed, epoch)."""
+        if self._cache is not None and self._cache[0] == epoch:
+            return [list(b) for b in self._cache[1]]
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        order = self._order(rng)
+        if self.batch_type == "sentences":
+            out = [order[i : i + self.batch_size].tolist()
+                   for i in range(0, len(order), self.batch_size)]
+        else:
+            out = self._cut_by_tokens(order)
+        if rng is not None:
+            out = [out[i] for i in rng.permutation(len(out))]
+        self._cache = (epoch, out)
+        return [list(b) for b in out]
+
+    def _cut_by_tokens(self, order: np.ndarray) -> list[list[int]]:
+        src, tgt = self.src_lens[order].tolist(), self.tgt_lens[order].tolist()
+        out: list[list[int]] = []
+        current: list[int] = []
+        width = 0
+        for pos, i in enumerate(order.tolist()):
+            w = max(width, src[pos], tgt[pos])
+            if current and (len(current) + 1) * w > self.max_tokens:
+                out.append(current)
+                current, w = [], max(src[pos], tgt[pos])
+            current.append(i)
+            width = w
+        if current:
+            out.append(current)
+        return out
+
+    def padding_fraction(self, epoch: int) -> float:
+        """Padded share of all source + target positions in ``epoch``'s batches."""
+        padded = real = 0
+        for b in self.batches(epoch):
+            s, t = self.src_lens[b], self.tgt_lens[b]
+            padded += len(b) * (int(s.max()) + int(t.max()))
+            real += int(s.sum()) + int(t.sum())
+        return 0.0 if padded == 0 else 1.0 - real / padded
+
+    def tokens_per_batch(self, epoch: int) -> float:
+        """Mean real target tokens (``len(y) + 1``) per batch in ``epoch``."""
+        batches = self.batches(epoch)
+        total = sum(int(self.tgt_lens[b].sum()) for b in batches)
+        return total / max(1, len(batches))
