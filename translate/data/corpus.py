@@ -28,7 +28,7 @@ from pathlib import Path
 import datasets
 
 from translate.config import DataConfig, SourceConfig
-from translate.data.sources import DataError, input_files, load_source, make_dataset
+from translate.data.sources import DataError, columns, input_files, load_source, make_dataset
 
 SPLITS = ("train", "valid", "test")
 CACHE_VERSION = 1  # bump when the preparation logic changes
@@ -80,8 +80,14 @@ def _save(entry: Path, corpus: Corpus) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    for name, ds in corpus.splits.items():
-        ds.save_to_disk(str(tmp / name))
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # three "Saving the dataset" bars per run are noise
+    try:
+        for name, ds in corpus.splits.items():
+            ds.save_to_disk(str(tmp / name))
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
     manifest = corpus.report.get("manifest_data")
     if manifest is not None:
         (tmp / "gettext_manifest.json").write_text(json.dumps(manifest, indent=1),
@@ -187,9 +193,9 @@ def _build(cfg: DataConfig, log: Callable[[str], None]) -> Corpus:
             info["group"] = f"data.{group}[{i}]"
             if "manifest" in info:
                 manifests.append(info.pop("manifest"))
-            src = [x.strip() for x in ds["src"]]
-            tgt = [x.strip() for x in ds["tgt"]]
-            doms = ds["domains"]
+            src, tgt, doms = columns(ds, "src", "tgt", "domains")
+            src = [x.strip() for x in src]
+            tgt = [x.strip() for x in tgt]
             if split:
                 info["rows_per_split"] = {split: len(src)}
                 for s, t, d in zip(src, tgt, doms, strict=True):
@@ -221,10 +227,10 @@ def _build(cfg: DataConfig, log: Callable[[str], None]) -> Corpus:
             labels.update(d)
     if len(splits["train"]) == 0:
         raise DataError("data: no training pairs left after cleaning (see the drops above)")
-    train_src = splits["train"]["src"]
+    (train_src,) = columns(splits["train"], "src")
     overlap = {}
     for split in ("valid", "test"):
-        held = set(splits[split]["src"])
+        held = set(columns(splits[split], "src")[0])
         overlap[split] = sum(1 for s in train_src if s in held)
         if overlap[split]:
             log(f"data: {overlap[split]} training pairs share their source sentence with "
@@ -232,7 +238,7 @@ def _build(cfg: DataConfig, log: Callable[[str], None]) -> Corpus:
     report["overlap_train_src"] = overlap
     report["pairs"] = {s: len(ds) for s, ds in splits.items()}
     report["domains"] = {
-        s: dict(sorted(Counter(lab for d in ds["domains"] for lab in d).items()))
+        s: dict(sorted(Counter(lab for d in columns(ds, "domains")[0] for lab in d).items()))
         for s, ds in splits.items()
     }
     report["labels"] = sorted(labels)

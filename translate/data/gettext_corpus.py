@@ -134,12 +134,18 @@ def parse_mo(path: Path) -> MoCatalog:
 
 
 def _has_text(s: str) -> bool:
-    return any(c.isalpha() for c in _FORMAT_SPEC.sub("", s))
+    if "%" in s or "{" in s:
+        s = _FORMAT_SPEC.sub("", s)
+    return any(c.isalpha() for c in s)
+
+
+_MARKS = {m: re.compile(re.escape(m) + r"(?=[^\W_])") for m in ("_", "&")}
 
 
 def _strip_accelerator(src: str, tgt: str) -> tuple[str, str, bool]:
-    for mark in ("_", "&"):
-        pattern = re.compile(re.escape(mark) + r"(?=[^\W_])")
+    for mark, pattern in _MARKS.items():
+        if mark not in src:
+            continue
         s_hits, t_hits = pattern.findall(src), pattern.findall(tgt)
         if src.count(mark) != 1 or tgt.count(mark) != 1 or len(s_hits) != 1 or len(t_hits) != 1:
             continue
