@@ -154,7 +154,7 @@ class RunDir:
             "labels": list(labels),
             "thresholds": None if thresholds is None else [float(t) for t in thresholds],
         }
-        _atomic_write_text(self.labels_path, json.dumps(data, ensure_ascii=False, indent=1))
+        atomic_write_text(self.labels_path, json.dumps(data, ensure_ascii=False, indent=1))
 
     def read_labels(self) -> tuple[list[str], list[float] | None]:
         """Return ``(labels, thresholds)``; ``([], None)`` when the run has no labels file."""
@@ -244,7 +244,7 @@ def _atomic_write(path: Path, write: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
