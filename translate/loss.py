@@ -78,10 +78,11 @@ def pos_weight_from_counts(
 ) -> Tensor:
     """Per-label ``pos_weight = negatives / positives`` from training counts over labelled rows.
 
-    Balances rare labels against the many negatives; clamped to ``[1, max_weight]`` so a label
-    seen once doesn't dominate, and 1 for labels never seen.
+    Balances rare labels against the many negatives. Clamped to ``[1/max_weight, max_weight]``
+    so a label seen once doesn't dominate and one present in every row keeps some weight;
+    labels never seen get 1.
     """
     counts = torch.as_tensor(label_counts, dtype=torch.float32)
     weight = (n_rows - counts) / counts.clamp(min=1.0)
     weight = torch.where(counts > 0, weight, torch.ones_like(weight))
-    return weight.clamp(min=1.0, max=max_weight)
+    return weight.clamp(min=1.0 / max_weight, max=max_weight)
