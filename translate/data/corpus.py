@@ -69,10 +69,17 @@ def _load_cached(entry: Path) -> Corpus | None:
         return None
     try:
         report = json.loads(report_path.read_text(encoding="utf-8"))
-        splits = {s: datasets.load_from_disk(str(entry / s)) for s in SPLITS}
+        splits = _load_splits(entry, report["pairs"])
     except Exception:  # a half-written or foreign cache entry: rebuild it
         return None
     return Corpus(splits=splits, labels=report["labels"], report=report)
+
+
+def _load_splits(entry: Path, pairs: dict[str, int]) -> dict[str, datasets.Dataset]:
+    # datasets cannot load an empty dataset it saved itself (no record batches), so empty
+    # splits are not written and come back as fresh empty datasets.
+    return {s: datasets.load_from_disk(str(entry / s)) if pairs[s] else make_dataset([], [], [])
+            for s in SPLITS}
 
 
 def _save(entry: Path, corpus: Corpus) -> None:
@@ -84,7 +91,8 @@ def _save(entry: Path, corpus: Corpus) -> None:
     datasets.disable_progress_bars()  # three "Saving the dataset" bars per run are noise
     try:
         for name, ds in corpus.splits.items():
-            ds.save_to_disk(str(tmp / name))
+            if len(ds):
+                ds.save_to_disk(str(tmp / name))
     finally:
         if bars:
             datasets.enable_progress_bars()
@@ -264,7 +272,7 @@ def load_corpus(cfg: DataConfig, log: Callable[[str], None] = print) -> Corpus:
             corpus.report["manifest"] = str(entry / "gettext_manifest.json")
         _save(entry, corpus)
         corpus.report.pop("manifest_data", None)
-        corpus.splits = {s: datasets.load_from_disk(str(entry / s)) for s in SPLITS}
+        corpus.splits = _load_splits(entry, corpus.report["pairs"])
     corpus.report["seconds"] = round(time.perf_counter() - start, 3)
     return corpus
 
