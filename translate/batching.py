@@ -16,6 +16,7 @@ Conventions the model, loss, search and translator rely on:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -48,12 +49,13 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.src_ids)
 
-    @property
+    # Computed once: an encoded split is not modified after encode_split.
+    @functools.cached_property
     def src_lens(self) -> list[int]:
         """Source lengths as ``collate`` will make them (an empty source counts as 1)."""
         return [max(1, len(x)) for x in self.src_ids]
 
-    @property
+    @functools.cached_property
     def tgt_lens(self) -> list[int]:
         """Target piece counts (without the added bos/eos)."""
         return [len(y) for y in self.tgt_ids]
