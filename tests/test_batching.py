@@ -176,6 +176,9 @@ def test_sampler_deterministic_per_seed_and_epoch(sampler, train_split):
     assert fresh.batches(1) == sampler.batches(1)  # resume rebuilds the same epoch
     assert fresh.batches(0) == sampler.batches(0)
     assert sampler.batches(0) != sampler.batches(1)
+    # Not just a new batch order: rows of equal length are regrouped each epoch.
+    groups = [{frozenset(b) for b in sampler.batches(e)} for e in (0, 1)]
+    assert len(groups[0] & groups[1]) < len(groups[0]) // 2
     other = BatchSampler(train_split.src_lens, train_split.tgt_lens, "tokens", 2000, 64,
                          True, seed=14)
     assert other.batches(0) != sampler.batches(0)
