@@ -73,11 +73,10 @@ def _apply_length_rules(
     eos_lp = lprobs[:, eos_id].clone()
     if step < min_len:
         lprobs[:, eos_id] = -math.inf
-    forced = max_lens <= step
-    # A tensor-valued condition: no host sync; a no-op when no row is forced.
-    only_eos = torch.full_like(lprobs, -math.inf)
-    only_eos[:, eos_id] = eos_lp
-    lprobs.copy_(torch.where(forced.unsqueeze(1), only_eos, lprobs))
+    # Tensor-valued conditions only: no host sync, and a no-op when no row is forced.
+    forced = (max_lens <= step).unsqueeze(1)  # [N, 1]
+    lprobs.masked_fill_(forced, -math.inf)
+    lprobs[:, eos_id] = torch.where(forced.squeeze(1), eos_lp, lprobs[:, eos_id])
 
 
 def _block_repeated_ngrams(lprobs: Tensor, history: Tensor, n: int, pad_id: int) -> None:
@@ -103,7 +102,7 @@ def _log_probs(model: nn.Module, prev: Tensor, state, enc) -> tuple[Tensor, obje
     return torch.log_softmax(logits.float(), dim=-1), state
 
 
-class _eval_mode:
+class _EvalMode:
     """Run the search with dropout off, restoring the caller's train/eval mode afterwards."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -138,7 +137,7 @@ def greedy_search(
     InferenceConfig's 0.6) so greedy and beam scores are comparable; ``alpha`` does not
     change the tokens.
     """
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), _EvalMode(model):
         device = src.device
         batch = src.size(0)
         if batch == 0:
@@ -214,7 +213,7 @@ def beam_search(
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size={beam_size}, got {n_best}")
     k = beam_size
-    with torch.inference_mode(), _eval_mode(model):
+    with torch.inference_mode(), _EvalMode(model):
         device = src.device
         batch = src.size(0)
         if batch == 0:
