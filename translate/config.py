@@ -49,6 +49,7 @@ class SourceConfig:
     subset: str | None = None
     split: str = "train"
     domains: list[str] = field(default_factory=list)
+    max_pairs: int = 0  # keep only the first N pairs of this source (0 = all)
     # gettext only
     locale_dirs: list[str] = field(default_factory=lambda: ["/usr/share/locale"])
     extra_catalog_dirs: list[str] = field(default_factory=list)

@@ -17,6 +17,7 @@ from translate.batching import EncodedSplit, encode_split
 from translate.checkpoint import RunDir
 from translate.config import Config
 from translate.data import load_corpus
+from translate.data.sources import columns
 from translate.tokenizer import Tokenizer
 
 
@@ -34,20 +35,20 @@ class Prepared:
 def prepare(cfg: Config, run: RunDir, log: Callable[[str], None] = print) -> Prepared:
     corpus = load_corpus(cfg.data, log=log)
     labels = _labels(run, corpus.labels) if cfg.model.tagger.enabled else []
-    train = corpus.splits["train"]
+    text = {name: columns(ds, "src", "tgt") for name, ds in corpus.splits.items()}
     if (run.tokenizer_dir / "tokenizer.json").is_file():
         tok = Tokenizer.load(run.tokenizer_dir)
         log(f"tokenizer: reusing {run.tokenizer_dir}")
     else:
-        tok = Tokenizer.train(cfg.tokenizer, train["src"], train["tgt"], run.tokenizer_dir)
+        tok = Tokenizer.train(cfg.tokenizer, *text["train"], run.tokenizer_dir)
         log(f"tokenizer: trained {cfg.tokenizer.model_type} "
             f"({tok.src_vocab_size}/{tok.tgt_vocab_size} pieces) in {run.tokenizer_dir}")
     splits = {name: encode_split(ds, tok, labels, cfg.tokenizer.max_tokens)
               for name, ds in corpus.splits.items()}
     return Prepared(
         tokenizer=tok, labels=labels, splits=splits,
-        sources={name: list(ds["src"]) for name, ds in corpus.splits.items()},
-        references={name: list(ds["tgt"]) for name, ds in corpus.splits.items()},
+        sources={name: src for name, (src, _) in text.items()},
+        references={name: tgt for name, (_, tgt) in text.items()},
         pos_weight=_pos_weight(splits["train"], len(labels)), report=corpus.report)
 
 
@@ -60,7 +61,7 @@ def _labels(run: RunDir, corpus_labels: list[str]) -> list[str]:
             raise ValueError(f"{run.labels_path}: the corpus has labels the run was not "
                              f"trained with: {', '.join(missing)}")
         return list(saved)
-    run.write_labels(corpus_labels, [])
+    run.write_labels(corpus_labels, None)
     return list(corpus_labels)
 
 

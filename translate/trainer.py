@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from translate import config as config_mod
-from translate.batching import BatchSampler, collate
+from translate.batching import BatchSampler, EncodedSplit, collate
 from translate.checkpoint import (
     RunDir,
     capture_rng_state,
@@ -67,7 +67,7 @@ class Progress:
 class Trainer:
     def __init__(self, cfg: Config, resume: bool = False) -> None:
         self.cfg = cfg
-        self.run = RunDir(cfg.training.run_dir)
+        self.run = RunDir(cfg.training.run_dir).create()
         set_threads(cfg.training.num_threads)
         seed_everything(cfg.training.seed)
         configure_cuda()
@@ -91,8 +91,10 @@ class Trainer:
         train = self.data.splits["train"]
         self.sampler = BatchSampler(train.src_lens, train.tgt_lens, tr.batch_type,
                                     tr.max_tokens, tr.batch_size, shuffle=True, seed=tr.seed)
+        self.train_tgt_lens = train.tgt_lens
         self.progress = Progress()
         self.thresholds: list[float] = []
+        self._nonfinite = 0
         self._stop_signal: str | None = None
         if resume:
             self._restore(load_checkpoint(self.run.last_path, map_location=self.device))
@@ -206,8 +208,8 @@ class Trainer:
             loss = trans.loss / ntokens
             if tag is not None:
                 loss = loss + self.cfg.model.tagger.loss_weight * tag / len(group)
-                totals["tag_loss"] += float(tag) / len(group)
-            totals["loss"] += float(loss)
+                totals["tag_loss"] += float(tag.detach()) / len(group)
+            totals["loss"] += float(loss.detach())
             totals["nll"] += float(trans.nll)
             if not math.isfinite(totals["loss"]):
                 finite = False
@@ -229,8 +231,6 @@ class Trainer:
                       ppl=math.exp(min(totals["nll"] / ntokens, 50.0)))
         return totals
 
-    _nonfinite = 0
-
     def _skip_nonfinite(self, loss: float, grad_norm: float) -> None:
         self._nonfinite += 1
         self.optimizer.zero_grad(set_to_none=True)
@@ -247,7 +247,7 @@ class Trainer:
         return None
 
     def _batch_tokens(self, indices: list[int]) -> int:
-        return sum(self.data.splits["train"].tgt_lens[i] + 1 for i in indices)
+        return sum(self.train_tgt_lens[i] + 1 for i in indices)
 
     # ------------------------------------------------------------------ validation
 
@@ -264,7 +264,8 @@ class Trainer:
                         thresholds: list[float] | None = None):
         split = self.data.splits[name]
         n = min(len(split), limit) if limit else len(split)
-        sub = split.head(n)
+        sub = EncodedSplit(split.src_ids[:n], split.tgt_ids[:n], split.label_ids[:n],
+                           split.n_labels)
         return validate(self.model, sub, self.data.sources[name][:n],
                         self.data.references[name][:n], self._valid_batches(name, n),
                         self.eval_loss_fn, self.data.tokenizer, self.cfg.inference,

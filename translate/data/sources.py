@@ -92,6 +92,11 @@ def load_source(source: SourceConfig, src_lang: str, tgt_lang: str,
         info["manifest"] = manifest
     else:  # pragma: no cover - config validation rejects other kinds
         raise DataError(f"unknown source kind {source.kind!r}")
+    if source.max_pairs and len(ds) > source.max_pairs:
+        log(f"{describe(source)}: keeping the first {source.max_pairs} of {len(ds)} pairs "
+            "(max_pairs)")
+        info["limited_from"] = len(ds)
+        ds = ds.select(range(source.max_pairs))
     if source.domains:
         extra = sorted(set(source.domains))
         src, tgt, doms = columns(ds, "src", "tgt", "domains")

@@ -1,0 +1,258 @@
+"""``python -m translate.infer``: translate a file (or stdin) with a trained run directory.
+
+One sentence per line in, exactly one translation per line out, in order - whatever the
+input holds. Lines are split on ``\\n`` only (a trailing ``\\r`` is dropped), so characters
+that ``str.splitlines`` would also treat as breaks (``\\x0b``, ``\\x0c``, ``\\x1c``,
+``\\u2028``...) stay inside their line; a last line without a newline still counts. Empty or
+whitespace-only lines give empty lines; invalid UTF-8 is replaced (U+FFFD) with a warning
+naming the lines; lines longer than the model's limit are translated in pieces with a
+warning. stdout carries translations only; messages and the progress bar go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from translate.cli import run_main
+from translate.config import ConfigError
+
+PROG = "python -m translate.infer"
+
+# Characters that some readers (str.splitlines, editors) treat as line breaks; they must not
+# appear inside an output line or a consumer could count more lines than we wrote.
+_BREAKS = {ord(c): " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+_JSON_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Usage errors in one line (no usage block), like every other error of this command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _ArgumentParser(
+        prog=PROG,
+        description="Translate one sentence per line with a trained run directory.",
+        epilog=(
+            "Scoring: --reference FILE holds one reference per input line; BLEU and chrF "
+            "(sacrebleu, with signatures) are printed on stderr. Add --reference-domains FILE "
+            "(parallel to the reference: one comma-separated label list per line, an empty "
+            "line for unlabelled) to also score each domain on the lines carrying its label."
+        ),
+    )
+    p.add_argument("--model", metavar="RUN_DIR",
+                   help="run directory (default: the most recent run under runs/)")
+    p.add_argument("--input", metavar="FILE", help="source sentences (default: stdin)")
+    p.add_argument("--output", metavar="FILE", help="translations (default: stdout)")
+    p.add_argument("--format", choices=("text", "jsonl"), default="text",
+                   help="text: one translation per line; jsonl: one JSON object per line with "
+                        "score, n-best list, domain tags and probabilities")
+    p.add_argument("--checkpoint", default="best",
+                   help="best (default), last, averaged or a path to a .pt file")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
+                   help="fp32 (default) or autocast precision on CUDA")
+    p.add_argument("--quantize", action="store_true",
+                   help="dynamic int8 quantization of LSTM and linear layers (CPU only)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's choice)")
+    g = p.add_argument_group("search (defaults: the run's inference config)")
+    g.add_argument("--beam", type=int, help="beam size; 1 = greedy")
+    g.add_argument("--alpha", type=float, help="GNMT length penalty exponent")
+    g.add_argument("--n-best", type=int, help="hypotheses per sentence (shown in jsonl)")
+    g.add_argument("--max-len-a", type=float, help="max output length = a * src_len + b")
+    g.add_argument("--max-len-b", type=int, help="max output length = a * src_len + b")
+    g.add_argument("--min-len", type=int, help="minimum output length in pieces")
+    g.add_argument("--no-repeat-ngram", type=int, help="block repeated n-grams of this size")
+    g.add_argument("--batch-size", type=int, help="sentences per batch")
+    s = p.add_argument_group("scoring")
+    s.add_argument("--reference", metavar="FILE", help="reference translations, one per line")
+    s.add_argument("--reference-domains", metavar="FILE",
+                   help="comma-separated domain labels per reference line (per-domain scores)")
+    return p
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_lines(data: bytes) -> tuple[list[str], list[int]]:
+    """Split ``data`` into lines on ``\\n`` only; returns (lines, 1-based bad-UTF-8 lines)."""
+    if not data:
+        return [], []
+    raw = data.split(b"\n")
+    if raw[-1] == b"":  # the newline after the last line does not start another one
+        raw.pop()
+    lines, bad = [], []
+    for number, line in enumerate(raw, start=1):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = line.decode("utf-8", errors="replace")
+            bad.append(number)
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        lines.append(text)
+    return lines, bad
+
+
+def _numbers(numbers: list[int], shown: int = 20) -> str:
+    text = ", ".join(str(n) for n in numbers[:shown])
+    return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
+
+
+def _read_file(path: str, what: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p}: file not found")
+    return p.read_bytes()
+
+
+def _warn(message: str) -> None:
+    tqdm.write(f"{PROG.split()[-1]}: warning: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def format_line(result, fmt: str, n_best: int) -> str:
+    """One output line (without the newline) for one :class:`Translation`."""
+    if fmt == "text":
+        return result.text.translate(_BREAKS)
+    obj: dict = {"translation": result.text, "score": result.score}
+    if n_best > 1:
+        obj["nbest"] = [{"translation": t, "score": s} for t, s in result.nbest]
+    obj["domains"] = result.domains
+    obj["domain_probs"] = result.domain_probs
+    if result.warnings:
+        obj["warnings"] = result.warnings
+    line = json.dumps(obj, ensure_ascii=False)
+    for char, escaped in _JSON_BREAKS.items():
+        line = line.replace(char, escaped)
+    return line
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score(hyps: list[str], refs: list[str], domains: list[list[str]] | None) -> list[str]:
+    """Report lines: corpus BLEU/chrF with signatures, then one line per domain."""
+    from translate.metrics import bleu_chrf
+
+    total = bleu_chrf(hyps, refs)
+    out = [f"BLEU {total['bleu']:.2f}  chrF {total['chrf']:.2f}  ({len(hyps)} lines)",
+           f"  {total['bleu_signature']}", f"  {total['chrf_signature']}"]
+    if domains is not None:
+        for label in sorted({d for row in domains for d in row}):
+            rows = [i for i, row in enumerate(domains) if label in row]
+            r = bleu_chrf([hyps[i] for i in rows], [refs[i] for i in rows])
+            out.append(f"domain {label}: BLEU {r['bleu']:.2f}  chrF {r['chrf']:.2f}  "
+                       f"({len(rows)} lines)")
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _run(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    from translate.checkpoint import RunDir
+    from translate.runtime import set_threads
+    from translate.translator import Translator
+
+    set_threads(args.threads)
+    refs = ref_domains = None
+    if args.reference_domains and not args.reference:
+        raise ConfigError("--reference-domains needs --reference")
+    data = _read_file(args.input, "--input") if args.input else sys.stdin.buffer.read()
+    lines, bad = read_lines(data)
+    if args.reference:
+        refs, bad_refs = read_lines(_read_file(args.reference, "--reference"))
+        source = args.input or "stdin"
+        if len(refs) != len(lines):
+            raise ConfigError(f"--reference {args.reference} has {len(refs)} lines but the "
+                              f"input {source} has {len(lines)}")
+        if bad_refs:
+            _warn(f"{args.reference}: invalid UTF-8 replaced on line(s) {_numbers(bad_refs)}")
+        if args.reference_domains:
+            rows, _ = read_lines(_read_file(args.reference_domains, "--reference-domains"))
+            if len(rows) != len(refs):
+                raise ConfigError(f"--reference-domains {args.reference_domains} has "
+                                  f"{len(rows)} lines but --reference {args.reference} has "
+                                  f"{len(refs)}")
+            ref_domains = [[d.strip() for d in row.split(",") if d.strip()] for row in rows]
+    if bad:
+        _warn(f"{args.input or 'stdin'}: invalid UTF-8 replaced on line(s) {_numbers(bad)}")
+
+    model_dir = args.model
+    if model_dir is None:
+        model_dir = RunDir.latest("runs")
+        print(f"{PROG.split()[-1]}: using the most recent run {model_dir}", file=sys.stderr)
+    translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
+                                 quantize=args.quantize, precision=args.precision)
+    opts = dict(beam=args.beam, alpha=args.alpha, n_best=args.n_best, max_len_a=args.max_len_a,
+                max_len_b=args.max_len_b, min_len=args.min_len,
+                no_repeat_ngram=args.no_repeat_ngram, batch_size=args.batch_size)
+    resolved = translator.options(**opts)  # bad options fail before any work is done
+    if resolved.n_best > 1 and args.format == "text":
+        _warn("n-best lists are only written with --format jsonl; text shows the best one")
+
+    out = open(args.output, "w", encoding="utf-8", newline="\n") if args.output else None  # noqa: SIM115
+    write = out.write if out else _stdout_writer()
+    # Chunks big enough for length-sorted batches, small enough for a live progress bar.
+    chunk = max(resolved.batch_size * 8, 256)
+    hyps: list[str] = []
+    bar = tqdm(total=len(lines), unit="line", desc="translate", file=sys.stderr,
+               disable=None if args.input else True, dynamic_ncols=True)
+    try:
+        for start in range(0, len(lines), chunk):
+            def on_warning(i: int, msg: str, start: int = start) -> None:
+                _warn(f"line {start + i + 1}: {msg}")
+
+            results = translator.translate(lines[start:start + chunk], on_warning=on_warning,
+                                           **opts)
+            write("".join(format_line(r, args.format, resolved.n_best) + "\n"
+                          for r in results))
+            hyps.extend(r.text for r in results)
+            bar.update(len(results))
+    finally:
+        bar.close()
+        if out:
+            out.close()
+        else:
+            sys.stdout.flush()
+    if refs is not None:
+        for line in score(hyps, refs, ref_domains):
+            print(line, file=sys.stderr)
+    return 0
+
+
+def _stdout_writer():
+    """Write UTF-8 whatever the locale says, keeping stdout's text layer in sync."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        return sys.stdout.write
+
+    def write(text: str) -> None:
+        sys.stdout.flush()
+        buffer.write(text.encode("utf-8"))
+        buffer.flush()
+
+    return write
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point; user errors print one line and exit with status 2."""
+    run_main(lambda: _run(argv), PROG)
+
+
+if __name__ == "__main__":
+    main()
