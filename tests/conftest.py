@@ -66,7 +66,7 @@ def tiny_config(multi30k: Path, multidomain: Path, run_dir: Path, cache_dir: Pat
                   "share_embeddings": True, "tagger": {"hidden": 32, "loss_weight": 0.5}},
         "training": {"run_dir": str(run_dir), "device": "cpu", "max_tokens": 1500,
                      "lr": 3e-3, "warmup_steps": 50, "max_steps": 300, "max_epochs": 0,
-                     "valid_every": 150, "valid_max_sentences": 300, "num_threads": 2,
+                     "valid_every": 150, "valid_max_sentences": 300, "num_threads": 1,
                      "seed": 7, **training},
         "inference": {"beam_size": 3, "batch_size": 64},
         "logging": {"wandb": "disabled", "log_every": 50},

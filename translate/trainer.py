@@ -8,13 +8,11 @@ weights as one that never stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -327,13 +325,12 @@ class Trainer:
         if len(self.data.splits["test"]):
             result = self._run_validation("test", greedy=False,
                                           thresholds=self.thresholds or None)
-            self.run.root.joinpath("test_hyps.txt").write_text(
+            (self.run.root / "test_hyps.txt").write_text(
                 "\n".join(result.hypotheses) + "\n", encoding="utf-8")
             summary.update({f"test_{k}": v for k, v in result.metrics.items()})
             summary["signatures"] = result.signatures
             tqdm.write(f"test: BLEU {result.metrics['bleu']:.2f} chrF "
                        f"{result.metrics['chrf']:.2f} (beam {self.cfg.inference.beam_size})\n"
                        f"  {result.signatures['bleu']}\n  {result.signatures['chrf']}")
-        self.tracker.summary(summary)
-        Path(self.run.root, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.tracker.summary(summary)  # also written to summary.json
         return summary

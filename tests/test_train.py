@@ -1,0 +1,144 @@
+"""Training on real data: the loss falls, resume is exact, signals and NaNs are handled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT, tiny_config
+
+from translate import config
+from translate.checkpoint import load_checkpoint
+from translate.trainer import Trainer, TrainingError
+
+
+def _small(multi30k: Path, multidomain: Path, tmp: Path, name: str, **training) -> dict:
+    """An even smaller run than the shared fixture: a few hundred pairs, a few steps."""
+    raw = tiny_config(multi30k, multidomain, tmp / name, tmp / "cache", **training)
+    for group, n in (("train", 400), ("valid", 20), ("test", 20)):
+        for source in raw["data"][group]:
+            source["max_pairs"] = n
+    raw["tokenizer"]["vocab_size"] = 400
+    raw["training"].update({"max_tokens": 400, "warmup_steps": 5})
+    return raw
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_validation_loss_falls_on_real_data(trained_run: Path) -> None:
+    valid = [m for m in _metrics(trained_run) if "valid/loss" in m]
+    assert len(valid) == 2
+    assert valid[1]["valid/loss"] < valid[0]["valid/loss"] - 0.2
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["step"] == 300 and summary["tokens_per_s"] > 0
+    assert 0 <= summary["test_bleu"] <= 100 and summary["test_chrf"] > 0
+    assert "tok:13a" in summary["signatures"]["bleu"]
+    for name in ("config.yaml", "labels.json", "best.pt", "last.pt", "valid_hyps.txt",
+                 "tokenizer/tokenizer.json"):
+        assert (trained_run / name).is_file(), name
+    labels = json.loads((trained_run / "labels.json").read_text())
+    assert labels["labels"] == ["captions", "general"]
+    assert len(labels["thresholds"]) == 2
+
+
+def test_resumed_run_ends_with_identical_weights(multi30k, multidomain, tmp_path) -> None:
+    straight = _small(multi30k, multidomain, tmp_path, "straight", max_steps=24,
+                      valid_every=8, max_epochs=0)
+    Trainer(config.from_dict(straight)).fit()
+
+    first = _small(multi30k, multidomain, tmp_path, "resumed", max_steps=12, valid_every=8,
+                   max_epochs=0)
+    Trainer(config.from_dict(first)).fit()
+    first["training"]["max_steps"] = 24
+    Trainer(config.from_dict(first), resume=True).fit()
+
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert a["progress"]["step"] == b["progress"]["step"] == 24
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(value["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
+
+
+def test_nonfinite_losses_stop_the_run_with_an_intact_checkpoint(multi30k, multidomain,
+                                                                   tmp_path) -> None:
+    raw = _small(multi30k, multidomain, tmp_path, "nan", max_steps=50, valid_every=4,
+                 max_nonfinite=3)
+    trainer = Trainer(config.from_dict(raw))
+    calls = {"n": 0}
+
+    def blow_up_after_five(_module, _inputs, output):
+        calls["n"] += trainer.model.training  # count training forwards only
+        if calls["n"] > 5 and trainer.model.training:
+            output.logits.mul_(float("nan"))
+        return output
+
+    trainer.model.register_forward_hook(blow_up_after_five)
+    with pytest.raises(TrainingError, match="non-finite in 3 steps in a row"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert state["progress"]["step"] == 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_sigterm_saves_last_and_prints_the_resume_command(multi30k, multidomain,
+                                                          tmp_path) -> None:
+    raw = _small(multi30k, multidomain, tmp_path, "sig", max_steps=100000, valid_every=100000,
+                 max_epochs=0)
+    raw["logging"]["log_every"] = 1
+    cfg_path = tmp_path / "sig.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "translate.train", "--config", str(cfg_path)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    metrics = tmp_path / "sig" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"--resume {tmp_path / 'sig'}" in out + err
+    state = load_checkpoint(tmp_path / "sig" / "last.pt")
+    assert state["progress"]["step"] >= 3
+
+
+def test_wandb_offline_writes_a_run_and_disabled_writes_nothing(multi30k, multidomain,
+                                                                 tmp_path, monkeypatch,
+                                                                 capsys) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for mode, name in (("offline", "off"), ("disabled", "dis")):
+        raw = _small(multi30k, multidomain, tmp_path, name, max_steps=4, valid_every=4)
+        raw["logging"]["wandb"] = mode
+        Trainer(config.from_dict(raw)).fit()
+    offline_runs = list((tmp_path / "off" / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(offline_runs) == 1
+    assert f"wandb sync {offline_runs[0].parent}" in capsys.readouterr().err
+    assert not (tmp_path / "dis" / "wandb").exists()
+    assert _metrics(tmp_path / "dis")  # the local metrics log is always written
+
+
+def test_train_cli_reports_config_errors_in_one_line(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  lr: fast\n")
+    proc = subprocess.run([sys.executable, "-m", "translate.train", "--config", str(bad)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"translate.train: error: {bad}: training.lr: expected float, got 'fast'"]
