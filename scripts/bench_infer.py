@@ -1,0 +1,112 @@
+"""Inference benchmark: greedy vs beam, batch sizes, fp32 vs dynamic int8, plus a full CLI run.
+
+Translates Multi30k test_2016_flickr.de with a run directory and prints one JSON object
+(stdout) and a human summary (stderr). Throughput counts decoding only (the model is loaded
+once per precision, outside the clock); the CLI number is the wall clock of a whole
+``python -m translate.infer`` command, start-up included, as a user sees it.
+
+    python scripts/bench_infer.py --model runs/multi30k [--threads 2] [--limit 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from translate.metrics import bleu_chrf  # noqa: E402
+from translate.runtime import set_threads  # noqa: E402
+from translate.translator import Translator  # noqa: E402
+
+DATA = Path(os.environ.get("BENCH_DATA", ROOT.parent / "shared" / "data" / "multi30k"))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(translator: Translator, src: list[str], ref: list[str], beam: int,
+          batch_size: int) -> dict:
+    translator.translate(src[:batch_size], beam=beam, batch_size=batch_size)  # warm-up
+    start = time.perf_counter()
+    out = translator.translate(src, beam=beam, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    hyps = [r.text for r in out]
+    tokens = sum(len(ids) for ids in translator.tokenizer.encode_tgt(hyps))
+    scores = bleu_chrf(hyps, ref)
+    return {"beam": beam, "batch_size": batch_size, "seconds": round(seconds, 3),
+            "sentences_per_s": round(len(src) / seconds, 1),
+            "tokens_per_s": round(tokens / seconds, 1), "bleu": scores["bleu"],
+            "chrf": scores["chrf"], "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def cli_wall_clock(model: str, src_path: Path, threads: int, device: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.txt"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
+        cmd = [sys.executable, "-m", "translate.infer", "--model", model, "--input",
+               str(src_path), "--output", str(out), "--threads", str(threads),
+               "--device", device]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"bench_infer: the CLI failed:\n{proc.stderr}")
+        lines = out.read_text(encoding="utf-8").count("\n")
+    return {"command": " ".join(cmd[1:]), "seconds": round(seconds, 2), "lines": lines}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="run directory")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-sizes", default="16,64,128")
+    p.add_argument("--beams", default="1,5")
+    p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
+    p.add_argument("--no-quantize", action="store_true", help="skip the int8 runs")
+    p.add_argument("--no-cli", action="store_true", help="skip the whole-command timing")
+    args = p.parse_args()
+    set_threads(args.threads)
+
+    src_path = DATA / "test_2016_flickr.de"
+    src = src_path.read_text(encoding="utf-8").splitlines()
+    ref = (DATA / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
+    if args.limit:
+        src, ref = src[:args.limit], ref[:args.limit]
+    variants = [False] if args.no_quantize or args.device != "cpu" else [False, True]
+    runs = []
+    for quantize in variants:
+        start = time.perf_counter()
+        tr = Translator.load(args.model, device=args.device, quantize=quantize)
+        load_s = time.perf_counter() - start
+        for beam in (int(b) for b in args.beams.split(",")):
+            for bs in (int(b) for b in args.batch_sizes.split(",")):
+                row = {"precision": "int8-dynamic" if quantize else "fp32",
+                       "load_s": round(load_s, 2), **bench(tr, src, ref, beam, bs)}
+                runs.append(row)
+                print(f"{row['precision']:>12} beam {beam} batch {bs:>4}: "
+                      f"{row['sentences_per_s']:>7.1f} sent/s {row['tokens_per_s']:>8.1f} tok/s"
+                      f"  BLEU {row['bleu']:5.2f}  peak RSS {row['peak_rss_mb']:.0f} MB",
+                      file=sys.stderr, flush=True)
+    result = {"model": args.model, "device": args.device, "threads": args.threads,
+              "sentences": len(src), "torch_threads": args.threads, "runs": runs}
+    if not args.no_cli:
+        result["cli"] = cli_wall_clock(args.model, src_path, args.threads, args.device)
+        print(f"whole command (defaults, start-up included): {result['cli']['seconds']} s "
+              f"for {result['cli']['lines']} lines", file=sys.stderr)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

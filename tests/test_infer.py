@@ -1,0 +1,200 @@
+"""``python -m translate.infer`` on the shared tiny de→en run: line accounting, formats,
+scoring and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+
+from translate.infer import main, read_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+ERROR = "python -m translate.infer: error:"
+
+
+def run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+@pytest.fixture(scope="module")
+def german(multi30k: Path) -> list[str]:
+    return multi30k.joinpath("test_2016_flickr.de").read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def english(multi30k: Path) -> list[str]:
+    return multi30k.joinpath("test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def _messy_input(german: list[str]) -> tuple[bytes, int, dict[str, list[int]]]:
+    """Real sentences with every kind of awkward line; returns (bytes, lines, line numbers)."""
+    long = " ".join(german[100:300])[:3000].encode()
+    rows = [
+        german[0].encode(),
+        b"",
+        b"  \t  ",
+        long,
+        german[1].encode() + b"\r",  # CRLF line
+        "Ein Hund \xe4 rennt".encode("latin-1"),  # invalid UTF-8 (latin-1 umlaut)
+        german[2].encode() + b"\x0b" + german[3].encode(),  # \v, \f, \x1c, U+2028: not breaks
+        german[4].encode() + b"\x0c\x1c" + "\u2028".encode() + german[5].encode(),
+        b"\xff\xfe\xfd",
+        german[6].encode(),  # last line, no newline
+    ]
+    numbers = {"empty": [2, 3, 9], "long": [4], "bad_utf8": [6, 9]}
+    return b"\n".join(rows), len(rows), numbers
+
+
+def test_read_lines_splits_on_newline_only():
+    lines, bad = read_lines("a\x0bb\x0c\x1c\u2028c\r\n\nd".encode() + b"\xff")
+    assert lines == ["a\x0bb\x0c\x1c\u2028c", "", "d\ufffd"] and bad == [3]
+    assert read_lines(b"x\n") == (["x"], [])
+    assert read_lines(b"") == ([], [])
+    assert read_lines(b"\n") == ([""], [])
+
+
+def test_every_input_line_gets_one_output_line(trained_run, german, tmp_path, capsys):
+    data, n, numbers = _messy_input(german)
+    src, out = tmp_path / "in.de", tmp_path / "out.en"
+    src.write_bytes(data)
+    assert run(["--model", str(trained_run), "--input", str(src), "--output", str(out),
+                "--beam", "1"]) == 0
+    err = capsys.readouterr().err
+    lines = out.read_bytes().decode("utf-8").split("\n")
+    assert lines[-1] == "" and len(lines) - 1 == n
+    for i, line in enumerate(lines[:-1], start=1):
+        assert (line == "") == (i in (2, 3)), (i, line)
+    assert re.search(r"line 4: input of \d+ pieces exceeds", err)
+    assert "invalid UTF-8 replaced on line(s) 6, 9" in err
+
+
+def test_stdout_carries_only_translations(trained_run, german, tmp_path):
+    data, n, _ = _messy_input(german)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "translate.infer", "--model", str(trained_run), "--beam", "1",
+         "--device", "cpu", "--threads", "2"],
+        input=data, capture_output=True, env=env, cwd=tmp_path, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = proc.stdout.decode("utf-8").split("\n")
+    assert len(lines) - 1 == n and lines[-1] == ""
+    assert [i for i, line in enumerate(lines[:-1], 1) if not line] == [2, 3]
+    # messages went to stderr, none of them leaked into stdout
+    assert b"warning" in proc.stderr and b"warning" not in proc.stdout
+
+
+def test_jsonl_carries_scores_nbest_and_domains(trained_run, german, tmp_path, capsys):
+    src = tmp_path / "in.de"
+    src.write_text("\n".join(german[:6] + [""]) + "\n", encoding="utf-8")
+    assert run(["--model", str(trained_run), "--input", str(src), "--format", "jsonl",
+                "--beam", "3", "--n-best", "2"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 7
+    labels = json.loads((trained_run / "labels.json").read_text())
+    for row in rows[:6]:
+        assert row["translation"] == row["nbest"][0]["translation"]
+        assert [h["score"] for h in row["nbest"]] == sorted(
+            (h["score"] for h in row["nbest"]), reverse=True)
+        assert set(row["domain_probs"]) == set(labels["labels"])
+        for label, th in zip(labels["labels"], labels["thresholds"], strict=True):
+            assert (label in row["domains"]) == (row["domain_probs"][label] >= th)
+    assert rows[6] == {"translation": "", "score": None, "nbest": [], "domains": {},
+                       "domain_probs": {}}
+    # the test set is all captions: most sentences are tagged so
+    assert sum("captions" in r["domains"] for r in rows[:6]) >= 4
+
+
+def test_reference_scores_match_sacrebleu(trained_run, german, english, tmp_path, capsys):
+    src, ref, doms, out = (tmp_path / n for n in ("in.de", "ref.en", "ref.dom", "out.en"))
+    src.write_text("\n".join(german[:30]) + "\n", encoding="utf-8")
+    ref.write_text("\n".join(english[:30]) + "\n", encoding="utf-8")
+    doms.write_text("\n".join("captions" if i < 20 else "captions, general"
+                              for i in range(30)) + "\n", encoding="utf-8")
+    assert run(["--model", str(trained_run), "--input", str(src), "--output", str(out),
+                "--beam", "2", "--reference", str(ref), "--reference-domains",
+                str(doms)]) == 0
+    err = capsys.readouterr().err
+    hyps = out.read_text(encoding="utf-8").splitlines()
+    bleu = sacrebleu.corpus_bleu(hyps, [english[:30]])
+    chrf = sacrebleu.corpus_chrf(hyps, [english[:30]])
+    assert f"BLEU {bleu.score:.2f}  chrF {chrf.score:.2f}  (30 lines)" in err
+    assert "nrefs:1" in err and "chrF2" in err  # the signatures
+    general = (sacrebleu.corpus_bleu(hyps[20:], [english[20:30]]).score,
+               sacrebleu.corpus_chrf(hyps[20:], [english[20:30]]).score)
+    assert f"domain general: BLEU {general[0]:.2f}  chrF {general[1]:.2f}  (10 lines)" in err
+    assert f"domain captions: BLEU {bleu.score:.2f}" in err
+
+
+def test_reference_line_count_mismatch(trained_run, german, english, tmp_path, capsys):
+    src, ref = tmp_path / "in.de", tmp_path / "ref.en"
+    src.write_text("\n".join(german[:5]) + "\n", encoding="utf-8")
+    ref.write_text("\n".join(english[:4]) + "\n", encoding="utf-8")
+    assert run(["--model", str(trained_run), "--input", str(src), "--reference",
+                str(ref)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith(ERROR)
+    assert f"{ref} has 4 lines" in captured.err and f"{src} has 5" in captured.err
+
+
+def _broken_runs(trained_run: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    no_tok = tmp_path / "no_tokenizer"
+    shutil.copytree(trained_run, no_tok)
+    shutil.rmtree(no_tok / "tokenizer")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(trained_run, corrupt)
+    data = (corrupt / "best.pt").read_bytes()
+    (corrupt / "best.pt").write_bytes(data[: len(data) // 3])
+    return {"missing": (tmp_path / "nope", "does not exist"),
+            "no_tokenizer": (no_tok, "missing tokenizer/"),
+            "corrupt": (corrupt, "corrupt or truncated checkpoint")}
+
+
+@pytest.mark.parametrize("case", ["missing", "no_tokenizer", "corrupt", "cuda", "option"])
+def test_user_errors_are_one_line(case, trained_run, german, tmp_path, capsys):
+    src = tmp_path / "in.de"
+    src.write_text(german[0] + "\n", encoding="utf-8")
+    args = ["--input", str(src)]
+    if case == "cuda":
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+        args += ["--model", str(trained_run), "--device", "cuda"]
+        expected = "no CUDA GPU is visible"
+    elif case == "option":
+        args += ["--model", str(trained_run), "--beam", "2", "--n-best", "3"]
+        expected = "n_best: expected between 1 and the beam size (2)"
+    else:
+        model, expected = _broken_runs(trained_run, tmp_path)[case]
+        args += ["--model", str(model)]
+    assert run(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(ERROR) and captured.err.count("\n") == 1, captured.err
+    assert expected in captured.err
+
+
+def test_default_model_is_latest_run(trained_run, german, tmp_path, monkeypatch, capsys):
+    shutil.copytree(trained_run, tmp_path / "runs" / "exp1")
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "in.de"
+    src.write_text("\n".join(german[:3]) + "\n", encoding="utf-8")
+    assert run(["--input", str(src), "--beam", "1", "--quantize", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "using the most recent run runs/exp1" in captured.err
+    assert len(captured.out.splitlines()) == 3 and all(captured.out.splitlines())

@@ -1,0 +1,128 @@
+"""The Python translation API on the shared tiny de→en run (real model, real sentences)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from translate.checkpoint import CheckpointError
+from translate.config import ConfigError
+from translate.search import beam_search
+from translate.translator import Translator, split_long
+
+
+@pytest.fixture(scope="module")
+def german(multi30k: Path) -> list[str]:
+    return multi30k.joinpath("test_2016_flickr.de").read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def translator(trained_run: Path) -> Translator:
+    torch.set_num_threads(2)
+    return Translator.load(trained_run, device="cpu")
+
+
+def test_one_result_per_input_with_empty_and_long_lines(translator, german):
+    long = " ".join(german[:200])[:3000]
+    assert len(translator.tokenizer.encode_src([long])[0]) > translator.max_tokens
+    seen = []
+    inputs = [german[0], "", "  \t ", long, german[1], "\x0c"]
+    out = translator.translate(inputs, beam=1, on_warning=lambda i, m: seen.append(i))
+    assert len(out) == len(inputs)
+    for i in (1, 2, 5):
+        assert out[i].text == "" and out[i].score is None and out[i].nbest == []
+    for i in (0, 3, 4):
+        assert out[i].text and out[i].score is not None
+    assert seen == [3]
+    assert "exceeds the model's limit" in out[3].warnings[0]
+    assert out[0].warnings == [] and out[4].warnings == []
+    # the neighbours are translated exactly as on their own
+    alone = translator.translate([german[0], german[1]], beam=1)
+    assert [out[0].text, out[4].text] == [a.text for a in alone]
+
+
+def test_split_long_pieces_fit_and_keep_the_text(translator, german):
+    tok, limit = translator.tokenizer, translator.max_tokens
+    text = " ".join(german[:40]) + " " + "Donaudampfschifffahrtsgesellschaft" * 30
+    parts = split_long(text, tok.encode_src, limit)
+    assert len(parts) > 1
+    assert all(0 < len(p) <= limit for p in parts)
+    assert tok.decode_src([sum(parts, [])])[0].split() == text.split()
+
+
+def test_beam_one_equals_greedy(translator, german):
+    """Greedy goes through greedy_search; beam search with beam 1 must agree token by token."""
+    texts = german[:12]
+    greedy = translator.translate(texts, beam=1)
+    ids = translator.tokenizer.encode_src(texts)
+    lengths = torch.tensor([len(x) for x in ids])
+    src = torch.nn.utils.rnn.pad_sequence([torch.tensor(x) for x in ids], batch_first=True,
+                                          padding_value=translator.tokenizer.pad_id)
+    opts = translator.config.inference
+    hyps = beam_search(translator.model, src, lengths, beam_size=1, n_best=1, alpha=opts.alpha,
+                       max_len_a=opts.max_len_a, max_len_b=opts.max_len_b,
+                       min_len=opts.min_len, no_repeat_ngram=0, **translator.special)
+    beam_texts = translator.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+    assert [g.text for g in greedy] == beam_texts
+
+
+def test_nbest_sorted_by_score(translator, german):
+    out = translator.translate(german[:10], beam=4, n_best=4)
+    for r in out:
+        scores = [s for _, s in r.nbest]
+        assert 1 <= len(scores) <= 4
+        assert scores == sorted(scores, reverse=True)
+        assert (r.text, r.score) == r.nbest[0]
+
+
+def test_independent_of_batch_size_and_order(translator, german):
+    texts = german[20:44]
+    ref = translator.translate(texts, beam=3, batch_size=64)
+    small = translator.translate(texts, beam=3, batch_size=5)
+    backwards = translator.translate(texts[::-1], beam=3, batch_size=7)[::-1]
+    for other in (small, backwards):
+        assert [r.text for r in other] == [r.text for r in ref]
+        assert [r.score for r in other] == pytest.approx([r.score for r in ref], abs=1e-4)
+        for a, b in zip(other, ref, strict=True):
+            assert a.domain_probs == pytest.approx(b.domain_probs, abs=1e-5)
+
+
+def test_domain_tags_use_tuned_thresholds(translator, german):
+    assert translator.labels == ["captions", "general"]
+    assert len(translator.thresholds) == 2
+    out = translator.translate(german[:8], beam=1)
+    for r in out:
+        assert set(r.domain_probs) == {"captions", "general"}
+        assert all(0.0 <= p <= 1.0 for p in r.domain_probs.values())
+        expected = {lab: p for (lab, p), th in zip(r.domain_probs.items(),
+                                                   translator.thresholds, strict=True) if p >= th}
+        assert r.domains == expected
+
+
+def test_bad_options_are_config_errors(translator):
+    with pytest.raises(ConfigError, match="n_best"):
+        translator.translate(["Hallo"], beam=2, n_best=3)
+    with pytest.raises(ConfigError, match="beam"):
+        translator.translate(["Hallo"], beam=0)
+
+
+def test_quantized_translator_runs(trained_run, german):
+    q = Translator.load(trained_run, device="cpu", quantize=True)
+    assert isinstance(q.model.decoder.rnn, torch.ao.nn.quantized.dynamic.LSTM)
+    out = q.translate(german[:6] + [""], beam=2)
+    assert len(out) == 7 and all(r.text for r in out[:6]) and out[6].text == ""
+
+
+def test_checkpoint_choice_and_version_error(trained_run, tmp_path):
+    assert Translator.load(trained_run, device="cpu", checkpoint="last").checkpoint_path.name \
+        == "last.pt"
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    torch.save({"version": 99, "model": {}}, run / "best.pt")
+    with pytest.raises(CheckpointError, match="newer than this build"):
+        Translator.load(run, device="cpu")
+    with pytest.raises(CheckpointError, match="no averaged.pt"):
+        Translator.load(run, device="cpu", checkpoint="averaged")
