@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The corpora live beside the repo; TRANSLATE_SHARED_DATA points elsewhere (e.g. on a GPU
+# machine where only a copy of the files travels with the working tree).
+SHARED_DATA = Path(os.environ.get("TRANSLATE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 # Tests never talk to the network or prompt for a wandb login.
 os.environ.setdefault("WANDB_MODE", "disabled")

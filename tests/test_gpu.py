@@ -1,0 +1,52 @@
+"""CUDA paths: bf16 autocast and fp16 with a GradScaler, both decoder modes, resume on GPU.
+
+Skipped where no GPU is visible; `scripts/gpu_check.sh` runs them on a lent GPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from translate import config
+from translate.checkpoint import load_checkpoint
+from translate.trainer import Trainer
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def _gpu_config(multi30k: Path, multidomain: Path, run: Path, **overrides) -> dict:
+    raw = tiny_config(multi30k, multidomain, run, run.parent / "cache", device="cuda",
+                      max_steps=120, valid_every=60, num_threads=0)
+    raw["model"].update(overrides)
+    return raw
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_bf16_training_learns_in_both_decoder_modes(multi30k, multidomain, tmp_path,
+                                                    input_feeding) -> None:
+    raw = _gpu_config(multi30k, multidomain, tmp_path / "run", input_feeding=input_feeding)
+    raw["training"]["precision"] = "bf16"
+    summary = Trainer(config.from_dict(raw)).fit()
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    valid = [m["valid/loss"] for m in metrics if "valid/loss" in m]
+    assert len(valid) == 2 and valid[1] < valid[0]
+    assert summary["test_bleu"] >= 0
+    state = load_checkpoint(tmp_path / "run" / "last.pt", map_location="cpu")
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+
+
+def test_fp16_uses_a_grad_scaler_and_resumes(multi30k, multidomain, tmp_path) -> None:
+    raw = _gpu_config(multi30k, multidomain, tmp_path / "run")
+    raw["training"].update(precision="fp16", max_steps=40, valid_every=20)
+    Trainer(config.from_dict(raw)).fit()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["scaler"]["scale"] > 0
+    raw["training"]["max_steps"] = 60
+    summary = Trainer(config.from_dict(raw), resume=True).fit()
+    assert summary["step"] == 60
