@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, tiny_config
 
+from conftest import ROOT, tiny_config
 from translate import config
 from translate.checkpoint import load_checkpoint
 from translate.trainer import Trainer, TrainingError

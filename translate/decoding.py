@@ -70,8 +70,9 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
     for batch in length_sorted_batches(lengths, opts.batch_size, max_tokens):
         src, src_lengths = _pad([list(src_ids[i]) for i in batch], special["pad_id"], device)
         with autocast(device, dtype):
-            hyps = _search(model, src, src_lengths, opts, special, greedy)
-            tag_logits = model.tag(model.encode(src, src_lengths))
+            enc = model.encode(src, src_lengths)
+            hyps = _search(model, src, src_lengths, enc, opts, special, greedy)
+            tag_logits = model.tag(enc)
         for i, h in zip(batch, hyps, strict=True):
             results[i] = h
         if tag_logits is not None:
@@ -82,11 +83,11 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
     return Decoded(hypotheses=[r or [] for r in results], domain_probs=probs)
 
 
-def _search(model, src, src_lengths, opts: InferenceConfig, special: dict[str, int],
+def _search(model, src, src_lengths, enc, opts: InferenceConfig, special: dict[str, int],
             greedy: bool) -> list[list[Hypothesis]]:
     common = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
-                  **special)
+                  enc=enc, **special)
     if greedy or (opts.beam_size == 1 and opts.no_repeat_ngram == 0):
-        return greedy_search(model, src, src_lengths, **common)
+        return greedy_search(model, src, src_lengths, alpha=opts.alpha, **common)
     return beam_search(model, src, src_lengths, beam_size=opts.beam_size, n_best=opts.n_best,
                        alpha=opts.alpha, no_repeat_ngram=opts.no_repeat_ngram, **common)

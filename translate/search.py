@@ -130,12 +130,14 @@ def greedy_search(
     max_len_b: float,
     min_len: int = 1,
     alpha: float = 0.6,
+    enc=None,
 ) -> list[list[Hypothesis]]:
     """Greedy decoding; returns one :class:`Hypothesis` per sentence (as a 1-element list).
 
     ``score`` is normalised with the same GNMT penalty as beam search (``alpha`` defaults to
     InferenceConfig's 0.6) so greedy and beam scores are comparable; ``alpha`` does not
-    change the tokens.
+    change the tokens. ``enc``: the batch's encoder output when the caller already has it
+    (e.g. to tag domains too), so the encoder does not run twice.
     """
     with torch.inference_mode(), _EvalMode(model):
         device = src.device
@@ -144,7 +146,8 @@ def greedy_search(
             return []
         max_lens_list = _max_lengths(src_lengths, max_len_a, max_len_b)
         n_steps = max(max_lens_list) + 1
-        enc = model.encode(src, src_lengths)
+        if enc is None:
+            enc = model.encode(src, src_lengths)
         state = model.init_decoder_state(enc)
 
         out_tokens = torch.full((batch, n_steps), pad_id, dtype=torch.long, device=device)
@@ -203,10 +206,12 @@ def beam_search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    enc=None,
 ) -> list[list[Hypothesis]]:
     """Beam search; per sentence up to ``n_best`` hypotheses, best (highest score) first.
 
-    ``no_repeat_ngram`` is the n-gram size that may not occur twice in an output (0 = off).
+    ``no_repeat_ngram`` is the n-gram size that may not occur twice in an output (0 = off);
+    ``enc`` as in :func:`greedy_search`.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
@@ -221,7 +226,8 @@ def beam_search(
         max_lens_list = _max_lengths(src_lengths, max_len_a, max_len_b)
         n_steps = max(max_lens_list) + 1
 
-        enc = model.encode(src, src_lengths)
+        if enc is None:
+            enc = model.encode(src, src_lengths)
         state = model.init_decoder_state(enc)
         expand = torch.arange(batch, device=device).repeat_interleave(k)
         enc, state = enc.index_select(expand), state.index_select(expand)
