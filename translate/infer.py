@@ -61,17 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp32 (default) or autocast precision on CUDA")
     p.add_argument("--quantize", action="store_true",
                    help="dynamic int8 quantization of LSTM and linear layers (CPU only)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", metavar="N", type=int, default=0,
                    help="torch CPU threads (default: torch's choice)")
     g = p.add_argument_group("search (defaults: the run's inference config)")
-    g.add_argument("--beam", type=int, help="beam size; 1 = greedy")
-    g.add_argument("--alpha", type=float, help="GNMT length penalty exponent")
-    g.add_argument("--n-best", type=int, help="hypotheses per sentence (shown in jsonl)")
-    g.add_argument("--max-len-a", type=float, help="max output length = a * src_len + b")
-    g.add_argument("--max-len-b", type=int, help="max output length = a * src_len + b")
-    g.add_argument("--min-len", type=int, help="minimum output length in pieces")
-    g.add_argument("--no-repeat-ngram", type=int, help="block repeated n-grams of this size")
-    g.add_argument("--batch-size", type=int, help="sentences per batch")
+    g.add_argument("--beam", metavar="N", type=int, help="beam size; 1 = greedy")
+    g.add_argument("--alpha", metavar="X", type=float, help="GNMT length penalty exponent")
+    g.add_argument("--n-best", metavar="N", type=int, help="hypotheses per sentence (jsonl)")
+    g.add_argument("--max-len-a", metavar="A", type=float, help="max length = A * src_len + B")
+    g.add_argument("--max-len-b", metavar="B", type=int, help="max length = A * src_len + B")
+    g.add_argument("--min-len", metavar="N", type=int, help="minimum output length in pieces")
+    g.add_argument("--no-repeat-ngram", metavar="N", type=int, help="block repeated N-grams")
+    g.add_argument("--batch-size", metavar="N", type=int, help="sentences per batch")
     s = p.add_argument_group("scoring")
     s.add_argument("--reference", metavar="FILE", help="reference translations, one per line")
     s.add_argument("--reference-domains", metavar="FILE",
@@ -149,7 +149,8 @@ def score(hyps: list[str], refs: list[str], domains: list[list[str]] | None) -> 
 
     total = bleu_chrf(hyps, refs)
     out = [f"BLEU {total['bleu']:.2f}  chrF {total['chrf']:.2f}  ({len(hyps)} lines)",
-           f"  {total['bleu_signature']}", f"  {total['chrf_signature']}"]
+           f"  BLEU signature: {total['bleu_signature']}",
+           f"  chrF signature: {total['chrf_signature']}"]
     if domains is not None:
         for label in sorted({d for row in domains for d in row}):
             rows = [i for i, row in enumerate(domains) if label in row]
