@@ -13,13 +13,21 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Collected lazily so that importing the CLI stays cheap."""
-    from translate.checkpoint import CheckpointError
-    from translate.data import DataError
-    from translate.runtime import RuntimeSetupError
-    from translate.trainer import TrainingError
+    """Error types of the modules this process actually loaded.
 
-    return USER_ERRORS + (DataError, CheckpointError, RuntimeSetupError, TrainingError)
+    Looked up in ``sys.modules`` rather than imported, so that `infer` never pulls in the
+    training stack (and ``datasets``) just to recognise an error it cannot raise.
+    """
+    found = []
+    for module, name in (("translate.data", "DataError"),
+                         ("translate.checkpoint", "CheckpointError"),
+                         ("translate.runtime", "RuntimeSetupError"),
+                         ("translate.tokenizer", "TokenizerError"),
+                         ("translate.trainer", "TrainingError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return USER_ERRORS + tuple(found)
 
 
 def setup_logging(verbose: bool = False) -> None:
