@@ -34,9 +34,15 @@ class ValidationResult:
 
 def batch_losses(model: torch.nn.Module, batch: Batch, loss_fn: TranslationLoss,
                  pos_weight: torch.Tensor | None) -> tuple:
-    """Forward one batch; returns (translation LossOutput, tagging loss or None)."""
-    out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.src_mask)
-    trans = loss_fn(out.logits, batch.tgt_out)
+    """Forward one batch; returns (translation LossOutput, tagging loss or None).
+
+    Same result as ``loss_fn(model(...).logits, tgt_out)``, but the output projection (the
+    largest GEMM of the step, V = 8k) and the loss run only over the real target positions,
+    packed into one ``[N, H] → [N, V]`` call: no work and no ``[B, T, V]`` buffer for padding.
+    """
+    out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.src_mask,
+                tgt_mask=batch.tgt_mask)  # logits [N, V], real positions only
+    trans = loss_fn(out.logits, batch.tgt_out[batch.tgt_mask])
     tag = None
     if out.domain_logits is not None and batch.domains is not None:
         tag = domain_loss(out.domain_logits.float(), batch.domains, batch.domain_mask,

@@ -81,6 +81,63 @@ class Decoder(nn.Module):
         att_vec = torch.tanh(self.combine(torch.cat([context, rnn_out], dim=-1)))
         return self.out_dropout(att_vec), weights
 
+    # ------------------------------------------------------------ input-feeding cell
+
+    def _cell_params(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+        """Per layer ``(W_rec, bias, W_emb)`` from the ``nn.LSTM``'s own parameters.
+
+        The input-feeding loop runs the LSTM one step at a time; calling ``nn.LSTM`` with
+        a length-1 sequence costs two GEMMs + oneDNN set-up per layer and step, forward and
+        backward. Instead each layer's gates are one ``addmm`` of ``[x; h]`` against
+        ``W_rec = [W_ih | W_hh]`` (concatenated once per batch), and for layer 0 the part of
+        ``W_ih`` that multiplies the *embedding* (``W_emb``) is applied to all target
+        positions up front in one large GEMM — only the input-feed and recurrent parts stay in
+        the loop. Same parameters, same math (gate order i, f, g, o; inter-layer dropout on
+        all but the top layer), so checkpoints and the step API are unchanged.
+        """
+        emb_dim = self.embedding.embedding_dim
+        out = []
+        for layer in range(self.layers):
+            w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
+            w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
+            bias = getattr(self.rnn, f"bias_ih_l{layer}") + getattr(self.rnn, f"bias_hh_l{layer}")
+            if layer == 0:
+                out.append((torch.cat([w_ih[:, emb_dim:], w_hh], 1), bias, w_ih[:, :emb_dim]))
+            else:
+                out.append((torch.cat([w_ih, w_hh], 1), bias, None))
+        return out
+
+    @staticmethod
+    def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    def _feed_step(
+        self,
+        pre0: Tensor,
+        feed: Tensor,
+        hs: list[Tensor],
+        cs: list[Tensor],
+        params: list[tuple[Tensor, Tensor, Tensor | None]],
+    ) -> Tensor:
+        """One input-feeding LSTM step; ``pre0`` = embedding part of layer 0's gates (+ bias).
+
+        Updates ``hs`` / ``cs`` (lists of ``[N, H]``) in place; returns the top layer's output.
+        """
+        x = feed
+        for layer, (w_rec, bias, _) in enumerate(params):
+            inp = torch.cat([x, hs[layer]], dim=-1)
+            base = pre0 if layer == 0 else bias
+            gates = torch.addmm(base, inp, w_rec.t())
+            hs[layer], cs[layer] = self._lstm_cell(gates, cs[layer])
+            x = hs[layer]
+            if layer < self.layers - 1 and self.rnn.dropout > 0:
+                x = nn.functional.dropout(x, self.rnn.dropout, self.training)
+        return x
+
+    # ------------------------------------------------------------------ API
+
     def step(
         self,
         prev_tokens: Tensor,
@@ -91,12 +148,17 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One step: prev_tokens ``[N]`` → (h~ ``[N, H]``, new state, attention ``[N, S]``)."""
         x = self.emb_dropout(self.embedding(prev_tokens))  # [N, E]
-        if self.input_feeding:
-            x = torch.cat([x, state.input_feed], dim=-1)
-        out, (h, c) = self.rnn(x.unsqueeze(1), (state.h, state.c))
-        att_vec, weights = self._attend(out.squeeze(1), keys, mask, proj_keys)
-        feed = att_vec if self.input_feeding else None
-        return att_vec, DecoderState(h=h, c=c, input_feed=feed), weights
+        if not self.input_feeding:
+            out, (h, c) = self.rnn(x.unsqueeze(1), (state.h, state.c))
+            att_vec, weights = self._attend(out.squeeze(1), keys, mask, proj_keys)
+            return att_vec, DecoderState(h=h, c=c, input_feed=None), weights
+        params = self._cell_params()
+        hs, cs = list(state.h.unbind(0)), list(state.c.unbind(0))
+        pre0 = torch.addmm(params[0][1], x, params[0][2].t())
+        out = self._feed_step(pre0, state.input_feed, hs, cs, params)
+        att_vec, weights = self._attend(out, keys, mask, proj_keys)
+        new = DecoderState(h=torch.stack(hs), c=torch.stack(cs), input_feed=att_vec)
+        return att_vec, new, weights
 
     def forward(
         self,
@@ -111,16 +173,23 @@ class Decoder(nn.Module):
         Target padding needs no mask: the decoder is causal, so padded positions never affect
         real ones, and the loss ignores them.
         """
+        emb = self.emb_dropout(self.embedding(tgt_in))  # [B, T, E]
         if not self.input_feeding:
-            emb = self.emb_dropout(self.embedding(tgt_in))
             out, _ = self.rnn(emb, (state.h, state.c))
             return self._attend(out, keys, mask, proj_keys)
-        vecs, attns = [], []
-        for t in range(tgt_in.size(1)):
-            vec, state, weights = self.step(tgt_in[:, t], state, keys, mask, proj_keys)
-            vecs.append(vec)
-            attns.append(weights)
-        if not vecs:  # T == 0
+        if tgt_in.size(1) == 0:
             b, s = tgt_in.size(0), keys.size(1)
             return keys.new_zeros(b, 0, self.hidden), keys.new_zeros(b, 0, s)
+        params = self._cell_params()
+        # Embedding part of layer 0's gates for every step at once, time-major so that each
+        # step's slice is contiguous: [T, B, 4H].
+        pre0 = nn.functional.linear(emb.transpose(0, 1), params[0][2], params[0][1])
+        hs, cs = list(state.h.unbind(0)), list(state.c.unbind(0))
+        feed = state.input_feed
+        vecs, attns = [], []
+        for t in range(tgt_in.size(1)):
+            out = self._feed_step(pre0[t], feed, hs, cs, params)
+            feed, weights = self._attend(out, keys, mask, proj_keys)
+            vecs.append(feed)
+            attns.append(weights)
         return torch.stack(vecs, dim=1), torch.stack(attns, dim=1)

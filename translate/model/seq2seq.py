@@ -117,11 +117,20 @@ class Seq2Seq(nn.Module):
     # ------------------------------------------------------------------ training
 
     def forward(
-        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
     ) -> ModelOutput:
-        """Teacher forcing: logits ``[B, T, V]`` and domain logits ``[B, L]`` (or None)."""
+        """Teacher forcing: logits ``[B, T, V]`` and domain logits ``[B, L]`` (or None).
+
+        With ``tgt_mask`` (``[B, T]`` bool, True = real target) the logits are only those of
+        the real positions, packed row-major into ``[N, V]`` (N = mask.sum()): the output
+        projection — the largest GEMM of a step — then does no work for padding, and the
+        loss gets exactly the rows it scores (``tgt_out[tgt_mask]`` are their targets).
+        """
         enc = self.encode(src, src_lengths, src_mask)
         hidden, _ = self.decode(tgt_in, enc)
+        if tgt_mask is not None:
+            hidden = hidden[tgt_mask]
         return ModelOutput(logits=self.generator(hidden), domain_logits=self.tag(enc))
 
     def decode(self, tgt_in: Tensor, enc: EncoderOutput) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,78 @@
+"""Shared pieces of the training benchmarks: config with data overrides, GEMM peak, RSS, load.
+
+Both benchmarks build the real :class:`translate.trainer.Trainer` from a YAML config, so what
+they time is exactly what ``python -m translate.train`` runs.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
+
+# Reference points measured on the 2-core benchmark machine (fp32, same data/architecture).
+PEERS_TOK_S = {"opennmt-py": 1226.0, "fairseq": 1084.0, "joeynmt": 475.0}
+PEERS_BLEU_20MIN = {"opennmt-py": 29.99, "fairseq": 29.27, "joeynmt": 6.15}
+
+
+def load_config(path: Path, data: Path, run_dir: Path, overrides: dict):
+    """The YAML at ``path`` with the Multi30k prefixes pointed at ``data`` and a nested
+    ``overrides`` mapping merged in (section -> key -> value)."""
+    from translate import config
+
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for split, name in (("train", "train"), ("valid", "val"), ("test", "test_2016_flickr")):
+        for src in raw["data"][split]:
+            src["prefix"] = str(data / name)
+    raw.setdefault("training", {})["run_dir"] = str(run_dir)
+    raw.setdefault("logging", {})["wandb"] = "disabled"
+    for section, values in overrides.items():
+        target = raw.setdefault(section, {})
+        for key, value in values.items():
+            if isinstance(value, dict):
+                target.setdefault(key, {}).update(value)
+            else:
+                target[key] = value
+    return config.from_dict(raw)
+
+
+def pin_threads(threads: int) -> None:
+    """Pin intra-op threads (and inter-op to 1: nothing here runs ops concurrently)."""
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (interop threads can only be set once per process)
+        pass
+
+
+def gemm_peak_gflops(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """Best-of-``reps`` fp32 ``torch.mm`` n³ rate in this process (the roofline we compare to)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]

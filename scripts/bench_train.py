@@ -1,0 +1,190 @@
+"""Training-speed benchmark on Multi30k de→en for both decoder modes.
+
+Builds the real :class:`translate.trainer.Trainer` from ``configs/multi30k.yaml`` (emb 256,
+2-layer bi-LSTM 256/dir encoder, 2-layer LSTM 512 decoder, general attention, ~2000 target
+tokens per batch) and times ``Trainer._step`` — collate, forward, loss, backward, clipping,
+Adam — on real batches in the training order, after a warm-up. Each decoder mode runs in its
+own child process so that peak RSS and the allocator state are that mode's alone; each child
+measures the fp32 GEMM peak (torch.mm 2048³) in the same process, right before and after the
+timed steps, so the ratio to peak is not skewed by load from other jobs changing in between.
+
+Analytic FLOPs (multiply-add = 2 FLOPs; ×3 for forward + backward), counted over real tokens
+only (padding is overhead, not useful work):
+
+    per source token:  Σ_layers 2 directions · 2·4·He·(I_l + He)     I_0 = E, I_l>0 = 2He
+                     + 2·(2He)·Hd                                    (general: key projection)
+    per target token:  Σ_layers 2·4·Hd·(I_l + Hd)                    I_0 = E (+ Hd input feeding)
+                     + 2·S·Hd + 2·S·2He                              (scores + context, S = its
+                                                                      source length)
+                     + 2·(2He + Hd)·Hd                               (h~ = tanh(W[c; h]))
+                     + 2·Hd·V                                        (output projection)
+
+    python scripts/bench_train.py [--steps 30] [--warmup 5] [--threads 2] [--device cpu]
+                                  [--precision fp32] [--modes input_feeding parallel]
+
+Prints one JSON object (stdout) and a human summary (stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _bench_common import (  # noqa: E402
+    DEFAULT_DATA,
+    PEERS_TOK_S,
+    gemm_peak_gflops,
+    load_average,
+    load_config,
+    peak_rss_mb,
+    pin_threads,
+)
+
+MODES = {"input_feeding": True, "parallel": False}
+TARGETS_TOK_S = {"input_feeding": 1600.0, "parallel": 2000.0}
+
+
+def flops(model_cfg, vocab: int, src_lens: list[int], tgt_lens: list[int]) -> float:
+    """Forward+backward FLOPs of one batch by the formula in the module docstring."""
+    e, he, hd = model_cfg.emb_dim, model_cfg.enc_hidden, model_cfg.dec_hidden
+    enc = 0.0
+    for layer in range(model_cfg.enc_layers):
+        inp = e if layer == 0 else 2 * he
+        enc += 2 * (2 * 4 * he * (inp + he))
+    if model_cfg.attention != "dot":
+        enc += 2 * (2 * he) * hd
+    dec = 0.0
+    for layer in range(model_cfg.dec_layers):
+        inp = (e + (hd if model_cfg.input_feeding else 0)) if layer == 0 else hd
+        dec += 2 * 4 * hd * (inp + hd)
+    dec += 2 * (2 * he + hd) * hd + 2 * hd * vocab
+    total = 0.0
+    for s, t in zip(src_lens, tgt_lens, strict=True):
+        total += s * enc + t * (dec + 2 * s * hd + 2 * s * 2 * he)
+    return 3 * total
+
+
+def run_mode(args: argparse.Namespace, mode: str) -> dict:
+    """Time one decoder mode in this process."""
+    from translate.trainer import Trainer
+
+    logging.basicConfig(level=logging.WARNING)
+    pin_threads(args.threads)
+    run_dir = Path(args.run_root) / "run"
+    cfg = load_config(ROOT / "configs" / "multi30k.yaml", Path(args.data), run_dir, {
+        "model": {"input_feeding": MODES[mode]},
+        "training": {"device": args.device, "precision": args.precision,
+                     "num_threads": args.threads, "max_tokens": args.max_tokens},
+    })
+    trainer = Trainer(cfg)
+    device = trainer.device
+    train = trainer.data.splits["train"]
+    batches = trainer.sampler.batches(0)[: args.warmup + args.steps]
+    vocab = trainer.data.tokenizer.tgt_vocab_size
+    trainer.model.train()
+
+    peak_before = gemm_peak_gflops(device)
+    for ix in batches[: args.warmup]:
+        trainer._step([ix])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    tgt_tok = src_tok = tgt_slots = src_slots = 0
+    total_flops = 0.0
+    t0 = time.perf_counter()
+    for ix in batches[args.warmup:]:
+        trainer._step([ix])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    peak_after = gemm_peak_gflops(device)
+    for ix in batches[args.warmup:]:
+        s = [len(train.src_ids[i]) for i in ix]
+        t = [len(train.tgt_ids[i]) + 1 for i in ix]  # + eos (tgt_out)
+        tgt_tok += sum(t)
+        src_tok += sum(s)
+        tgt_slots += len(ix) * max(t)
+        src_slots += len(ix) * max(s)
+        total_flops += flops(cfg.model, vocab, s, t)
+    gemm_peak = max(peak_before, peak_after)
+    achieved = total_flops / seconds / 1e9
+    tok_s = tgt_tok / seconds
+    return {
+        "mode": mode, "input_feeding": MODES[mode], "steps": len(batches) - args.warmup,
+        "seconds": round(seconds, 3), "tgt_tokens_per_s": round(tok_s, 1),
+        "src_tokens_per_s": round(src_tok / seconds, 1),
+        "sec_per_step": round(seconds / max(len(batches) - args.warmup, 1), 4),
+        "tgt_padding_fraction": round(1 - tgt_tok / tgt_slots, 4),
+        "src_padding_fraction": round(1 - src_tok / src_slots, 4),
+        "flops_per_tgt_token": round(total_flops / tgt_tok),
+        "achieved_gflops": round(achieved, 2),
+        "gemm_peak_gflops": round(gemm_peak, 2),
+        "gemm_peak_before_after": [round(peak_before, 2), round(peak_after, 2)],
+        "ratio_to_peak": round(achieved / gemm_peak, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "target_tok_s": TARGETS_TOK_S[mode],
+        "vs_peers": {k: round(tok_s / v, 3) for k, v in PEERS_TOK_S.items()},
+        "vs_best_peer": round(tok_s / max(PEERS_TOK_S.values()), 3),
+        "threads": torch.get_num_threads(), "device": str(device),
+        "precision": str(trainer.dtype).replace("torch.", ""),
+        "vocab": vocab, "load_average": load_average(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="Multi30k directory")
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per mode")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--max-tokens", type=int, default=2000, help="batch budget (tokens)")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--run-root", default=str(ROOT / "runs" / "bench_train"),
+                    help="where the tokenizer is trained once and reused")
+    ap.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(run_mode(args, args.child)))
+        return
+
+    results = {}
+    for mode in args.modes:
+        with tempfile.TemporaryFile("w+") as err:
+            cmd = [sys.executable, __file__, "--child", mode, "--data", args.data,
+                   "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--threads", str(args.threads), "--device", args.device,
+                   "--precision", args.precision, "--max-tokens", str(args.max_tokens),
+                   "--run-root", args.run_root]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+            if proc.returncode:
+                err.seek(0)
+                sys.exit(f"bench_train: mode {mode} failed:\n{err.read()[-4000:]}")
+        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = {"benchmark": "train", "data": args.data, "modes": results,
+           "peers_tok_s": PEERS_TOK_S}
+    print(json.dumps(out, indent=2))
+    for mode, r in results.items():
+        print(f"{mode:>13}: {r['tgt_tokens_per_s']:8,.0f} tgt tok/s "
+              f"({r['src_tokens_per_s']:,.0f} src) target {r['target_tok_s']:,.0f}; "
+              f"{r['vs_best_peer']:.2f}x best peer; {r['achieved_gflops']:.1f} GFLOP/s = "
+              f"{r['ratio_to_peak']:.0%} of GEMM peak {r['gemm_peak_gflops']:.0f}; "
+              f"{r['flops_per_tgt_token'] / 1e6:.1f} MFLOP/tgt tok; pad tgt "
+              f"{r['tgt_padding_fraction']:.1%} src {r['src_padding_fraction']:.1%}; "
+              f"peak RSS {r['peak_rss_mb']:,.0f} MB; load {r['load_average']}",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
