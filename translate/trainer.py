@@ -79,7 +79,8 @@ class Trainer:
                                  len(self.data.labels)).to(self.device)
         tr = cfg.training
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tr.lr,
-                                           betas=tuple(tr.betas), weight_decay=tr.weight_decay)
+                                           betas=tuple(tr.betas), weight_decay=tr.weight_decay,
+                                           fused=True)  # one kernel for all parameters
         self.scheduler = build_scheduler(self.optimizer, tr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
         self.loss_fn = TranslationLoss(tok.pad_id, tr.label_smoothing)
