@@ -379,7 +379,7 @@ def restore_rng_state(state: dict) -> None:
     np.random.set_state(
         (
             npy["name"],
-            npy["keys"].numpy().astype(np.uint32),
+            npy["keys"].cpu().numpy().astype(np.uint32),  # a map_location may have moved it
             npy["pos"],
             npy["has_gauss"],
             npy["gauss"],

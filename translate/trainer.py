@@ -96,7 +96,9 @@ class Trainer:
         self._nonfinite = 0
         self._stop_signal: str | None = None
         if resume:
-            self._restore(load_checkpoint(self.run.last_path, map_location=self.device))
+            # Loaded on the CPU: load_state_dict moves weights and optimizer state to the
+            # parameters' device, and the RNG states must stay CPU tensors.
+            self._restore(load_checkpoint(self.run.last_path, map_location="cpu"))
         self.tracker = Tracker(cfg.logging, self.run, config_mod.to_dict(cfg))
 
     # ------------------------------------------------------------------ state
