@@ -142,3 +142,21 @@ def test_train_cli_reports_config_errors_in_one_line(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"translate.train: error: {bad}: training.lr: expected float, got 'fast'"]
+
+
+def test_checkpoint_averaging_keeps_the_last_snapshots(multi30k, multidomain, tmp_path) -> None:
+    raw = _small(multi30k, multidomain, tmp_path, "avg", max_steps=20, valid_every=4,
+                 average_last=3, early_stopping_metric="loss")
+    summary = Trainer(config.from_dict(raw)).fit()
+    run = tmp_path / "avg"
+    snapshots = sorted(run.glob("snapshot-*.pt"))
+    assert [p.name for p in snapshots] == [f"snapshot-{s:09d}.pt" for s in (12, 16, 20)]
+    if summary["averaged"]:  # kept only because it validated better than the best single one
+        averaged = load_checkpoint(run / "averaged.pt")["model"]
+        states = [load_checkpoint(p)["model"] for p in snapshots]
+        for key, value in averaged.items():
+            if value.is_floating_point():
+                mean = sum(s[key].double() for s in states) / 3
+                assert torch.allclose(value.double(), mean, atol=1e-6), key
+    else:
+        assert not (run / "averaged.pt").exists()

@@ -156,9 +156,8 @@ class TrainingConfig:
     patience: int = 0  # validations without improvement before stopping; 0 = never
     max_nonfinite: int = 5
     num_threads: int = 0  # 0 = torch's default
-    average_last: int = 0  # average the last N validation checkpoints into `averaged`
+    average_last: int = 0  # average the last N validations' weights (kept if it validates better)
     num_samples: int = 5
-    compile: bool = False
 
 
 @dataclass

@@ -21,6 +21,7 @@ from translate import config as config_mod
 from translate.batching import BatchSampler, EncodedSplit, collate
 from translate.checkpoint import (
     RunDir,
+    average_checkpoints,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -147,6 +148,10 @@ class Trainer:
         """Train until a limit, early stopping or a signal; returns the final summary."""
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log.info("run directory: %s", self.run.root.resolve())
+        log.info("model: %.2fM parameters on %s (%s); %d training batches per epoch, "
+                 "%.1f%% padding", sum(p.numel() for p in self.model.parameters()) / 1e6,
+                 self.device, str(self.dtype).removeprefix("torch."), len(self.sampler),
+                 100 * self.sampler.padding_fraction(self.progress.epoch))
         try:
             return self._loop()
         finally:
@@ -203,6 +208,8 @@ class Trainer:
         finite = True
         for indices in group:
             batch = collate(self.data.splits["train"], indices, **self.special)
+            if self.device.type == "cuda":
+                batch = batch.pin_memory()  # lets the copy below overlap with compute
             batch = batch.to(self.device, non_blocking=True)
             with autocast(self.device, self.dtype):
                 trans, tag = batch_losses(self.model, batch, self.loss_fn, self.pos_weight)
@@ -282,17 +289,13 @@ class Trainer:
         result = self._run_validation("valid", greedy=True, limit=tr.valid_max_sentences)
         self.thresholds = result.thresholds
         metric = result.metrics[tr.early_stopping_metric]
-        better = p.best is None or (metric < p.best if tr.early_stopping_metric == "loss"
-                                    else metric > p.best)
+        better = self._improves(metric)
         if better:
             p.best, p.bad_validations = metric, 0
-            save_checkpoint(self.run.best_path, {
-                "model": self.model.state_dict(), "config": config_mod.to_dict(self.cfg),
-                "labels": list(self.data.labels), "thresholds": list(self.thresholds),
-                "progress": vars(p).copy()})
-            self.run.write_labels(self.data.labels, self.thresholds)
+            self._save_weights(self.run.best_path)
         else:
             p.bad_validations += 1
+        self._snapshot()
         self.run.hyps_path.write_text("\n".join(result.hypotheses) + "\n", encoding="utf-8")
         self.scheduler.step_validation(result.metrics["loss"])
         elapsed = p.elapsed + time.time() - start
@@ -302,8 +305,58 @@ class Trainer:
         tqdm.write(f"step {p.step}: valid loss {result.metrics['loss']:.3f} "
                    f"ppl {result.metrics['ppl']:.1f} BLEU {result.metrics['bleu']:.2f} "
                    f"chrF {result.metrics['chrf']:.2f}" + (" *" if better else ""))
+        if p.step <= tr.valid_every:  # once per run: what the BLEU/chrF numbers mean
+            tqdm.write(f"  sacrebleu: {result.signatures['bleu']} / {result.signatures['chrf']}")
+        for sample in result.samples[:2]:
+            tqdm.write(f"  src: {sample['source']}\n  ref: {sample['reference']}\n"
+                       f"  hyp: {sample['hypothesis']}")
         self.save_last()
         return bool(tr.patience) and p.bad_validations >= tr.patience
+
+    def _improves(self, metric: float) -> bool:
+        best = self.progress.best
+        if best is None:
+            return True
+        return metric < best if self.cfg.training.early_stopping_metric == "loss" else metric > best
+
+    def _save_weights(self, path) -> None:
+        """Weights plus what inference needs (config, labels, thresholds); no optimizer."""
+        save_checkpoint(path, {
+            "model": self.model.state_dict(), "config": config_mod.to_dict(self.cfg),
+            "labels": list(self.data.labels), "thresholds": list(self.thresholds),
+            "progress": vars(self.progress).copy()})
+        self.run.write_labels(self.data.labels, self.thresholds or None)
+
+    def _snapshot(self) -> None:
+        """Keep the weights of the last ``average_last`` validations for averaging."""
+        keep = self.cfg.training.average_last
+        if keep < 2:
+            return
+        save_checkpoint(self.run.root / f"snapshot-{self.progress.step:09d}.pt",
+                        {"model": self.model.state_dict()})
+        for old in sorted(self.run.root.glob("snapshot-*.pt"))[:-keep]:
+            old.unlink()
+
+    def _average(self) -> None:
+        """Average the kept snapshots; keep the result only if it validates better than best.
+
+        Written as ``averaged.pt``, which inference prefers, so it must never be worse.
+        """
+        snapshots = sorted(self.run.root.glob("snapshot-*.pt"))
+        if len(snapshots) < 2 or not len(self.data.splits["valid"]):
+            return
+        best_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(average_checkpoints(snapshots))
+        tr = self.cfg.training
+        result = self._run_validation("valid", greedy=True, limit=tr.valid_max_sentences)
+        metric = result.metrics[tr.early_stopping_metric]
+        tqdm.write(f"average of the last {len(snapshots)} validation checkpoints: valid "
+                   f"{tr.early_stopping_metric} {metric:.2f} (best single: {self.progress.best})")
+        if self._improves(metric):
+            self.progress.best, self.thresholds = metric, result.thresholds
+            self._save_weights(self.run.averaged_path)
+        else:
+            self.model.load_state_dict(best_weights)
 
     def _interrupted(self, start: float, bar) -> dict:
         bar.close()
@@ -316,15 +369,18 @@ class Trainer:
         return {"interrupted": self._stop_signal, "step": self.progress.step, "resume": cmd}
 
     def _finish(self) -> dict:
-        """Score the best checkpoint on the test split with the configured beam search."""
+        """Score the best (or averaged) weights on the test split with beam search."""
+        if self.run.best_path.is_file():
+            best = load_checkpoint(self.run.best_path, map_location=self.device)
+            self.model.load_state_dict(best["model"])
+            self.thresholds = list(best["thresholds"])
+        self._average()
         p = self.progress
         summary: dict = {"step": p.step, "epochs": p.epoch, "best_valid": p.best,
+                         "averaged": self.run.averaged_path.is_file(),
                          "train_minutes": p.elapsed / 60,
                          "tokens_per_s": p.tokens / max(p.elapsed, 1e-9),
                          "run_dir": str(self.run.root)}
-        if self.run.best_path.is_file():
-            self.model.load_state_dict(load_checkpoint(self.run.best_path,
-                                                       map_location=self.device)["model"])
         if len(self.data.splits["test"]):
             result = self._run_validation("test", greedy=False,
                                           thresholds=self.thresholds or None)
