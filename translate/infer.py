@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "jsonl"), default="text",
                    help="text: one translation per line; jsonl: one JSON object per line with "
                         "score, n-best list, domain tags and probabilities")
-    p.add_argument("--checkpoint", default="best",
-                   help="best (default), last, averaged or a path to a .pt file")
+    p.add_argument("--checkpoint", default="auto",
+                   help="auto (default: averaged if kept, else best), best, last, averaged, "
+                        "or a path to a .pt file")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
                    help="fp32 (default) or autocast precision on CUDA")

@@ -116,6 +116,8 @@ def split_long(text: str, encode: Callable[[list[str]], list[list[int]]],
 
 def _resolve_checkpoint(run: RunDir, checkpoint: str | Path) -> Path:
     name = str(checkpoint)
+    if name == "auto":  # averaged.pt exists only when it validated better than best.pt
+        return run.default_checkpoint()
     if name in CHECKPOINT_ALIASES:
         path = getattr(run, CHECKPOINT_ALIASES[name])
         if not path.is_file():
@@ -164,12 +166,13 @@ class Translator:
                         "pad_id": tokenizer.pad_id}
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", checkpoint: str | Path = "best",
+    def load(cls, run_dir: str | Path, device: str = "auto", checkpoint: str | Path = "auto",
              quantize: bool = False, precision: str = "fp32") -> Translator:
         """Load ``run_dir`` for inference.
 
-        ``checkpoint``: ``best``, ``last``, ``averaged`` or a path (absolute, or relative to
-        the working directory or the run directory). ``quantize``: dynamic int8 weights for
+        ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
+        ``best``, ``last``, ``averaged`` or a path (absolute, or relative to the working
+        directory or the run directory). ``quantize``: dynamic int8 weights for
         the LSTMs and linear layers, CPU only. ``precision``: ``fp32`` (default, identical
         results on every device) or ``auto``/``bf16``/``fp16`` autocast on CUDA.
         """
@@ -214,6 +217,8 @@ class Translator:
         if quantize:
             model = _quantize(model)
         model.to(torch_device)
+        if state.get("thresholds") and len(state["thresholds"]) == len(labels):
+            thresholds = list(state["thresholds"])  # tuned together with these weights
         if thresholds is None:
             thresholds = [0.5] * len(labels)
         return cls(model, tokenizer, cfg, labels, list(thresholds), torch_device, dtype, path,
