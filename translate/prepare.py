@@ -40,7 +40,7 @@ def prepare(cfg: Config, run: RunDir, log: Callable[[str], None] = print) -> Pre
         tok = Tokenizer.load(run.tokenizer_dir)
         log(f"tokenizer: reusing {run.tokenizer_dir}")
     else:
-        tok = Tokenizer.train(cfg.tokenizer, *text["train"], run.tokenizer_dir)
+        tok = Tokenizer.train(cfg.tokenizer, *text["train"], run.tokenizer_dir, log=log)
         log(f"tokenizer: trained {cfg.tokenizer.model_type} "
             f"({tok.src_vocab_size}/{tok.tgt_vocab_size} pieces) in {run.tokenizer_dir}")
     splits = {name: encode_split(ds, tok, labels, cfg.tokenizer.max_tokens)
