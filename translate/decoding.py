@@ -15,7 +15,7 @@ import torch
 
 from translate.config import InferenceConfig
 from translate.runtime import autocast
-from translate.search import Hypothesis, beam_search, greedy_search
+from translate.search import EvalMode, Hypothesis, beam_search, greedy_search
 
 
 @dataclass
@@ -57,19 +57,21 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
                *, special: dict[str, int], device: torch.device,
                dtype: torch.dtype = torch.float32, greedy: bool = False,
                max_tokens: int = 0) -> Decoded:
-    """Translate already-encoded sentences; every sentence must hold at least one id.
+    """Translate already-encoded sentences, in input order.
+
+    An empty sentence is fed as a lone ``eos`` (as ``batching.collate`` does in training):
+    a packed LSTM cannot take length 0.
 
     ``special`` holds ``bos_id``, ``eos_id`` and ``pad_id``. ``greedy`` forces greedy search
     (validation); otherwise ``opts.beam_size`` decides, beam 1 being greedy.
     """
-    was_training = model.training
-    model.eval()
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
     probs: torch.Tensor | None = None
-    lengths = [len(s) for s in src_ids]
-    for batch in length_sorted_batches(lengths, opts.batch_size, max_tokens):
-        src, src_lengths = _pad([list(src_ids[i]) for i in batch], special["pad_id"], device)
-        with autocast(device, dtype):
+    rows = [list(ids) or [special["eos_id"]] for ids in src_ids]
+    batches = length_sorted_batches([len(r) for r in rows], opts.batch_size, max_tokens)
+    for batch in batches:
+        src, src_lengths = _pad([rows[i] for i in batch], special["pad_id"], device)
+        with autocast(device, dtype), EvalMode(model):
             enc = model.encode(src, src_lengths)
             hyps = _search(model, src, src_lengths, enc, opts, special, greedy)
             tag_logits = model.tag(enc)
@@ -79,7 +81,6 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
             if probs is None:
                 probs = torch.zeros(len(src_ids), tag_logits.shape[-1])
             probs[torch.tensor(batch)] = torch.sigmoid(tag_logits.float()).cpu()
-    model.train(was_training)
     return Decoded(hypotheses=[r or [] for r in results], domain_probs=probs)
 
 

@@ -97,12 +97,21 @@ def _block_repeated_ngrams(lprobs: Tensor, history: Tensor, n: int, pad_id: int)
     lprobs.scatter_(1, banned, -math.inf)
 
 
+def _start(model: nn.Module, src: Tensor, src_lengths: Tensor, enc, max_len_a: float,
+           max_len_b: float) -> tuple[object, object, list[int], int]:
+    """Encoder output (computed unless given), initial decoder state and length limits."""
+    max_lens = _max_lengths(src_lengths, max_len_a, max_len_b)
+    if enc is None:
+        enc = model.encode(src, src_lengths)
+    return enc, model.init_decoder_state(enc), max_lens, max(max_lens) + 1
+
+
 def _log_probs(model: nn.Module, prev: Tensor, state, enc) -> tuple[Tensor, object]:
     logits, state, _ = model.decode_step(prev, state, enc)
     return torch.log_softmax(logits.float(), dim=-1), state
 
 
-class _EvalMode:
+class EvalMode:
     """Run the search with dropout off, restoring the caller's train/eval mode afterwards."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -139,16 +148,13 @@ def greedy_search(
     change the tokens. ``enc``: the batch's encoder output when the caller already has it
     (e.g. to tag domains too), so the encoder does not run twice.
     """
-    with torch.inference_mode(), _EvalMode(model):
+    with torch.inference_mode(), EvalMode(model):
         device = src.device
         batch = src.size(0)
         if batch == 0:
             return []
-        max_lens_list = _max_lengths(src_lengths, max_len_a, max_len_b)
-        n_steps = max(max_lens_list) + 1
-        if enc is None:
-            enc = model.encode(src, src_lengths)
-        state = model.init_decoder_state(enc)
+        enc, state, max_lens_list, n_steps = _start(model, src, src_lengths, enc, max_len_a,
+                                                    max_len_b)
 
         out_tokens = torch.full((batch, n_steps), pad_id, dtype=torch.long, device=device)
         out_lp = torch.zeros(batch, dtype=torch.float32, device=device)
@@ -218,17 +224,13 @@ def beam_search(
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size={beam_size}, got {n_best}")
     k = beam_size
-    with torch.inference_mode(), _EvalMode(model):
+    with torch.inference_mode(), EvalMode(model):
         device = src.device
         batch = src.size(0)
         if batch == 0:
             return []
-        max_lens_list = _max_lengths(src_lengths, max_len_a, max_len_b)
-        n_steps = max(max_lens_list) + 1
-
-        if enc is None:
-            enc = model.encode(src, src_lengths)
-        state = model.init_decoder_state(enc)
+        enc, state, max_lens_list, n_steps = _start(model, src, src_lengths, enc, max_len_a,
+                                                    max_len_b)
         expand = torch.arange(batch, device=device).repeat_interleave(k)
         enc, state = enc.index_select(expand), state.index_select(expand)
 

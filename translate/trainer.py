@@ -259,26 +259,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
 
-    def _valid_batches(self, name: str, limit: int = 0) -> list[list[int]]:
-        split = self.data.splits[name]
-        n = min(len(split), limit) if limit else len(split)
-        tr = self.cfg.training
-        sampler = BatchSampler(split.src_lens[:n], split.tgt_lens[:n], "tokens",
-                               max(tr.max_tokens, 1) * 2, tr.batch_size, shuffle=False,
-                               seed=tr.seed)
-        return sampler.batches(0)
-
     def _run_validation(self, name: str, greedy: bool, limit: int = 0,
                         thresholds: list[float] | None = None):
+        """Validate on the first ``limit`` rows of split ``name`` (all when 0)."""
         split = self.data.splits[name]
         n = min(len(split), limit) if limit else len(split)
         sub = EncodedSplit(split.src_ids[:n], split.tgt_ids[:n], split.label_ids[:n],
                            split.n_labels)
+        tr = self.cfg.training
+        batches = BatchSampler(sub.src_lens, sub.tgt_lens, "tokens", tr.max_tokens * 2,
+                               tr.batch_size, shuffle=False, seed=tr.seed).batches(0)
         return validate(self.model, sub, self.data.sources[name][:n],
-                        self.data.references[name][:n], self._valid_batches(name, n),
-                        self.eval_loss_fn, self.data.tokenizer, self.cfg.inference,
-                        self.device, self.dtype, num_samples=self.cfg.training.num_samples,
-                        greedy=greedy, thresholds=thresholds)
+                        self.data.references[name][:n], batches, self.eval_loss_fn,
+                        self.data.tokenizer, self.cfg.inference, self.device, self.dtype,
+                        num_samples=tr.num_samples, greedy=greedy, thresholds=thresholds)
 
     def _validate_and_save(self, start: float) -> bool:
         """Validate, save best/last, log; returns True when early stopping triggers."""

@@ -89,8 +89,7 @@ def validate(model, split: EncodedSplit, sources: Sequence[str], references: Seq
     """
     special = {"pad_id": tok.pad_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id}
     metrics = teacher_forced_loss(model, split, batches, loss_fn, special, device, dtype)
-    src_ids = [ids or [tok.eos_id] for ids in split.src_ids]
-    decoded = decode_ids(model, src_ids, opts, special=special, device=device, dtype=dtype,
+    decoded = decode_ids(model, split.src_ids, opts, special=special, device=device, dtype=dtype,
                          greedy=greedy)
     hyps = tok.decode_tgt([h[0].tokens if h else [] for h in decoded.hypotheses])
     scores = bleu_chrf(hyps, list(references))
