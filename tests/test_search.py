@@ -278,3 +278,25 @@ def test_cuda_matches_cpu(trained, src):
     # Different kernels may break a near-tie differently; nearly all must agree.
     assert sum(a == b for a, b in zip(greedy, cpu_greedy, strict=True)) >= len(n) - 2
     assert sum(a == b for a, b in zip(beam, cpu_beam, strict=True)) >= len(n) - 2
+
+
+@pytest.mark.parametrize("vocab", [8000, 8037, 150, 7])
+@pytest.mark.parametrize("n", [1, 2, 10])
+def test_row_topk_matches_torch_topk(vocab, n):
+    from translate.search import _row_topk
+
+    gen = torch.Generator().manual_seed(vocab * 31 + n)
+    x = torch.log_softmax(torch.randn(57, vocab, generator=gen) * 4, dim=1)
+    x[:, :2] = -math.inf  # banned specials, as search masks them
+    x[3, :] = -math.inf
+    x[3, vocab - 1] = -0.5  # a forced row: only one finite entry, in the tail
+    n = min(n, vocab)
+    values, idx = _row_topk(x, n)
+    ref_values, _ = x.topk(n, dim=1)
+    assert torch.equal(values, ref_values)
+    assert torch.equal(x.gather(1, idx), values)  # the indices point at those values
+    finite = torch.isfinite(values)
+    for row in range(x.size(0)):  # finite picks are distinct columns
+        cols = idx[row][finite[row]].tolist()
+        assert len(cols) == len(set(cols))
+    assert idx[3, 0].item() == vocab - 1

@@ -64,19 +64,51 @@ def _mask_specials(lprobs: Tensor, *, bos_id: int, pad_id: int) -> None:
 
 
 def _apply_length_rules(
-    lprobs: Tensor, step: int, max_lens: Tensor, *, eos_id: int, min_len: int
+    lprobs: Tensor, step: int, max_lens: Tensor | None, *, eos_id: int, min_len: int
 ) -> None:
     """Block eos before ``min_len``; force eos (keeping its real log-prob) at the max length.
 
-    ``max_lens`` is per row of ``lprobs`` (already expanded over beams).
+    ``max_lens`` is per row of ``lprobs`` (already expanded over beams), or None when the
+    caller knows (from its host-side copy of the limits) that no row reaches its maximum at
+    this step: forcing rewrites the whole ``[N, V]`` matrix, so it only runs when needed.
     """
+    if max_lens is None:
+        if step < min_len:
+            lprobs[:, eos_id] = -math.inf
+        return
     eos_lp = lprobs[:, eos_id].clone()
     if step < min_len:
         lprobs[:, eos_id] = -math.inf
-    # Tensor-valued conditions only: no host sync, and a no-op when no row is forced.
     forced = (max_lens <= step).unsqueeze(1)  # [N, 1]
     lprobs.masked_fill_(forced, -math.inf)
     lprobs[:, eos_id] = torch.where(forced.squeeze(1), eos_lp, lprobs[:, eos_id])
+
+
+def _row_topk(x: Tensor, n: int, chunk: int = 100) -> tuple[Tensor, Tensor]:
+    """``x.topk(n, dim=1)`` (values descending, with their column indices), computed faster.
+
+    ``torch.topk`` over a ``[R, V]`` vocabulary row costs several times a plain max-reduction
+    on the CPU. The columns are cut into chunks of ``chunk``; a row's ``n`` largest values
+    all lie in its ``n`` chunks with the largest maxima (any value outside them is beaten by
+    the ``n`` chunk maxima), so one vectorised max per chunk, a small top-k over the chunk
+    maxima and a top-k over ``n * chunk`` gathered candidates give the same values. Columns
+    past the last whole chunk are always candidates. Exact ties may pick a different
+    (equally scored) index than ``torch.topk``; both searches use this one function.
+    """
+    rows, vocab = x.shape
+    n_chunks = vocab // chunk
+    if x.device.type != "cpu" or n >= n_chunks or rows == 0:
+        return x.topk(n, dim=1)
+    whole = n_chunks * chunk
+    blocks = x[:, :whole].view(rows, n_chunks, chunk)
+    top_chunks = blocks.amax(dim=2).topk(n, dim=1).indices  # [R, n]
+    cand = blocks.gather(1, top_chunks.unsqueeze(2).expand(-1, -1, chunk)).view(rows, n * chunk)
+    if whole < vocab:
+        cand = torch.cat([cand, x[:, whole:]], dim=1)
+    values, pos = cand.topk(n, dim=1)
+    in_chunk = pos < n * chunk
+    col = top_chunks.gather(1, (pos // chunk).clamp(max=n - 1)) * chunk + pos % chunk
+    return values, torch.where(in_chunk, col, pos - n * chunk + whole)
 
 
 def _block_repeated_ngrams(lprobs: Tensor, history: Tensor, n: int, pad_id: int) -> None:
@@ -162,26 +194,31 @@ def greedy_search(
 
         active = torch.arange(batch, device=device)  # original sentence index of each row
         max_lens = torch.tensor(max_lens_list, dtype=torch.long, device=device)
+        limits = list(max_lens_list)  # host copy of max_lens: which steps can force eos
         prev = torch.full((batch,), bos_id, dtype=torch.long, device=device)
         running_lp = torch.zeros(batch, dtype=torch.float32, device=device)
 
         for step in range(n_steps):
             lprobs, state = _log_probs(model, prev, state, enc)
             _mask_specials(lprobs, bos_id=bos_id, pad_id=pad_id)
-            _apply_length_rules(lprobs, step, max_lens, eos_id=eos_id, min_len=min_len)
-            best_lp, nxt = lprobs.topk(1, dim=-1)  # same op as beam search's first stage
+            forcing = max_lens if step >= min(limits) else None
+            _apply_length_rules(lprobs, step, forcing, eos_id=eos_id, min_len=min_len)
+            best_lp, nxt = _row_topk(lprobs, 1)  # same op as beam search's first stage
             best_lp, nxt = best_lp.squeeze(1), nxt.squeeze(1)
             running_lp = running_lp + best_lp
             out_tokens[active, step] = nxt
             done = nxt == eos_id
-            if not bool(done.any()):  # the one host sync per step
+            flags = done.tolist()  # the one host sync per step
+            if not any(flags):
                 prev = nxt
                 continue
             out_lp[active[done]] = running_lp[done]
             out_len[active[done]] = step
-            keep = (~done).nonzero().squeeze(1)
-            if keep.numel() == 0:
+            kept = [i for i, finished in enumerate(flags) if not finished]
+            if not kept:
                 break
+            limits = [limits[i] for i in kept]
+            keep = torch.tensor(kept, dtype=torch.long, device=device)
             active, max_lens = active[keep], max_lens[keep]
             running_lp, prev = running_lp[keep], nxt[keep]
             enc = enc.index_select(keep)
@@ -245,6 +282,7 @@ def beam_search(
 
         sent = torch.arange(batch, device=device)  # original index of each active sentence
         max_lens = torch.tensor(max_lens_list, dtype=torch.long, device=device)
+        limits = list(max_lens_list)  # host copy of max_lens: which steps can force eos
         # Only beam 0 is alive at the start, so the first step does not pick k copies of it.
         scores = torch.full((batch, k), -math.inf, dtype=torch.float32, device=device)
         scores[:, 0] = 0.0
@@ -258,9 +296,8 @@ def beam_search(
             n_act = sent.size(0)
             lprobs, state = _log_probs(model, prev, state, enc)
             _mask_specials(lprobs, bos_id=bos_id, pad_id=pad_id)
-            _apply_length_rules(
-                lprobs, step, max_lens.repeat_interleave(k), eos_id=eos_id, min_len=min_len
-            )
+            forcing = max_lens.repeat_interleave(k) if step >= min(limits) else None
+            _apply_length_rules(lprobs, step, forcing, eos_id=eos_id, min_len=min_len)
             if no_repeat_ngram > 0:
                 _block_repeated_ngrams(lprobs, history, no_repeat_ngram, pad_id)
 
@@ -270,7 +307,7 @@ def beam_search(
             # beam score can round near-ties together, so beam 1 picks exactly what greedy's
             # topk picks. It also sorts k * 2k values instead of k * V.
             per_beam = min(2 * k, lprobs.size(1))
-            tok_lp, tok_idx = lprobs.topk(per_beam, dim=1)  # [n_act * k, per_beam]
+            tok_lp, tok_idx = _row_topk(lprobs, per_beam)  # [n_act * k, per_beam]
             sums = (scores.view(-1, 1) + tok_lp).view(n_act, k * per_beam)
             sums, order = sums.sort(dim=1, descending=True, stable=True)
             cand_scores, order = sums[:, : 2 * k], order[:, : 2 * k]
@@ -314,10 +351,13 @@ def beam_search(
                 | ~torch.isfinite(best_active)
                 | (nth_fin >= reachable)
             )
-            if bool(done.any()):  # the one host sync per step
-                keep = (~done).nonzero().squeeze(1)
-                if keep.numel() == 0:
+            flags = done.tolist()  # the one host sync per step
+            if any(flags):
+                kept = [i for i, finished in enumerate(flags) if not finished]
+                if not kept:
                     break
+                limits = [limits[i] for i in kept]
+                keep = torch.tensor(kept, dtype=torch.long, device=device)
                 sent, max_lens, scores = sent[keep], max_lens[keep], scores[keep]
                 next_tok, parent = next_tok[keep], parent[keep]
                 keep_rows = (keep.unsqueeze(1) * k + beam_offsets).view(-1)
