@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from translate.model.attention import Attention, AttentionKind
+from translate.model.feed_rnn import FeedRecurrence
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Decoder(nn.Module):
         self.attention = Attention(attention, hidden, enc_dim)
         self.combine = nn.Linear(enc_dim + hidden, hidden, bias=False)
         self.out_dropout = nn.Dropout(dropout)
+        self._step_cache: tuple[tuple, list] | None = None
 
     def init_state(self, h: Tensor, c: Tensor) -> DecoderState:
         feed = h.new_zeros(h.size(1), self.hidden) if self.input_feeding else None
@@ -86,6 +88,9 @@ class Decoder(nn.Module):
     def _cell_params(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
         """Per layer ``(W_rec, bias, W_emb)`` from the ``nn.LSTM``'s own parameters.
 
+        Without input feeding only the step API uses this (layer 0's ``W_emb`` is then all
+        of ``W_ih`` and ``W_rec`` is just ``W_hh``).
+
         The input-feeding loop runs the LSTM one step at a time; calling ``nn.LSTM`` with
         a length-1 sequence costs two GEMMs + oneDNN set-up per layer and step, forward and
         backward. Instead each layer's gates are one ``addmm`` of ``[x; h]`` against
@@ -102,10 +107,61 @@ class Decoder(nn.Module):
             w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
             bias = getattr(self.rnn, f"bias_ih_l{layer}") + getattr(self.rnn, f"bias_hh_l{layer}")
             if layer == 0:
-                out.append((torch.cat([w_ih[:, emb_dim:], w_hh], 1), bias, w_ih[:, :emb_dim]))
+                w_rec = torch.cat([w_ih[:, emb_dim:], w_hh], 1) if self.input_feeding else w_hh
+                out.append((w_rec, bias, w_ih[:, :emb_dim]))
             else:
                 out.append((torch.cat([w_ih, w_hh], 1), bias, None))
         return out
+
+    def _step_params(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+        """:meth:`_cell_params`, cached between steps when no gradient is recorded.
+
+        Search calls :meth:`step` once per target position; re-concatenating the weights
+        each time copied ~20 MB per step. The cache key is every LSTM parameter's storage
+        and version counter, so an optimiser update, ``load_state_dict`` or a device move
+        invalidates it.
+        """
+        if torch.is_grad_enabled():
+            return self._cell_params()
+        key = tuple((p.data_ptr(), p._version) for p in self.rnn.parameters())
+        if self._step_cache is None or self._step_cache[0] != key:
+            self._step_cache = (key, self._cell_params())
+        return self._step_cache[1]
+
+    def _fusable(self, keys: Tensor) -> bool:
+        """Whether teacher forcing can use :class:`FeedRecurrence` (fp32, Luong scores)."""
+        return (
+            self.attention.kind in ("dot", "general")
+            and keys.dtype == torch.float32
+            and not torch.is_autocast_enabled(keys.device.type)
+        )
+
+    def _dropout_mask(self, p: float, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
+        """Scaled inverted-dropout mask (one RNG call for all steps), None when inactive."""
+        if not self.training or p == 0.0:
+            return None
+        return like.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+
+    def _fused_forward(
+        self, pre0: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,
+        proj_keys: Tensor | None, params: list[tuple[Tensor, Tensor, Tensor | None]],
+    ) -> tuple[Tensor, Tensor]:
+        steps, batch = pre0.shape[:2]
+        mid = None
+        if self.layers > 1:
+            mid = self._dropout_mask(
+                self.rnn.dropout, (self.layers - 1, steps, batch, self.hidden), pre0
+            )
+        out = self._dropout_mask(self.out_dropout.p, (steps, batch, self.hidden), pre0)
+        if self.attention.kind == "dot":
+            score_keys = keys
+        else:
+            score_keys = proj_keys if proj_keys is not None else self.attention.precompute(keys)
+        weights = [w for w, _, _ in params] + [b for _, b, _ in params[1:]]
+        return FeedRecurrence.apply(
+            pre0, state.h, state.c, state.input_feed, score_keys, keys, ~mask,
+            self.combine.weight, mid, out, *weights,
+        )
 
     @staticmethod
     def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -116,18 +172,19 @@ class Decoder(nn.Module):
     def _feed_step(
         self,
         pre0: Tensor,
-        feed: Tensor,
+        feed: Tensor | None,
         hs: list[Tensor],
         cs: list[Tensor],
         params: list[tuple[Tensor, Tensor, Tensor | None]],
     ) -> Tensor:
-        """One input-feeding LSTM step; ``pre0`` = embedding part of layer 0's gates (+ bias).
+        """One LSTM step; ``pre0`` = embedding part of layer 0's gates (+ bias); ``feed``
+        the input feed (None without input feeding: layer 0 then sees only its ``h``).
 
         Updates ``hs`` / ``cs`` (lists of ``[N, H]``) in place; returns the top layer's output.
         """
         x = feed
         for layer, (w_rec, bias, _) in enumerate(params):
-            inp = torch.cat([x, hs[layer]], dim=-1)
+            inp = hs[layer] if x is None else torch.cat([x, hs[layer]], dim=-1)
             base = pre0 if layer == 0 else bias
             gates = torch.addmm(base, inp, w_rec.t())
             hs[layer], cs[layer] = self._lstm_cell(gates, cs[layer])
@@ -148,17 +205,28 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One step: prev_tokens ``[N]`` → (h~ ``[N, H]``, new state, attention ``[N, S]``)."""
         x = self.emb_dropout(self.embedding(prev_tokens))  # [N, E]
-        if not self.input_feeding:
-            out, (h, c) = self.rnn(x.unsqueeze(1), (state.h, state.c))
-            att_vec, weights = self._attend(out.squeeze(1), keys, mask, proj_keys)
-            return att_vec, DecoderState(h=h, c=c, input_feed=None), weights
-        params = self._cell_params()
+        if not isinstance(self.rnn, nn.LSTM):  # e.g. dynamically quantized: its own kernels
+            return self._module_step(x, state, keys, mask, proj_keys)
+        params = self._step_params()
         hs, cs = list(state.h.unbind(0)), list(state.c.unbind(0))
         pre0 = torch.addmm(params[0][1], x, params[0][2].t())
         out = self._feed_step(pre0, state.input_feed, hs, cs, params)
         att_vec, weights = self._attend(out, keys, mask, proj_keys)
-        new = DecoderState(h=torch.stack(hs), c=torch.stack(cs), input_feed=att_vec)
-        return att_vec, new, weights
+        feed = att_vec if self.input_feeding else None
+        return att_vec, DecoderState(h=torch.stack(hs), c=torch.stack(cs), input_feed=feed), weights
+
+    def _module_step(
+        self, x: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,
+        proj_keys: Tensor | None,
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """:meth:`step` through ``self.rnn`` itself, for LSTM replacements without the float
+        parameters :meth:`_cell_params` reads (input ``[embedding; input feed]``)."""
+        if self.input_feeding:
+            x = torch.cat([x, state.input_feed], dim=-1)
+        out, (h, c) = self.rnn(x.unsqueeze(1), (state.h, state.c))
+        att_vec, weights = self._attend(out.squeeze(1), keys, mask, proj_keys)
+        feed = att_vec if self.input_feeding else None
+        return att_vec, DecoderState(h=h, c=c, input_feed=feed), weights
 
     def forward(
         self,
@@ -184,6 +252,8 @@ class Decoder(nn.Module):
         # Embedding part of layer 0's gates for every step at once, time-major so that each
         # step's slice is contiguous: [T, B, 4H].
         pre0 = nn.functional.linear(emb.transpose(0, 1), params[0][2], params[0][1])
+        if self._fusable(keys):
+            return self._fused_forward(pre0, state, keys, mask, proj_keys, params)
         hs, cs = list(state.h.unbind(0)), list(state.c.unbind(0))
         feed = state.input_feed
         vecs, attns = [], []

@@ -1,0 +1,123 @@
+"""The fused input-feeding recurrence equals the plain autograd loop, values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from translate.model.decoder import Decoder
+from translate.model.feed_rnn import FeedRecurrence
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _decoder(kind: str, layers: int, dropout: float = 0.0) -> tuple[Decoder, int]:
+    torch.manual_seed(layers)
+    enc_dim = 16 if kind == "dot" else 12
+    dec = Decoder(nn.Embedding(30, 8), 16, layers, enc_dim, kind, True, dropout).double()
+    return dec, enc_dim
+
+
+def _inputs(enc_dim: int, layers: int):
+    g = torch.Generator().manual_seed(7)
+    batch, src_len, steps = 4, 5, 6
+    keys = torch.randn(batch, src_len, enc_dim, generator=g, dtype=torch.double)
+    h = torch.randn(layers, batch, 16, generator=g, dtype=torch.double)
+    c = torch.randn(layers, batch, 16, generator=g, dtype=torch.double)
+    mask = torch.ones(batch, src_len, dtype=torch.bool)
+    mask[1, 3:] = False
+    mask[2, 1:] = False  # a single real source token
+    tgt = torch.randint(0, 30, (batch, steps), generator=g)
+    return [t.requires_grad_() for t in (keys, h, c)], mask, tgt
+
+
+def _run(dec: Decoder, fused: bool, keys, h, c, mask, tgt):
+    dec._fusable = lambda _keys: fused  # instance attribute shadows the method
+    vecs, attn = dec(tgt, dec.init_state(h, c), keys, mask, dec.attention.precompute(keys))
+    del dec._fusable
+    return vecs, attn
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["dot", "general"])
+def test_fused_recurrence_matches_autograd_loop(kind: str, layers: int) -> None:
+    dec, enc_dim = _decoder(kind, layers)
+    (keys, h, c), mask, tgt = _inputs(enc_dim, layers)
+    wrt = [*dec.parameters(), keys, h, c]
+    results = []
+    for fused in (False, True):
+        vecs, attn = _run(dec, fused, keys, h, c, mask, tgt)
+        g = torch.Generator().manual_seed(3)
+        # weight both outputs so every gradient path (attention weights included) is used
+        loss = (vecs * torch.randn(vecs.shape, generator=g, dtype=vecs.dtype)).sum() + (
+            attn * torch.randn(attn.shape, generator=g, dtype=attn.dtype)).sum()
+        grads = torch.autograd.grad(loss, wrt, allow_unused=True)
+        results.append((vecs, attn, grads))
+    (v0, a0, g0), (v1, a1, g1) = results
+    torch.testing.assert_close(v1, v0, atol=1e-12, rtol=0)
+    torch.testing.assert_close(a1, a0, atol=1e-12, rtol=0)
+    assert torch.all(a1[1, :, 3:] == 0) and torch.all(a1[2, :, 1:] == 0)
+    for ref, got in zip(g0, g1, strict=True):
+        assert (ref is None) == (got is None)
+        if ref is not None:
+            torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
+
+
+def test_fused_backward_passes_gradcheck_with_dropout_masks() -> None:
+    """Finite differences against the hand-written backward, dropout masks included."""
+    g = torch.Generator().manual_seed(11)
+    steps, batch, hid, src_len, dk, layers = 3, 2, 4, 3, 5, 2
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.double).requires_grad_()
+
+    pre0 = rnd(steps, batch, 4 * hid)
+    h0, c0, feed0 = rnd(layers, batch, hid), rnd(layers, batch, hid), rnd(batch, hid)
+    score_keys, values = rnd(batch, src_len, hid), rnd(batch, src_len, dk)
+    pad = torch.tensor([[False, False, True], [False, False, False]])
+    w_comb = rnd(hid, dk + hid)
+    keep = 1 / 0.7
+    drop_mid = (torch.rand(layers - 1, steps, batch, hid, generator=g) > 0.3).double() * keep
+    drop_out = (torch.rand(steps, batch, hid, generator=g) > 0.3).double() * keep
+    weights = [rnd(4 * hid, 2 * hid), rnd(4 * hid, 2 * hid), rnd(4 * hid)]
+
+    def f(*args):
+        return FeedRecurrence.apply(*args[:8], drop_mid, drop_out, *args[8:])
+
+    assert torch.autograd.gradcheck(
+        f, (pre0, h0, c0, feed0, score_keys, values, pad, w_comb, *weights), atol=1e-6
+    )
+
+
+def test_training_mode_applies_output_dropout() -> None:
+    dec, enc_dim = _decoder("general", 2, dropout=0.5)
+    dec.train()
+    (keys, h, c), mask, tgt = _inputs(enc_dim, 2)
+    vecs, _ = dec(tgt, dec.init_state(h, c), keys, mask, None)
+    zeros = (vecs == 0).double().mean().item()
+    assert 0.3 < zeros < 0.7  # about half the units dropped
+    vecs.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in dec.parameters() if p.grad is not None)
+
+
+def test_cached_step_weights_follow_parameter_updates() -> None:
+    dec, enc_dim = _decoder("general", 2)
+    dec.eval()
+    (keys, h, c), mask, _ = _inputs(enc_dim, 2)
+    tokens = torch.tensor([1, 2, 3, 4])
+    with torch.no_grad():
+        pk = dec.attention.precompute(keys)
+        before, _, _ = dec.step(tokens, dec.init_state(h, c), keys, mask, pk)
+        dec.rnn.weight_hh_l1.mul_(0.5)  # in place, as an optimiser step would
+        after, _, _ = dec.step(tokens, dec.init_state(h, c), keys, mask, pk)
+        dec._step_cache = None
+        fresh, _, _ = dec.step(tokens, dec.init_state(h, c), keys, mask, pk)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, fresh, atol=0, rtol=0)
