@@ -300,3 +300,29 @@ def test_row_topk_matches_torch_topk(vocab, n):
         cols = idx[row][finite[row]].tolist()
         assert len(cols) == len(set(cols))
     assert idx[3, 0].item() == vocab - 1
+
+
+def test_exhaustive_beam_on_a_tiny_vocabulary(src):
+    """With a beam wider than every live prefix, beam search is exhaustive: its n-best list
+    is every hypothesis up to the length limit, ranked as brute force ranks them. The
+    vocabulary (unk and one word) is smaller than 2k, which the first step pads for."""
+    import itertools
+
+    torch.manual_seed(3)
+    cfg = ModelConfig(emb_dim=16, enc_hidden=16, enc_layers=1, dec_hidden=32, dec_layers=1,
+                      dropout=0.0, input_feeding=False)
+    model = build_model(cfg, 400, 5, PAD, 0)
+    with torch.no_grad():
+        model.generator.proj.bias.copy_(torch.tensor([0.3, 0.0, -1.0, 0.0, 0.5]))
+    s, n = src
+    s, n = s[:3].clamp(max=399), n[:3]
+    results = _beam(model, s, n, beam_size=16, n_best=14, max_len_a=0.0, max_len_b=3)
+    for i, hyps in enumerate(results):
+        brute = []
+        for length in (1, 2, 3):
+            for tokens in itertools.product((UNK, 4), repeat=length):
+                lp = _teacher_forced_log_prob(model, s[i], int(n[i]), list(tokens))
+                brute.append((lp / length_penalty(length + 1, 0.6), list(tokens)))
+        brute.sort(key=lambda x: -x[0])
+        assert [h.tokens for h in hyps] == [t for _, t in brute]
+        assert [h.score for h in hyps] == pytest.approx([sc for sc, _ in brute], abs=1e-4)

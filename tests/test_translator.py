@@ -126,3 +126,22 @@ def test_checkpoint_choice_and_version_error(trained_run, tmp_path):
         Translator.load(run, device="cpu")
     with pytest.raises(CheckpointError, match="no averaged.pt"):
         Translator.load(run, device="cpu", checkpoint="averaged")
+
+
+def test_batches_hold_a_bounded_number_of_hypothesis_tokens(translator, german, monkeypatch):
+    """Long sentences go in smaller batches (memory), results unchanged."""
+    import translate.translator as tr_mod
+
+    seen = []
+    real = tr_mod.decode_ids
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["max_tokens"])
+        return real(*args, **kwargs)
+
+    texts = german[:6]
+    before = [r.text for r in translator.translate(texts, beam=3)]
+    monkeypatch.setattr(tr_mod, "decode_ids", spy)
+    monkeypatch.setattr(tr_mod, "MAX_HYPOTHESIS_TOKENS", 60)  # ~1 sentence per batch
+    after = [r.text for r in translator.translate(texts, beam=3)]
+    assert seen == [20] and after == before

@@ -268,9 +268,6 @@ def beam_search(
             return []
         enc, state, max_lens_list, n_steps = _start(model, src, src_lengths, enc, max_len_a,
                                                     max_len_b)
-        expand = torch.arange(batch, device=device).repeat_interleave(k)
-        enc, state = enc.index_select(expand), state.index_select(expand)
-
         # Finished hypotheses, kept on the device. A sentence stops once it has k of them, and
         # one step adds at most k, so 2k slots suffice; slot 2k is a write-only trash slot.
         cap = 2 * k
@@ -283,11 +280,12 @@ def beam_search(
         sent = torch.arange(batch, device=device)  # original index of each active sentence
         max_lens = torch.tensor(max_lens_list, dtype=torch.long, device=device)
         limits = list(max_lens_list)  # host copy of max_lens: which steps can force eos
-        # Only beam 0 is alive at the start, so the first step does not pick k copies of it.
-        scores = torch.full((batch, k), -math.inf, dtype=torch.float32, device=device)
-        scores[:, 0] = 0.0
-        history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
-        prev = torch.full((batch * k,), bos_id, dtype=torch.long, device=device)
+        # The first step runs on one row per sentence (its only live beam, bos) and picks the
+        # k beams from it; the model batch then holds ``width = k`` rows per sentence.
+        width = 1
+        scores = torch.zeros((batch, 1), dtype=torch.float32, device=device)
+        history = torch.empty((batch, 0), dtype=torch.long, device=device)
+        prev = torch.full((batch,), bos_id, dtype=torch.long, device=device)
         beam_offsets = torch.arange(k, device=device)
         if alpha >= 0:
             bound_lp = length_penalty(max_lens.float() + 1.0, alpha)  # longest is most lenient
@@ -296,7 +294,7 @@ def beam_search(
             n_act = sent.size(0)
             lprobs, state = _log_probs(model, prev, state, enc)
             _mask_specials(lprobs, bos_id=bos_id, pad_id=pad_id)
-            forcing = max_lens.repeat_interleave(k) if step >= min(limits) else None
+            forcing = max_lens.repeat_interleave(width) if step >= min(limits) else None
             _apply_length_rules(lprobs, step, forcing, eos_id=eos_id, min_len=min_len)
             if no_repeat_ngram > 0:
                 _block_repeated_ngrams(lprobs, history, no_repeat_ngram, pad_id)
@@ -307,12 +305,21 @@ def beam_search(
             # beam score can round near-ties together, so beam 1 picks exactly what greedy's
             # topk picks. It also sorts k * 2k values instead of k * V.
             per_beam = min(2 * k, lprobs.size(1))
-            tok_lp, tok_idx = _row_topk(lprobs, per_beam)  # [n_act * k, per_beam]
-            sums = (scores.view(-1, 1) + tok_lp).view(n_act, k * per_beam)
+            tok_lp, tok_idx = _row_topk(lprobs, per_beam)  # [n_act * width, per_beam]
+            if width * per_beam < 2 * k:
+                # First step with a vocabulary smaller than 2k: pad with dead (-inf)
+                # candidates, the ones k - 1 dead copies of the start beam would offer.
+                copies = -(-2 * k // per_beam)
+                tok_idx = tok_idx.repeat(1, copies)
+                tok_lp = torch.cat([tok_lp, tok_lp.new_full(
+                    (tok_lp.size(0), (copies - 1) * per_beam), -math.inf)], dim=1)
+            row_cands = tok_lp.size(1)
+            sums = (scores.view(-1, 1) + tok_lp).view(n_act, width * row_cands)
             sums, order = sums.sort(dim=1, descending=True, stable=True)
             cand_scores, order = sums[:, : 2 * k], order[:, : 2 * k]
-            cand_beam = order // per_beam
-            cand_tok = tok_idx.view(n_act, k * per_beam).gather(1, order)
+            cand_beam = order // row_cands
+            cand_tok = tok_idx.view(n_act, width * row_cands).gather(1, order)
+            row_base = torch.arange(n_act, device=device).unsqueeze(1) * width
             is_eos = (cand_tok == eos_id) & torch.isfinite(cand_scores)
 
             # Finalise eos candidates that rank within the top k.
@@ -324,7 +331,7 @@ def beam_search(
             fin_raw[rows, slot] = cand_scores[:, :k]
             fin_len[rows, slot] = step
             if step > 0:
-                src_rows = (torch.arange(n_act, device=device).unsqueeze(1) * k + cand_beam[:, :k])
+                src_rows = row_base + cand_beam[:, :k]
                 fin_tokens[rows, slot, :step] = history[src_rows.view(-1)].view(n_act, k, step)
             fin_count[sent] += fin_mask.sum(1)
 
@@ -335,7 +342,7 @@ def beam_search(
             pick = order.topk(k, dim=1, largest=False).indices.sort(dim=1).values
             scores = cand_scores.gather(1, pick)
             next_tok = cand_tok.gather(1, pick)
-            parent = cand_beam.gather(1, pick) + torch.arange(n_act, device=device).unsqueeze(1) * k
+            parent = cand_beam.gather(1, pick) + row_base
 
             # Which sentences are done: k finished, max length reached, no live beam, or the
             # n_best-th finished score already beats anything an active beam can still reach.
@@ -360,10 +367,15 @@ def beam_search(
                 keep = torch.tensor(kept, dtype=torch.long, device=device)
                 sent, max_lens, scores = sent[keep], max_lens[keep], scores[keep]
                 next_tok, parent = next_tok[keep], parent[keep]
-                keep_rows = (keep.unsqueeze(1) * k + beam_offsets).view(-1)
-                enc = enc.index_select(keep_rows)
                 if alpha >= 0:
                     bound_lp = bound_lp[keep]
+                if width == k:
+                    enc = enc.index_select((keep.unsqueeze(1) * k + beam_offsets).view(-1))
+                else:  # after the first step: k rows per sentence from now on
+                    enc = enc.index_select(keep.repeat_interleave(k))
+            elif width != k:
+                enc = enc.index_select(torch.arange(n_act, device=device).repeat_interleave(k))
+            width = k
             parent = parent.view(-1)
             state = state.index_select(parent)
             history = torch.cat([history[parent], next_tok.view(-1, 1)], dim=1)
