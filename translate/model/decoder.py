@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from translate.model.attention import Attention, AttentionKind
+from translate.model.dropout import Dropout, dropout_mask
 from translate.model.feed_rnn import FeedRecurrence
 
 
@@ -62,14 +63,14 @@ class Decoder(nn.Module):
         self.layers = layers
         self.input_feeding = input_feeding
         in_dim = embedding.embedding_dim + (hidden if input_feeding else 0)
-        self.emb_dropout = nn.Dropout(dropout)
+        self.emb_dropout = Dropout(dropout)
         self.rnn = nn.LSTM(
             in_dim, hidden, num_layers=layers, batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
         )
         self.attention = Attention(attention, hidden, enc_dim)
         self.combine = nn.Linear(enc_dim + hidden, hidden, bias=False)
-        self.out_dropout = nn.Dropout(dropout)
+        self.out_dropout = Dropout(dropout)
         self._step_cache: tuple[tuple, list] | None = None
 
     def init_state(self, h: Tensor, c: Tensor) -> DecoderState:
@@ -140,7 +141,7 @@ class Decoder(nn.Module):
         """Scaled inverted-dropout mask (one RNG call for all steps), None when inactive."""
         if not self.training or p == 0.0:
             return None
-        return like.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+        return dropout_mask(shape, p, like)
 
     def _fused_forward(
         self, pre0: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,

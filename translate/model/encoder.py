@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from translate.model.dropout import Dropout
+
 
 def lengths_to_mask(lengths: Tensor, max_len: int, device: torch.device) -> Tensor:
     """``[B, max_len]`` bool, True on real tokens. Built from lengths, never from token ids."""
@@ -41,7 +43,7 @@ class Encoder(nn.Module):
         self.hidden = hidden
         self.layers = layers
         self.dec_layers = dec_layers
-        self.emb_dropout = nn.Dropout(dropout)
+        self.emb_dropout = Dropout(dropout)
         self.rnn = nn.LSTM(
             embedding.embedding_dim,
             hidden,
