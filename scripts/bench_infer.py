@@ -50,20 +50,40 @@ def bench(translator: Translator, src: list[str], ref: list[str], beam: int,
             "chrf": scores["chrf"], "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
+# Runs ``python -m translate.infer ARGS`` and, at exit, writes the process's peak RSS (VmHWM
+# of its own address space; ru_maxrss would include the forking parent's pages) to $BENCH_HWM.
+_HWM_WRAPPER = """
+import atexit, os, runpy, sys
+def _hwm():
+    with open('/proc/self/status') as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith('VmHWM:'))
+    with open(os.environ['BENCH_HWM'], 'w') as f:
+        f.write(str(kb))
+atexit.register(_hwm)
+sys.argv = ['translate.infer', *sys.argv[1:]]
+runpy.run_module('translate.infer', run_name='__main__', alter_sys=True)
+"""
+
+
 def cli_wall_clock(model: str, src_path: Path, threads: int, device: str) -> dict:
+    """A whole default ``infer`` command: wall clock with start-up, and its own peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out.txt"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, "-m", "translate.infer", "--model", model, "--input",
-               str(src_path), "--output", str(out), "--threads", str(threads),
-               "--device", device]
+        out, hwm = Path(tmp) / "out.txt", Path(tmp) / "hwm"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads),
+               "BENCH_HWM": str(hwm)}
+        args = ["--model", model, "--input", str(src_path), "--output", str(out), "--threads",
+                str(threads), "--device", device]
         start = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run([sys.executable, "-c", _HWM_WRAPPER, *args], env=env,
+                              capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"bench_infer: the CLI failed:\n{proc.stderr}")
         lines = out.read_text(encoding="utf-8").count("\n")
-    return {"command": " ".join(cmd[1:]), "seconds": round(seconds, 2), "lines": lines}
+        rss_mb = int(hwm.read_text()) / 1024 if hwm.is_file() else float("nan")
+    return {"command": "-m translate.infer " + " ".join(args), "seconds": round(seconds, 2),
+            "lines": lines, "lines_per_s": round(lines / seconds, 1),
+            "peak_rss_mb": round(rss_mb, 1)}
 
 
 def main() -> None:
@@ -71,7 +91,7 @@ def main() -> None:
     p.add_argument("--model", required=True, help="run directory")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-sizes", default="16,64,128")
+    p.add_argument("--batch-sizes", default="16,64,128,256")
     p.add_argument("--beams", default="1,5")
     p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
     p.add_argument("--no-quantize", action="store_true", help="skip the int8 runs")
@@ -104,7 +124,8 @@ def main() -> None:
     if not args.no_cli:
         result["cli"] = cli_wall_clock(args.model, src_path, args.threads, args.device)
         print(f"whole command (defaults, start-up included): {result['cli']['seconds']} s "
-              f"for {result['cli']['lines']} lines", file=sys.stderr)
+              f"for {result['cli']['lines']} lines, peak RSS {result['cli']['peak_rss_mb']:.0f} MB",
+              file=sys.stderr)
     print(json.dumps(result, indent=1))
 
 

@@ -198,3 +198,20 @@ def test_default_model_is_latest_run(trained_run, german, tmp_path, monkeypatch,
     captured = capsys.readouterr()
     assert "using the most recent run runs/exp1" in captured.err
     assert len(captured.out.splitlines()) == 3 and all(captured.out.splitlines())
+
+
+def test_help_and_usage_errors_do_not_load_torch():
+    """Start-up: --help and bad arguments answer before torch (or tqdm) is imported."""
+    code = (
+        "import sys\n"
+        "from translate.infer import main\n"
+        "for argv in (['--help'], ['--beam', 'x']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'tqdm', 'sentencepiece') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -129,7 +129,7 @@ def test_checkpoint_choice_and_version_error(trained_run, tmp_path):
 
 
 def test_batches_hold_a_bounded_number_of_hypothesis_tokens(translator, german, monkeypatch):
-    """Long sentences go in smaller batches (memory), results unchanged."""
+    """Batches of long sentences hold fewer of them (memory); results are unchanged."""
     import translate.translator as tr_mod
 
     seen = []
@@ -142,6 +142,6 @@ def test_batches_hold_a_bounded_number_of_hypothesis_tokens(translator, german, 
     texts = german[:6]
     before = [r.text for r in translator.translate(texts, beam=3)]
     monkeypatch.setattr(tr_mod, "decode_ids", spy)
-    monkeypatch.setattr(tr_mod, "MAX_HYPOTHESIS_TOKENS", 60)  # ~1 sentence per batch
-    after = [r.text for r in translator.translate(texts, beam=3)]
-    assert seen == [20] and after == before
+    monkeypatch.setattr(tr_mod, "PIECES_PER_SENTENCE", 2)  # ~1 sentence per batch
+    after = [r.text for r in translator.translate(texts, beam=3, batch_size=5)]
+    assert seen == [10] and after == before

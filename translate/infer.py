@@ -16,8 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from translate.cli import run_main
 from translate.config import ConfigError
 
@@ -118,6 +116,8 @@ def _read_file(path: str, what: str) -> bytes:
 
 
 def _warn(message: str) -> None:
+    from tqdm import tqdm
+
     tqdm.write(f"{PROG.split()[-1]}: warning: {message}", file=sys.stderr)
 
 
@@ -166,6 +166,9 @@ def score(hyps: list[str], refs: list[str], domains: list[list[str]] | None) -> 
 
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    # Imported here, not at the top: --help and usage errors answer without loading torch.
+    from tqdm import tqdm
+
     from translate.checkpoint import RunDir
     from translate.runtime import set_threads
     from translate.translator import Translator

@@ -41,11 +41,12 @@ __all__ = ["Translation", "Translator", "TranslatorError", "split_long"]
 
 CHECKPOINT_ALIASES = {"best": "best_path", "last": "last_path", "averaged": "averaged_path"}
 
-# Source pieces x beam size per batch, at most. Beam search keeps encoder states for every
-# hypothesis, so a batch of long sentences is held to fewer sentences than ``batch_size``;
-# this bounds peak memory (about 4 KB per hypothesis-token for the default model sizes)
-# whatever the input holds, and costs little speed (batches of ordinary lengths still fill up).
-MAX_HYPOTHESIS_TOKENS = 4096
+# Source pieces per batch, at most ``batch_size`` times this. Batches of ordinary sentences
+# (up to this many pieces) fill up to ``batch_size``; a batch of longer ones holds fewer
+# sentences. Beam search keeps the encoder states of every hypothesis (about 4 KB per
+# hypothesis and source piece for the default model sizes), so this bounds peak memory by the
+# batch size alone, whatever the input holds, without slowing ordinary batches down.
+PIECES_PER_SENTENCE = 20
 
 # A sentence ends at . ! ? ; : or an ellipsis (optionally followed by closing quotes or
 # brackets), and the next one starts after whitespace.
@@ -295,7 +296,7 @@ class Translator:
         with torch.inference_mode():
             decoded = decode_ids(self.model, segments, opts, special=self.special,
                                  device=self.device, dtype=self.dtype,
-                                 max_tokens=max(1, MAX_HYPOTHESIS_TOKENS // opts.beam_size))
+                                 max_tokens=opts.batch_size * PIECES_PER_SENTENCE)
         flat = [h for hyps in decoded.hypotheses for h in hyps]
         texts_out = iter(self.tokenizer.decode_tgt([h.tokens for h in flat]))
         nbests = [[(next(texts_out), float(h.score)) for h in hyps]
