@@ -121,3 +121,24 @@ def test_cached_step_weights_follow_parameter_updates() -> None:
         fresh, _, _ = dec.step(tokens, dec.init_state(h, c), keys, mask, pk)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, fresh, atol=0, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_recurrence_on_cuda_matches_the_cpu() -> None:
+    """fp32 on CUDA (no autocast) takes the fused path too; it must agree with the CPU."""
+    dec, enc_dim = _decoder("general", 2)
+    dec = dec.float()
+    (keys, h, c), mask, tgt = _inputs(enc_dim, 2)
+    results = []
+    for device in ("cpu", "cuda"):
+        model = dec.to(device)
+        args = [t.detach().float().to(device).requires_grad_() for t in (keys, h, c)]
+        assert model._fusable(args[0])
+        vecs, attn = _run(model, True, *args, mask.to(device), tgt.to(device))
+        (vecs.sum() + attn.pow(2).sum()).backward()
+        results.append([vecs, attn] + [p.grad for p in model.parameters() if p.grad is not None]
+                       + [a.grad for a in args])
+        model.zero_grad(set_to_none=True)
+    for cpu, gpu in zip(*results, strict=True):
+        torch.testing.assert_close(gpu.cpu(), cpu, atol=2e-4, rtol=2e-3)
