@@ -17,7 +17,8 @@ only (padding is overhead, not useful work):
                      + 2·S·Hd + 2·S·2He                              (scores + context, S = its
                                                                       source length)
                      + 2·(2He + Hd)·Hd                               (h~ = tanh(W[c; h]))
-                     + 2·Hd·V                                        (output projection)
+                     + 2·Hd·V                                        (output projection;
+                                                                      tied: 2·(Hd·E + E·V))
 
     python scripts/bench_train.py [--steps 30] [--warmup 5] [--threads 2] [--device cpu]
                                   [--precision fp32] [--modes input_feeding parallel]
@@ -68,7 +69,11 @@ def flops(model_cfg, vocab: int, src_lens: list[int], tgt_lens: list[int]) -> fl
     for layer in range(model_cfg.dec_layers):
         inp = (e + (hd if model_cfg.input_feeding else 0)) if layer == 0 else hd
         dec += 2 * 4 * hd * (inp + hd)
-    dec += 2 * (2 * he + hd) * hd + 2 * hd * vocab
+    dec += 2 * (2 * he + hd) * hd
+    if model_cfg.tie_output and hd != e:  # h~ → embedding size → tied output embedding
+        dec += 2 * (hd * e + e * vocab)
+    else:
+        dec += 2 * hd * vocab
     total = 0.0
     for s, t in zip(src_lens, tgt_lens, strict=True):
         total += s * enc + t * (dec + 2 * s * hd + 2 * s * 2 * he)

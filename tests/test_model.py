@@ -241,6 +241,24 @@ def test_attention_single_query_matches_all_steps(kind: str) -> None:
     torch.testing.assert_close(ctx[2], keys[2, :1].expand(4, 8), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ATTENTIONS)
+def test_grouped_queries_share_their_sentence_keys(kind: str) -> None:
+    """Beam search passes k consecutive query rows per sentence against un-repeated keys."""
+    torch.manual_seed(1)
+    att = Attention(kind, 8, 8)
+    keys = torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    query = torch.randn(6, 8)  # 3 hypotheses per sentence
+    ctx, w = att(query, keys, mask)
+    rows = torch.tensor([0, 0, 0, 1, 1, 1])
+    ref_ctx, ref_w = att(query, keys[rows], mask[rows])  # keys repeated per hypothesis
+    torch.testing.assert_close(ctx, ref_ctx, atol=1e-6, rtol=0)
+    torch.testing.assert_close(w, ref_w, atol=1e-6, rtol=0)
+    assert torch.all(w[3:, 3:] == 0)
+    with pytest.raises(ValueError, match="5 query rows cannot be grouped over 2 sentences"):
+        att(query[:5], keys, mask)
+
+
 # ---------------------------------------------------------------------------- step API
 
 

@@ -43,9 +43,9 @@ CHECKPOINT_ALIASES = {"best": "best_path", "last": "last_path", "averaged": "ave
 
 # Source pieces per batch, at most ``batch_size`` times this. Batches of ordinary sentences
 # (up to this many pieces) fill up to ``batch_size``; a batch of longer ones holds fewer
-# sentences. Beam search keeps the encoder states of every hypothesis (about 4 KB per
-# hypothesis and source piece for the default model sizes), so this bounds peak memory by the
-# batch size alone, whatever the input holds, without slowing ordinary batches down.
+# sentences. Search keeps every sentence's encoder states and attention keys (about 4 KB per
+# source piece for the default model sizes, shared by its beams), so this bounds peak memory
+# by the batch size alone, whatever the input holds, without slowing ordinary batches down.
 PIECES_PER_SENTENCE = 20
 
 # A sentence ends at . ! ? ; : or an ellipsis (optionally followed by closing quotes or
