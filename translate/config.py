@@ -169,7 +169,7 @@ class InferenceConfig:
     min_len: int = 1
     n_best: int = 1
     no_repeat_ngram: int = 0
-    batch_size: int = 64
+    batch_size: int = 128  # sentences; 128 x beam 5 fills 2 CPU cores (64: -7%)
     quantize: bool = False
 
 
