@@ -7,6 +7,7 @@ import logging
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,7 +156,9 @@ def test_offline_run_writes_sync_files_and_resumes(clean_env, tmp_path, monkeypa
     assert tracker.sync_command == f"wandb sync {offline_dirs[0]}"
     assert _lines(run_dir.metrics_path)[0]["train/loss"] == 3.0
 
-    # --resume: same W&B id, metrics appended to the same local log
+    # --resume: same W&B id, metrics appended to the same local log. W&B names offline run
+    # folders by the start time in whole seconds: start the resumed run in the next second.
+    time.sleep(1.05 - time.time() % 1)
     resumed = Tracker(cfg, run_dir, config={}, resume_id=run_id)
     resumed.log({"train/loss": 2.0}, step=2)
     resumed.finish()

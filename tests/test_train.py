@@ -160,3 +160,15 @@ def test_checkpoint_averaging_keeps_the_last_snapshots(multi30k, multidomain, tm
                 assert torch.allclose(value.double(), mean, atol=1e-6), key
     else:
         assert not (run / "averaged.pt").exists()
+
+
+@pytest.mark.parametrize("exported", [None, "5"])
+def test_importing_translate_bounds_the_onednn_cache_unless_the_user_chose(exported) -> None:
+    """Without the bound, CPU training memory grows with every new batch shape."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if exported is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = exported
+    code = "import os, translate; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == (exported or "16")
