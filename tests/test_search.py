@@ -326,3 +326,15 @@ def test_exhaustive_beam_on_a_tiny_vocabulary(src):
         brute.sort(key=lambda x: -x[0])
         assert [h.tokens for h in hyps] == [t for _, t in brute]
         assert [h.score for h in hyps] == pytest.approx([sc for sc, _ in brute], abs=1e-4)
+
+
+def test_in_place_log_softmax_is_bit_identical_on_cpu() -> None:
+    """Search normalises the generator's logits in place on CPU (no second [N, V] buffer)."""
+    gen = torch.Generator().manual_seed(3)
+    for rows, vocab in [(1, 7), (37, 8000), (640, 8003)]:
+        logits = torch.randn(rows, vocab, generator=gen) * 6
+        logits[:, 5] = 40.0  # a dominant token, as trained models produce
+        expected = torch.log_softmax(logits, dim=-1)
+        out = torch.log_softmax(logits, dim=-1, out=logits)
+        assert out.data_ptr() == logits.data_ptr()
+        assert torch.equal(out, expected)
