@@ -34,7 +34,6 @@ from torch import Tensor, nn
 __all__ = ["Hypothesis", "beam_search", "greedy_search", "length_penalty"]
 
 
-
 @dataclass
 class Hypothesis:
     """One output sequence.
@@ -59,30 +58,30 @@ def _max_lengths(src_lengths: Tensor, max_len_a: float, max_len_b: float) -> lis
     return [max(0, int(max_len_a * n + max_len_b)) for n in src_lengths.tolist()]
 
 
-def _mask_specials(scores: Tensor, *, bos_id: int, pad_id: int) -> None:
-    scores[:, pad_id] = -math.inf
-    scores[:, bos_id] = -math.inf
+def _mask_specials(lprobs: Tensor, *, bos_id: int, pad_id: int) -> None:
+    lprobs[:, pad_id] = -math.inf
+    lprobs[:, bos_id] = -math.inf
 
 
 def _apply_length_rules(
-    scores: Tensor, step: int, max_lens: Tensor | None, *, eos_id: int, min_len: int
+    lprobs: Tensor, step: int, max_lens: Tensor | None, *, eos_id: int, min_len: int
 ) -> None:
     """Block eos before ``min_len``; force eos (keeping its real log-prob) at the max length.
 
-    ``max_lens`` is per row of ``scores`` (already expanded over beams), or None when the
+    ``max_lens`` is per row of ``lprobs`` (already expanded over beams), or None when the
     caller knows (from its host-side copy of the limits) that no row reaches its maximum at
     this step: forcing rewrites the whole ``[N, V]`` matrix, so it only runs when needed.
     """
     if max_lens is None:
         if step < min_len:
-            scores[:, eos_id] = -math.inf
+            lprobs[:, eos_id] = -math.inf
         return
-    eos_score = scores[:, eos_id].clone()
+    eos_lp = lprobs[:, eos_id].clone()
     if step < min_len:
-        scores[:, eos_id] = -math.inf
+        lprobs[:, eos_id] = -math.inf
     forced = (max_lens <= step).unsqueeze(1)  # [N, 1]
-    scores.masked_fill_(forced, -math.inf)
-    scores[:, eos_id] = torch.where(forced.squeeze(1), eos_score, scores[:, eos_id])
+    lprobs.masked_fill_(forced, -math.inf)
+    lprobs[:, eos_id] = torch.where(forced.squeeze(1), eos_lp, lprobs[:, eos_id])
 
 
 def _row_topk(x: Tensor, n: int, chunk: int = 100) -> tuple[Tensor, Tensor]:
@@ -112,7 +111,7 @@ def _row_topk(x: Tensor, n: int, chunk: int = 100) -> tuple[Tensor, Tensor]:
     return values, torch.where(in_chunk, col, pos - n * chunk + whole)
 
 
-def _block_repeated_ngrams(scores: Tensor, history: Tensor, n: int, pad_id: int) -> None:
+def _block_repeated_ngrams(lprobs: Tensor, history: Tensor, n: int, pad_id: int) -> None:
     """Ban every token that would complete an n-gram already present in ``history``.
 
     ``history`` is [R, t] generated tokens (no bos). Vectorised over rows: compare the last
@@ -127,7 +126,7 @@ def _block_repeated_ngrams(scores: Tensor, history: Tensor, n: int, pad_id: int)
     prefix = history[:, t - n + 1 :]  # [R, n - 1]
     match = (grams[:, :, :-1] == prefix.unsqueeze(1)).all(-1)  # [R, t - n + 1]
     banned = torch.where(match, grams[:, :, -1], torch.full_like(grams[:, :, -1], pad_id))
-    scores.scatter_(1, banned, -math.inf)
+    lprobs.scatter_(1, banned, -math.inf)
 
 
 def _start(model: nn.Module, src: Tensor, src_lengths: Tensor, enc, max_len_a: float,
