@@ -68,9 +68,10 @@ class Attention(nn.Module):
         single = query.dim() == 2
         if single:
             rows, batch = query.size(0), keys.size(0)
-            if rows != batch and (batch == 0 or rows % batch):
+            group, rest = divmod(rows, batch) if batch else (1, rows)
+            if rest:
                 raise ValueError(f"{rows} query rows cannot be grouped over {batch} sentences")
-            query = query.view(batch, rows // max(batch, 1), -1)  # [B, group, Hq]
+            query = query.view(batch, group, query.size(1))  # [B, group, Hq]
         if proj_keys is None and self.kind != "dot":
             proj_keys = self.precompute(keys)
 
@@ -88,5 +89,5 @@ class Attention(nn.Module):
         weights = torch.softmax(scores, dim=-1)
         context = torch.bmm(weights.to(keys.dtype), keys)  # [B, T, Hk]
         if single:
-            return context.reshape(rows, -1), weights.reshape(rows, -1)
+            return context.reshape(rows, context.size(-1)), weights.reshape(rows, keys.size(1))
         return context, weights
