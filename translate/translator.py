@@ -34,7 +34,7 @@ from translate.checkpoint import CheckpointError, RunDir, load_checkpoint
 from translate.config import Config, ConfigError, InferenceConfig
 from translate.decoding import decode_ids
 from translate.model import build_model
-from translate.runtime import resolve_device, resolve_precision
+from translate.runtime import resolve_device, resolve_precision, retain_freed_memory
 from translate.tokenizer import Tokenizer, TokenizerError
 
 __all__ = ["Translation", "Translator", "TranslatorError", "split_long"]
@@ -223,6 +223,7 @@ class Translator:
         model.eval()
         if quantize:
             model = _quantize(model)
+            retain_freed_memory()  # int8 steps are fast enough for page faults to show
         model.to(torch_device)
         if state.get("thresholds") and len(state["thresholds"]) == len(labels):
             thresholds = list(state["thresholds"])  # tuned together with these weights
