@@ -36,15 +36,17 @@ def peak_rss_mb() -> float:
 
 
 def bench(translator: Translator, src: list[str], ref: list[str], beam: int,
-          batch_size: int) -> dict:
-    translator.translate(src[:batch_size], beam=beam, batch_size=batch_size)  # warm-up
+          batch_size: int, workers: int) -> dict:
+    translator.translate(src[:batch_size * workers], beam=beam, batch_size=batch_size,
+                         workers=workers)  # warm-up
     start = time.perf_counter()
-    out = translator.translate(src, beam=beam, batch_size=batch_size)
+    out = translator.translate(src, beam=beam, batch_size=batch_size, workers=workers)
     seconds = time.perf_counter() - start
     hyps = [r.text for r in out]
     tokens = sum(len(ids) for ids in translator.tokenizer.encode_tgt(hyps))
     scores = bleu_chrf(hyps, ref)
-    return {"beam": beam, "batch_size": batch_size, "seconds": round(seconds, 3),
+    return {"beam": beam, "batch_size": batch_size, "workers": workers,
+            "seconds": round(seconds, 3),
             "sentences_per_s": round(len(src) / seconds, 1),
             "tokens_per_s": round(tokens / seconds, 1), "bleu": scores["bleu"],
             "chrf": scores["chrf"], "peak_rss_mb": round(peak_rss_mb(), 1)}
@@ -86,12 +88,17 @@ def cli_wall_clock(model: str, src_path: Path, threads: int, device: str) -> dic
             "peak_rss_mb": round(rss_mb, 1)}
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="run directory")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-sizes", default="16,64,128,256,512")
+    p.add_argument("--batch-sizes", default="64,128,256")
+    p.add_argument("--workers", default="1,2", help="concurrent CPU batches to try")
     p.add_argument("--beams", default="1,5")
     p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
     p.add_argument("--no-quantize", action="store_true", help="skip the int8 runs")
@@ -110,15 +117,16 @@ def main() -> None:
         start = time.perf_counter()
         tr = Translator.load(args.model, device=args.device, quantize=quantize)
         load_s = time.perf_counter() - start
-        for beam in (int(b) for b in args.beams.split(",")):
-            for bs in (int(b) for b in args.batch_sizes.split(",")):
-                row = {"precision": "int8-dynamic" if quantize else "fp32",
-                       "load_s": round(load_s, 2), **bench(tr, src, ref, beam, bs)}
-                runs.append(row)
-                print(f"{row['precision']:>12} beam {beam} batch {bs:>4}: "
-                      f"{row['sentences_per_s']:>7.1f} sent/s {row['tokens_per_s']:>8.1f} tok/s"
-                      f"  BLEU {row['bleu']:5.2f}  peak RSS {row['peak_rss_mb']:.0f} MB",
-                      file=sys.stderr, flush=True)
+        grid = [(beam, bs, w) for beam in _ints(args.beams) for w in _ints(args.workers)
+                for bs in _ints(args.batch_sizes) if w == 1 or args.device == "cpu"]
+        for beam, bs, w in grid:
+            row = {"precision": "int8-dynamic" if quantize else "fp32",
+                   "load_s": round(load_s, 2), **bench(tr, src, ref, beam, bs, w)}
+            runs.append(row)
+            print(f"{row['precision']:>12} beam {beam} batch {bs:>4} workers {w}: "
+                  f"{row['sentences_per_s']:>7.1f} sent/s {row['tokens_per_s']:>8.1f} tok/s"
+                  f"  BLEU {row['bleu']:5.2f}  peak RSS {row['peak_rss_mb']:.0f} MB",
+                  file=sys.stderr, flush=True)
     result = {"model": args.model, "device": args.device, "threads": args.threads,
               "sentences": len(src), "torch_threads": args.threads, "runs": runs}
     if not args.no_cli:

@@ -74,7 +74,7 @@ def test_every_input_line_gets_one_output_line(trained_run, german, tmp_path, ca
     src, out = tmp_path / "in.de", tmp_path / "out.en"
     src.write_bytes(data)
     assert run(["--model", str(trained_run), "--input", str(src), "--output", str(out),
-                "--beam", "1"]) == 0
+                "--beam", "1", "--batch-size", "4", "--workers", "2"]) == 0
     err = capsys.readouterr().err
     lines = out.read_bytes().decode("utf-8").split("\n")
     assert lines[-1] == "" and len(lines) - 1 == n
@@ -166,7 +166,8 @@ def _broken_runs(trained_run: Path, tmp_path: Path) -> dict[str, tuple[Path, str
             "corrupt": (corrupt, "corrupt or truncated checkpoint")}
 
 
-@pytest.mark.parametrize("case", ["missing", "no_tokenizer", "corrupt", "cuda", "option"])
+@pytest.mark.parametrize("case", ["missing", "no_tokenizer", "corrupt", "cuda", "option",
+                                  "workers"])
 def test_user_errors_are_one_line(case, trained_run, german, tmp_path, capsys):
     src = tmp_path / "in.de"
     src.write_text(german[0] + "\n", encoding="utf-8")
@@ -179,6 +180,9 @@ def test_user_errors_are_one_line(case, trained_run, german, tmp_path, capsys):
     elif case == "option":
         args += ["--model", str(trained_run), "--beam", "2", "--n-best", "3"]
         expected = "n_best: expected between 1 and the beam size (2)"
+    elif case == "workers":
+        args += ["--model", str(trained_run), "--workers", "0"]
+        expected = "workers: expected at least 1, got 0"
     else:
         model, expected = _broken_runs(trained_run, tmp_path)[case]
         args += ["--model", str(model)]

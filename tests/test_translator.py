@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
+import translate.decoding as decoding
 from translate.checkpoint import CheckpointError
 from translate.config import ConfigError
 from translate.search import beam_search
@@ -88,6 +90,32 @@ def test_independent_of_batch_size_and_order(translator, german):
         assert [r.score for r in other] == pytest.approx([r.score for r in ref], abs=1e-4)
         for a, b in zip(other, ref, strict=True):
             assert a.domain_probs == pytest.approx(b.domain_probs, abs=1e-5)
+
+
+def test_workers_decode_batches_concurrently_with_the_same_results(translator, german,
+                                                                  monkeypatch):
+    texts = german[:40] + [""]
+    ref = translator.translate(texts, beam=3, batch_size=8)
+    seen = []
+    real_search = decoding._search
+
+    def spy(*args, **kwargs):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return real_search(*args, **kwargs)
+
+    monkeypatch.setattr(decoding, "_search", spy)
+    out = translator.translate(texts, beam=3, batch_size=8, workers=2)
+    assert [r.text for r in out] == [r.text for r in ref]
+    assert [r.score for r in out] == pytest.approx([r.score for r in ref], abs=1e-4)
+    for a, b in zip(out, ref, strict=True):
+        assert a.domain_probs == pytest.approx(b.domain_probs, abs=1e-5)
+    assert len(seen) >= 5  # 40 sentences in batches of at most 8
+    assert len({ident for ident, _ in seen}) == 2  # two worker threads
+    assert {threads for _, threads in seen} == {1}  # 2 torch threads split between them
+    assert torch.get_num_threads() == 2  # restored afterwards
+    assert not translator.model.training
+    with pytest.raises(ConfigError, match="workers"):
+        translator.translate(["Hallo"], workers=0)
 
 
 def test_domain_tags_use_tuned_thresholds(translator, german):

@@ -8,7 +8,9 @@ the two from drifting apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +54,17 @@ def _pad(seqs: list[list[int]], pad_id: int, device: torch.device):
     return src.to(device, non_blocking=True), lengths
 
 
-@torch.inference_mode()
+@contextmanager
+def _threads_per_worker(workers: int) -> Iterator[None]:
+    """Split torch's CPU threads among ``workers`` concurrent batches, restoring them after."""
+    total = torch.get_num_threads()
+    torch.set_num_threads(max(1, total // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(total)
+
+
 def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: InferenceConfig,
                *, special: dict[str, int], device: torch.device,
                dtype: torch.dtype = torch.float32, greedy: bool = False,
@@ -64,23 +76,42 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
 
     ``special`` holds ``bos_id``, ``eos_id`` and ``pad_id``. ``greedy`` forces greedy search
     (validation); otherwise ``opts.beam_size`` decides, beam 1 being greedy.
+
+    ``opts.workers > 1`` (CPU only) decodes that many batches at once in threads, each with
+    its share of torch's threads. Search is mostly small GEMMs and elementwise ops that two
+    cores split poorly; one batch per core keeps both busy (see :class:`InferenceConfig`).
+    Each batch is searched exactly as alone, so the outputs do not depend on ``workers``.
     """
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
     probs: torch.Tensor | None = None
     rows = [list(ids) or [special["eos_id"]] for ids in src_ids]
     batches = length_sorted_batches([len(r) for r in rows], opts.batch_size, max_tokens)
-    for batch in batches:
+
+    def run(batch: list[int]) -> tuple[list[list[Hypothesis]], torch.Tensor | None]:
+        # inference_mode and autocast are thread-local: each worker enters its own.
         src, src_lengths = _pad([rows[i] for i in batch], special["pad_id"], device)
-        with autocast(device, dtype), EvalMode(model):
+        with torch.inference_mode(), autocast(device, dtype):
             enc = model.encode(src, src_lengths)
             hyps = _search(model, src, src_lengths, enc, opts, special, greedy)
             tag_logits = model.tag(enc)
+        tag = None if tag_logits is None else torch.sigmoid(tag_logits.float()).cpu()
+        return hyps, tag
+
+    workers = min(opts.workers, len(batches)) if device.type == "cpu" else 1
+    # One EvalMode around all batches: per-thread enter/exit pairs would race on the flag.
+    with EvalMode(model):
+        if workers > 1:
+            with _threads_per_worker(workers), ThreadPoolExecutor(workers) as pool:
+                outputs = list(pool.map(run, batches))
+        else:
+            outputs = [run(batch) for batch in batches]
+    for batch, (hyps, tag) in zip(batches, outputs, strict=True):
         for i, h in zip(batch, hyps, strict=True):
             results[i] = h
-        if tag_logits is not None:
+        if tag is not None:
             if probs is None:
-                probs = torch.zeros(len(src_ids), tag_logits.shape[-1])
-            probs[torch.tensor(batch)] = torch.sigmoid(tag_logits.float()).cpu()
+                probs = torch.zeros(len(src_ids), tag.shape[-1])
+            probs[torch.tensor(batch)] = tag
     return Decoded(hypotheses=[r or [] for r in results], domain_probs=probs)
 
 

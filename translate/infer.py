@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-len", metavar="N", type=int, help="minimum output length in pieces")
     g.add_argument("--no-repeat-ngram", metavar="N", type=int, help="block repeated N-grams")
     g.add_argument("--batch-size", metavar="N", type=int, help="sentences per batch")
+    g.add_argument("--workers", metavar="N", type=int,
+                   help="CPU batches decoded at once, sharing --threads (faster, more memory)")
     s = p.add_argument_group("scoring")
     s.add_argument("--reference", metavar="FILE", help="reference translations, one per line")
     s.add_argument("--reference-domains", metavar="FILE",
@@ -205,7 +207,8 @@ def _run(argv: list[str] | None) -> int:
                                  quantize=args.quantize, precision=args.precision)
     opts = dict(beam=args.beam, alpha=args.alpha, n_best=args.n_best, max_len_a=args.max_len_a,
                 max_len_b=args.max_len_b, min_len=args.min_len,
-                no_repeat_ngram=args.no_repeat_ngram, batch_size=args.batch_size)
+                no_repeat_ngram=args.no_repeat_ngram, batch_size=args.batch_size,
+                workers=args.workers)
     resolved = translator.options(**opts)  # bad options fail before any work is done
     if resolved.n_best > 1 and args.format == "text":
         _warn("n-best lists are only written with --format jsonl; text shows the best one")
@@ -213,7 +216,7 @@ def _run(argv: list[str] | None) -> int:
     out = open(args.output, "w", encoding="utf-8", newline="\n") if args.output else None  # noqa: SIM115
     write = out.write if out else _stdout_writer()
     # Chunks big enough for length-sorted batches, small enough for a live progress bar.
-    chunk = max(resolved.batch_size * 8, 256)
+    chunk = max(resolved.batch_size * 8 * resolved.workers, 256)
     hyps: list[str] = []
     bar = tqdm(total=len(lines), unit="line", desc="translate", file=sys.stderr,
                disable=None if args.input else True, dynamic_ncols=True)

@@ -244,6 +244,7 @@ class Translator:
             (1 <= opts.n_best <= opts.beam_size, "n_best",
              f"between 1 and the beam size ({opts.beam_size})", opts.n_best),
             (opts.batch_size >= 1, "batch_size", "at least 1", opts.batch_size),
+            (opts.workers >= 1, "workers", "at least 1", opts.workers),
             (opts.max_len_a >= 0, "max_len_a", "at least 0", opts.max_len_a),
             (opts.max_len_b >= 0, "max_len_b", "at least 0", opts.max_len_b),
             (opts.min_len >= 0, "min_len", "at least 0", opts.min_len),
@@ -260,7 +261,7 @@ class Translator:
                   alpha: float | None = None, n_best: int | None = None,
                   max_len_a: float | None = None, max_len_b: int | None = None,
                   min_len: int | None = None, no_repeat_ngram: int | None = None,
-                  batch_size: int | None = None,
+                  batch_size: int | None = None, workers: int | None = None,
                   on_warning: Callable[[int, str], None] | None = None) -> list[Translation]:
         """Translate ``texts``; options default to the run's ``inference`` config.
 
@@ -271,7 +272,8 @@ class Translator:
             raise TypeError("translate() takes a list of strings, not a single string")
         opts = self.options(beam=beam, alpha=alpha, n_best=n_best, max_len_a=max_len_a,
                             max_len_b=max_len_b, min_len=min_len,
-                            no_repeat_ngram=no_repeat_ngram, batch_size=batch_size)
+                            no_repeat_ngram=no_repeat_ngram, batch_size=batch_size,
+                            workers=workers)
         results = [Translation(text="", score=None) for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]
         encoded = self.tokenizer.encode_src([texts[i].strip() for i in todo])
