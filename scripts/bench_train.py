@@ -7,6 +7,10 @@ Adam — on real batches in the training order, after a warm-up. Each decoder mo
 own child process so that peak RSS and the allocator state are that mode's alone; each child
 measures the fp32 GEMM peak (torch.mm 2048³) in the same process, right before and after the
 timed steps, so the ratio to peak is not skewed by load from other jobs changing in between.
+On a shared host the GEMM rate itself drifts (130-250 GFLOP/s within a minute on the 2-core
+VM), so the child also probes it with one GEMM every ``--probe-every`` steps, outside the
+step clock, and reports the ratio to the median probe as well: the rate the machine gave
+while these steps ran.
 
 Analytic FLOPs (multiply-add = 2 FLOPs; ×3 for forward + backward), counted over real tokens
 only (padding is overhead, not useful work):
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +50,7 @@ import torch  # noqa: E402
 from _bench_common import (  # noqa: E402
     DEFAULT_DATA,
     PEERS_TOK_S,
+    GemmProbe,
     gemm_peak_gflops,
     load_average,
     load_config,
@@ -106,12 +112,18 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         torch.cuda.synchronize()
     tgt_tok = src_tok = tgt_slots = src_slots = 0
     total_flops = 0.0
-    t0 = time.perf_counter()
-    for ix in batches[args.warmup:]:
-        trainer._step([ix])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    probe, probes, seconds = GemmProbe(device), [], 0.0
+    timed = batches[args.warmup:]
+    every = args.probe_every if args.probe_every > 0 else len(timed)
+    for start in range(0, len(timed), every):
+        t0 = time.perf_counter()
+        for ix in timed[start:start + every]:
+            trainer._step([ix])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t0
+        if args.probe_every > 0:
+            probes.append(probe.gflops())
     peak_after = gemm_peak_gflops(device)
     for ix in batches[args.warmup:]:
         s = [len(train.src_ids[i]) for i in ix]
@@ -136,6 +148,10 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         "gemm_peak_gflops": round(gemm_peak, 2),
         "gemm_peak_before_after": [round(peak_before, 2), round(peak_after, 2)],
         "ratio_to_peak": round(achieved / gemm_peak, 3),
+        "gemm_probes_gflops": [round(p, 1) for p in probes],
+        "gemm_during_steps_gflops": round(statistics.median(probes), 2) if probes else None,
+        "ratio_to_gemm_during_steps": (round(achieved / statistics.median(probes), 3)
+                                       if probes else None),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "target_tok_s": TARGETS_TOK_S[mode],
         "vs_peers": {k: round(tok_s / v, 3) for k, v in PEERS_TOK_S.items()},
@@ -146,11 +162,20 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     }
 
 
+def _during(r: dict) -> str:
+    if r["gemm_during_steps_gflops"] is None:
+        return ""
+    return (f" ({r['ratio_to_gemm_during_steps']:.0%} of the median GEMM rate "
+            f"{r['gemm_during_steps_gflops']:.0f} probed between steps)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="Multi30k directory")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per mode")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--probe-every", type=int, default=5,
+                    help="probe the GEMM rate every N timed steps, off the clock (0 = never)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32")
@@ -169,6 +194,7 @@ def main() -> None:
         with tempfile.TemporaryFile("w+") as err:
             cmd = [sys.executable, __file__, "--child", mode, "--data", args.data,
                    "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--probe-every", str(args.probe_every),
                    "--threads", str(args.threads), "--device", args.device,
                    "--precision", args.precision, "--max-tokens", str(args.max_tokens),
                    "--run-root", args.run_root]
@@ -184,7 +210,8 @@ def main() -> None:
         print(f"{mode:>13}: {r['tgt_tokens_per_s']:8,.0f} tgt tok/s "
               f"({r['src_tokens_per_s']:,.0f} src) target {r['target_tok_s']:,.0f}; "
               f"{r['vs_best_peer']:.2f}x best peer; {r['achieved_gflops']:.1f} GFLOP/s = "
-              f"{r['ratio_to_peak']:.0%} of GEMM peak {r['gemm_peak_gflops']:.0f}; "
+              f"{r['ratio_to_peak']:.0%} of GEMM peak {r['gemm_peak_gflops']:.0f}"
+              f"{_during(r)}; "
               f"{r['flops_per_tgt_token'] / 1e6:.1f} MFLOP/tgt tok; pad tgt "
               f"{r['tgt_padding_fraction']:.1%} src {r['src_padding_fraction']:.1%}; "
               f"peak RSS {r['peak_rss_mb']:,.0f} MB; load {r['load_average']}",
