@@ -16,6 +16,7 @@ Prints one JSON object (stdout) and a human summary (stderr).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -62,9 +63,11 @@ def main() -> None:
     })
     load_start = load_average()
     t0 = time.perf_counter()
-    trainer = Trainer(cfg)
-    setup_s = time.perf_counter() - t0
-    summary = trainer.fit()
+    # The trainer reports validation on stdout; here stdout carries only the JSON object.
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer = Trainer(cfg)
+        setup_s = time.perf_counter() - t0
+        summary = trainer.fit()
     total_s = time.perf_counter() - t0
     out = {
         "benchmark": "quality", "config": args.config, "budget_minutes": args.minutes,
