@@ -125,7 +125,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         if args.probe_every > 0:
             probes.append(probe.gflops())
     peak_after = gemm_peak_gflops(device)
-    for ix in batches[args.warmup:]:
+    for ix in timed:
         s = [len(train.src_ids[i]) for i in ix]
         t = [len(train.tgt_ids[i]) + 1 for i in ix]  # + eos (tgt_out)
         tgt_tok += sum(t)
@@ -137,10 +137,10 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     achieved = total_flops / seconds / 1e9
     tok_s = tgt_tok / seconds
     return {
-        "mode": mode, "input_feeding": MODES[mode], "steps": len(batches) - args.warmup,
+        "mode": mode, "input_feeding": MODES[mode], "steps": len(timed),
         "seconds": round(seconds, 3), "tgt_tokens_per_s": round(tok_s, 1),
         "src_tokens_per_s": round(src_tok / seconds, 1),
-        "sec_per_step": round(seconds / max(len(batches) - args.warmup, 1), 4),
+        "sec_per_step": round(seconds / max(len(timed), 1), 4),
         "tgt_padding_fraction": round(1 - tgt_tok / tgt_slots, 4),
         "src_padding_fraction": round(1 - src_tok / src_slots, 4),
         "flops_per_tgt_token": round(total_flops / tgt_tok),

@@ -172,8 +172,9 @@ class InferenceConfig:
     batch_size: int = 128  # sentences; beam 5 at 64 was 6-21% slower on 2 CPU cores
     quantize: bool = False
     # CPU batches decoded at once, torch's threads split among them. On 2 cores, 2 workers
-    # ran 4-16% more sentences/s than 1 (greedy, beam 5, fp32 and int8) but hold two batches
-    # in memory, so the default stays 1 (the 0.45 GB translation budget).
+    # ran 4-40% more sentences/s than 1 in interleaved A/B runs (greedy and beam 5, fp32 and
+    # int8) but hold two batches in memory (the whole default command: 575 MB instead of
+    # 440), so the default stays 1 (the 0.45 GB translation budget).
     workers: int = 1
 
 
