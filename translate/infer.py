@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -168,6 +169,10 @@ def score(hyps: list[str], refs: list[str], domains: list[list[str]] | None) -> 
 
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    # MKL (behind torch's CPU GEMMs) keeps a cache of its packing buffers; without it the
+    # default command on test2016 peaked at 422-428 MB instead of 448-449, at the same speed
+    # (11.1-12.2 s vs 11.3-12.1 s). MKL reads the variable when torch loads it, just below.
+    os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
     # Imported here, not at the top: --help and usage errors answer without loading torch.
     from tqdm import tqdm
 
