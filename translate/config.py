@@ -173,8 +173,8 @@ class InferenceConfig:
     quantize: bool = False
     # CPU batches decoded at once, torch's threads split among them. On 2 cores, 2 workers
     # ran 4-40% more sentences/s than 1 in interleaved A/B runs (greedy and beam 5, fp32 and
-    # int8) but hold two batches in memory (the whole default command: 575 MB instead of
-    # 440), so the default stays 1 (the 0.45 GB translation budget).
+    # int8) but hold two batches in memory (the whole default command: 538 MB instead of
+    # 424), so the default stays 1 (the 0.45 GB translation budget).
     workers: int = 1
 
 
