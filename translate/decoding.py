@@ -8,15 +8,14 @@ the two from drifting apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from translate.config import InferenceConfig
-from translate.runtime import autocast
+from translate.runtime import autocast, threads_per_worker
 from translate.search import EvalMode, Hypothesis, beam_search, greedy_search
 
 
@@ -52,17 +51,6 @@ def _pad(seqs: list[list[int]], pad_id: int, device: torch.device):
     tensors = [torch.tensor(s, dtype=torch.long) for s in seqs]
     src = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=pad_id)
     return src.to(device, non_blocking=True), lengths
-
-
-@contextmanager
-def _threads_per_worker(workers: int) -> Iterator[None]:
-    """Split torch's CPU threads among ``workers`` concurrent batches, restoring them after."""
-    total = torch.get_num_threads()
-    torch.set_num_threads(max(1, total // workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(total)
 
 
 def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: InferenceConfig,
@@ -101,7 +89,7 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
     # One EvalMode around all batches: per-thread enter/exit pairs would race on the flag.
     with EvalMode(model):
         if workers > 1:
-            with _threads_per_worker(workers), ThreadPoolExecutor(workers) as pool:
+            with threads_per_worker(workers), ThreadPoolExecutor(workers) as pool:
                 outputs = list(pool.map(run, batches))
         else:
             outputs = [run(batch) for batch in batches]

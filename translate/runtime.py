@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -52,6 +53,17 @@ def set_threads(num_threads: int) -> None:
     """0 keeps torch's default (all cores); tests and benchmarks pin it for repeatability."""
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+
+
+@contextlib.contextmanager
+def threads_per_worker(workers: int) -> Iterator[None]:
+    """Split torch's CPU threads among ``workers`` concurrent batches, restoring them after."""
+    total = torch.get_num_threads()
+    torch.set_num_threads(max(1, total // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(total)
 
 
 # glibc's mallopt() parameter numbers (malloc.h).
