@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +58,7 @@ from _bench_common import (  # noqa: E402
     peak_rss_mb,
     pin_threads,
 )
+from _roofline import gemm_flops, step_gemms, time_floor, time_gemms  # noqa: E402
 
 MODES = {"input_feeding": True, "parallel": False}
 TARGETS_TOK_S = {"input_feeding": 1600.0, "parallel": 2000.0}
@@ -135,6 +137,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         total_flops += flops(cfg.model, vocab, s, t)
     gemm_peak = max(peak_before, peak_after)
     achieved = total_flops / seconds / 1e9
+    bound = gemm_bound(args, trainer, train, timed)
     tok_s = tgt_tok / seconds
     return {
         "mode": mode, "input_feeding": MODES[mode], "steps": len(timed),
@@ -152,6 +155,14 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         "gemm_during_steps_gflops": round(statistics.median(probes), 2) if probes else None,
         "ratio_to_gemm_during_steps": (round(achieved / statistics.median(probes), 3)
                                        if probes else None),
+        "gemms_alone_gflops": round(bound["gflops"], 2),
+        "gemms_alone_peak_gflops": round(bound["peak"], 2),
+        "gemms_alone_ratio_to_peak": round(bound["gflops"] / bound["peak"], 3),
+        "bound_ratio_to_peak": round(bound["analytic_gflops"] / bound["peak"], 3),
+        "bound_with_floor_ratio_to_peak": round(bound["with_floor_gflops"] / bound["peak"], 3),
+        "step_time_in_gemms": round(bound["sec_per_tgt_token"] * tgt_tok / seconds, 3),
+        "step_time_in_loss_and_adam": round(
+            bound["floor_sec_per_tgt_token"] * tgt_tok / seconds, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "target_tok_s": TARGETS_TOK_S[mode],
         "vs_peers": {k: round(tok_s / v, 3) for k, v in PEERS_TOK_S.items()},
@@ -160,6 +171,37 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         "precision": str(trainer.dtype).replace("torch.", ""),
         "vocab": vocab, "load_average": load_average(),
     }
+
+
+def gemm_bound(args, trainer, train, timed: list) -> dict:
+    """Time the GEMMs of ``--roofline-batches`` of the timed batches alone (``_roofline``).
+
+    Returns their rate (GEMM FLOPs / their time), the analytic FLOPs of those batches over
+    the same time (the achieved rate of a step made of nothing but these products), their
+    seconds per target token, and the 2048³ peak measured right around them (the host's
+    rate drifts, so the bound is compared with its own peak, not the steps').
+    """
+    model_cfg, vocab, device = trainer.cfg.model, trainer.data.tokenizer.tgt_vocab_size, \
+        trainer.device
+    picks = max(1, min(args.roofline_batches, len(timed)))
+    sample = [timed[round(i * (len(timed) - 1) / max(picks - 1, 1))] for i in range(picks)]
+    shapes, analytic, tokens, per_batch = Counter(), 0.0, 0, []
+    for ix in sample:
+        s = [len(train.src_ids[i]) for i in ix]
+        t = [len(train.tgt_ids[i]) + 1 for i in ix]
+        shapes.update(step_gemms(model_cfg, vocab, s, t))
+        analytic += flops(model_cfg, vocab, s, t)
+        tokens += sum(t)
+        per_batch.append(sum(t))
+    peak_before = gemm_peak_gflops(device)
+    seconds = time_gemms(shapes, device)
+    peak = max(peak_before, gemm_peak_gflops(device))
+    floor = time_floor(vocab, per_batch, [p.numel() for p in trainer.model.parameters()], device)
+    return {"gflops": gemm_flops(shapes) / seconds / 1e9, "peak": peak,
+            "analytic_gflops": analytic / seconds / 1e9,
+            "with_floor_gflops": analytic / (seconds + floor) / 1e9,
+            "floor_sec_per_tgt_token": floor / tokens,
+            "sec_per_tgt_token": seconds / tokens}
 
 
 def _during(r: dict) -> str:
@@ -176,6 +218,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument("--probe-every", type=int, default=5,
                     help="probe the GEMM rate every N timed steps, off the clock (0 = never)")
+    ap.add_argument("--roofline-batches", type=int, default=6,
+                    help="timed batches whose GEMMs are also timed alone (the bound)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32")
@@ -195,6 +239,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", mode, "--data", args.data,
                    "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--probe-every", str(args.probe_every),
+                   "--roofline-batches", str(args.roofline_batches),
                    "--threads", str(args.threads), "--device", args.device,
                    "--precision", args.precision, "--max-tokens", str(args.max_tokens),
                    "--run-root", args.run_root]
@@ -211,7 +256,12 @@ def main() -> None:
               f"({r['src_tokens_per_s']:,.0f} src) target {r['target_tok_s']:,.0f}; "
               f"{r['vs_best_peer']:.2f}x best peer; {r['achieved_gflops']:.1f} GFLOP/s = "
               f"{r['ratio_to_peak']:.0%} of GEMM peak {r['gemm_peak_gflops']:.0f}"
-              f"{_during(r)}; "
+              f"{_during(r)}; its GEMMs alone {r['gemms_alone_gflops']:.0f} GFLOP/s = "
+              f"{r['gemms_alone_ratio_to_peak']:.0%} of peak, a step of only GEMMs "
+              f"{r['bound_ratio_to_peak']:.0%}, of GEMMs + loss + Adam "
+              f"{r['bound_with_floor_ratio_to_peak']:.0%}; step time in GEMMs "
+              f"{r['step_time_in_gemms']:.0%}, in loss + Adam "
+              f"{r['step_time_in_loss_and_adam']:.0%}; "
               f"{r['flops_per_tgt_token'] / 1e6:.1f} MFLOP/tgt tok; pad tgt "
               f"{r['tgt_padding_fraction']:.1%} src {r['src_padding_fraction']:.1%}; "
               f"peak RSS {r['peak_rss_mb']:,.0f} MB; load {r['load_average']}",
