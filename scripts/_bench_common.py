@@ -20,6 +20,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
 # Reference points measured on the 2-core benchmark machine (fp32, same data/architecture).
 PEERS_TOK_S = {"opennmt-py": 1226.0, "fairseq": 1084.0, "joeynmt": 475.0}
 PEERS_BLEU_20MIN = {"opennmt-py": 29.99, "fairseq": 29.27, "joeynmt": 6.15}
+# Best peer (OpenNMT-py) on test2016, sentences/s: decoding only and the whole command.
+PEER_INFER = {1: {"decoding": 185.0, "whole": 87.6}, 5: {"decoding": 64.1, "whole": 42.4}}
 
 
 def load_config(path: Path, data: Path, run_dir: Path, overrides: dict):
