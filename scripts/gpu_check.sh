@@ -77,7 +77,7 @@ step train-parallel python3 -m translate.train --config configs/multi30k.yaml \
     --set training.valid_every=500 --set training.max_tokens=4000 \
     --set training.valid_max_sentences=500
 step bench-infer python3 scripts/bench_infer.py --model /tmp/gc_run --device "$MODE" \
-    --no-quantize --limit "$LIMIT" --batch-sizes 64,256
+    --no-quantize --limit "$LIMIT" --batch-sizes 64,256 --cli-runs 1
 echo "gpu_check: $([ $status = 0 ] && echo all steps passed || echo SOME STEPS FAILED)" \
     | tee -a "$LOG"
 exit $status
