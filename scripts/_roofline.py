@@ -38,10 +38,10 @@ nonlinearities, dropout, embeddings, attention and gradient clipping.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import torch
+from _bench_common import best_seconds
 
 Shape = tuple[int, int, int]  # (m, k, n) of one [m, k] x [k, n] product
 
@@ -105,17 +105,7 @@ def _time_mm(shape: Shape, device: torch.device, reps: int) -> float:
     a = torch.randn(m, k, device=device)
     b = torch.randn(k, n, device=device)
     out = torch.empty(m, n, device=device)
-    torch.mm(a, b, out=out)
-    best = float("inf")
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_seconds(lambda: torch.mm(a, b, out=out), device, reps)
 
 
 def time_floor(vocab: int, tgt_tokens: list[int], param_sizes: list[int],
@@ -125,30 +115,17 @@ def time_floor(vocab: int, tgt_tokens: list[int], param_sizes: list[int],
     from translate.loss import TranslationLoss
 
     loss_fn = TranslationLoss(pad_id=0, label_smoothing=0.1)
-
-    def best(fn) -> float:
-        fn()
-        out = float("inf")
-        for _ in range(reps):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            out = min(out, time.perf_counter() - t0)
-        return out
-
     total = 0.0
     for n in tgt_tokens:
         logits = torch.randn(n, vocab, device=device, requires_grad=True)
         targets = torch.randint(1, vocab, (n,), device=device)
-        total += best(lambda: loss_fn(logits, targets).loss.backward())  # noqa: B023
+        total += best_seconds(lambda: loss_fn(logits, targets).loss.backward(),  # noqa: B023
+                              device, reps)
     params = [torch.nn.Parameter(torch.randn(size, device=device)) for size in param_sizes]
     for param in params:
         param.grad = torch.randn_like(param)
     opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
-    return total + best(opt.step) * len(tgt_tokens)
+    return total + best_seconds(opt.step, device, reps) * len(tgt_tokens)
 
 
 def time_gemms(shapes: Counter, device: torch.device, reps: int = 3) -> float:
