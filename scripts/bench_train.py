@@ -88,6 +88,12 @@ def flops(model_cfg, vocab: int, src_lens: list[int], tgt_lens: list[int]) -> fl
     return 3 * total
 
 
+def batch_lengths(train, ix: list[int]) -> tuple[list[int], list[int]]:
+    """Source and target lengths of one batch as the model sees them (``collate``'s sizes:
+    an empty source is one token, the target output gains eos)."""
+    return [train.src_lens[i] for i in ix], [train.tgt_lens[i] + 1 for i in ix]
+
+
 def run_mode(args: argparse.Namespace, mode: str) -> dict:
     """Time one decoder mode in this process."""
     from translate.trainer import Trainer
@@ -128,8 +134,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
             probes.append(probe.gflops())
     peak_after = gemm_peak_gflops(device)
     for ix in timed:
-        s = [len(train.src_ids[i]) for i in ix]
-        t = [len(train.tgt_ids[i]) + 1 for i in ix]  # + eos (tgt_out)
+        s, t = batch_lengths(train, ix)
         tgt_tok += sum(t)
         src_tok += sum(s)
         tgt_slots += len(ix) * max(t)
@@ -192,8 +197,7 @@ def gemm_bound(args, trainer, train, timed: list) -> dict:
     sample = [timed[round(i * (len(timed) - 1) / max(picks - 1, 1))] for i in range(picks)]
     shapes, analytic, tokens, per_batch = Counter(), 0.0, 0, []
     for ix in sample:
-        s = [len(train.src_ids[i]) for i in ix]
-        t = [len(train.tgt_ids[i]) + 1 for i in ix]
+        s, t = batch_lengths(train, ix)
         shapes.update(step_gemms(model_cfg, vocab, s, t))
         analytic += flops(model_cfg, vocab, s, t)
         tokens += sum(t)
