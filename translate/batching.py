@@ -5,11 +5,11 @@ Conventions the model, loss, search and translator rely on:
 - Source rows carry pieces only (no bos/eos). An **empty source** (a blank line, or a line
   that tokenizes to nothing) is represented by the single token ``eos``: a length-0 sequence
   cannot go through ``pack_padded_sequence``, and "end of sentence right away" is what an
-  empty line means. ``collate`` is the only place this happens, so training and inference
-  (which also batches through ``collate``) see the same thing.
+  empty line means. ``collate`` is the only place this happens (``EncodedSplit.src_lens``
+  and the sampler only count it as length 1), so training, validation and inference — all
+  batched by ``collate`` — see the same thing.
 - Decoder input is ``bos + y``, decoder target ``y + eos``; ``tgt_lengths = len(y) + 1``.
-- Masks come from the lengths, never from the ids: pad is 3 and unk is 0, and a real unk
-  token must never be masked (the classic ``ids != 0`` bug cannot happen here).
+- Masks come from the lengths (:func:`translate.masks.lengths_to_mask`), never from the ids.
 - ``src_lengths`` stays on the CPU (``pack_padded_sequence`` wants CPU int64).
 """
 
@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
+
+from translate.masks import lengths_to_mask
 
 if TYPE_CHECKING:
     import datasets
@@ -81,8 +83,8 @@ def encode_split(
     if max_len < 1:
         raise ValueError(f"max_len must be positive, got {max_len}")
     wanted = ["src", "tgt"] + (["domains"] if labels and "domains" in ds.column_names else [])
-    # One Arrow -> Python conversion per column (iterating ``ds["src"]`` goes row by row and
-    # is ~40x slower); select_columns keeps any indices mapping from select/shuffle/filter.
+    # One Arrow -> Python conversion per column (iterating ``ds["src"]`` goes row by row,
+    # far slower); select_columns keeps any indices mapping from select/shuffle/filter.
     cols = ds.select_columns(wanted).to_dict()
     src_ids = tok.encode_src(cols["src"])
     tgt_ids = tok.encode_tgt(cols["tgt"])
@@ -104,12 +106,22 @@ def encode_split(
     return EncodedSplit(src_ids, tgt_ids, label_ids, len(labels), n_src, n_tgt)
 
 
+def source_split(src_ids: Sequence[Sequence[int]]) -> EncodedSplit:
+    """Already-encoded sources as a split with empty targets and no labels (inference).
+
+    Lets search batch its sentences with :func:`collate` and :class:`BatchSampler` like
+    training does; the rows are referenced, not copied.
+    """
+    n = len(src_ids)
+    return EncodedSplit(list(src_ids), [[] for _ in range(n)], [[] for _ in range(n)], 0)
+
+
 def encode_sources(tok: Tokenizer, texts: Sequence[str], max_len: int) -> EncodedSplit:
     """Sources only (inference): empty targets, no labels; batch them with :func:`collate`."""
     src_ids = tok.encode_src(list(texts))
-    n_src = _truncate(src_ids, max_len)
-    n = len(src_ids)
-    return EncodedSplit(src_ids, [[] for _ in range(n)], [[] for _ in range(n)], 0, n_src, 0)
+    split = source_split(src_ids)
+    split.n_truncated_src = _truncate(split.src_ids, max_len)
+    return split
 
 
 # --------------------------------------------------------------------------- collation
@@ -173,11 +185,6 @@ class Batch:
         )
 
 
-def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """``[B]`` lengths -> ``[B, max_len]`` bool mask, True on real positions."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
-
-
 def collate(
     split: EncodedSplit, indices: Sequence[int], pad_id: int, bos_id: int, eos_id: int
 ) -> Batch:
@@ -239,8 +246,13 @@ class BatchSampler:
     Padding stays small because rows are sorted by length before being cut into batches; the
     randomness per epoch comes from a random tie-break among equal lengths plus a shuffle of
     the batch order, both drawn from ``(seed, epoch)`` so that an epoch's batches can be
-    rebuilt exactly on resume (skip the first k). Without ``shuffle`` (validation) the order is
-    the deterministic length order; ``Batch.indices`` maps rows back to the split.
+    rebuilt exactly on resume (skip the first k). Without ``shuffle`` (validation, inference)
+    the order is the deterministic length order, shortest first, or longest first with
+    ``longest_first`` (inference: a batch that does not fit in memory fails at once, not at
+    the end of a long input); ``Batch.indices`` maps rows back to the split.
+
+    ``max_sentences`` (``"tokens"`` only; 0 = none) also caps the sentences per batch:
+    search keeps per-sentence state (beams, finished hypotheses), so inference bounds both.
     """
 
     def __init__(
@@ -252,6 +264,9 @@ class BatchSampler:
         batch_size: int = 64,
         shuffle: bool = True,
         seed: int = 0,
+        *,
+        max_sentences: int = 0,
+        longest_first: bool = False,
     ) -> None:
         if len(src_lens) != len(tgt_lens):
             raise ValueError(f"{len(src_lens)} source lengths but {len(tgt_lens)} target lengths")
@@ -261,6 +276,10 @@ class BatchSampler:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         if batch_type == "sentences" and batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if max_sentences < 0:
+            raise ValueError(f"max_sentences must be 0 (no cap) or positive, got {max_sentences}")
+        if longest_first and shuffle:
+            raise ValueError("longest_first orders batches deterministically: use shuffle=False")
         # Sizes as collate builds them: an empty source becomes [eos]; the target gains bos/eos.
         self.src_lens = np.maximum(np.asarray(src_lens, dtype=np.int64), 1)
         self.tgt_lens = np.asarray(tgt_lens, dtype=np.int64) + 1
@@ -269,6 +288,8 @@ class BatchSampler:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.max_sentences = max_sentences
+        self.longest_first = longest_first
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def __len__(self) -> int:
@@ -279,7 +300,9 @@ class BatchSampler:
         cost = np.maximum(self.src_lens, self.tgt_lens)
         tie = rng.random(len(cost)) if rng is not None else np.arange(len(cost))
         # np.lexsort sorts by the last key first: cost, then target, then source length.
-        return np.lexsort((tie, self.src_lens, self.tgt_lens, cost))
+        # Longest first negates the lengths, so equal lengths stay in input order either way.
+        sign = -1 if self.longest_first else 1
+        return np.lexsort((tie, sign * self.src_lens, sign * self.tgt_lens, sign * cost))
 
     def batches(self, epoch: int) -> list[list[int]]:
         """All batches of ``epoch`` (lists of row indices); the same for the same (seed, epoch)."""
@@ -302,9 +325,10 @@ class BatchSampler:
         out: list[list[int]] = []
         current: list[int] = []
         width = 0
+        cap = self.max_sentences or len(order)
         for pos, i in enumerate(order.tolist()):
             w = max(width, src[pos], tgt[pos])
-            if current and (len(current) + 1) * w > self.max_tokens:
+            if current and ((len(current) + 1) * w > self.max_tokens or len(current) == cap):
                 out.append(current)
                 current, w = [], max(src[pos], tgt[pos])
             current.append(i)

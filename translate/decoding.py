@@ -3,7 +3,9 @@
 Validation (greedy, during training) and the translator (beam search, at inference) both
 need the same thing: sort sentences by length so batches carry little padding, run the
 search, then put every result back where its sentence came from. One implementation keeps
-the two from drifting apart.
+the two from drifting apart, and its batches come from the same code as training's
+(:func:`translate.batching.collate` over a :class:`~translate.batching.BatchSampler`), so an
+empty source or a padding mask means the same thing in both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from translate.batching import BatchSampler, EncodedSplit, collate, source_split
 from translate.config import InferenceConfig
 from translate.runtime import autocast, threads_per_worker
 from translate.search import EvalMode, Hypothesis, beam_search, greedy_search
@@ -27,30 +30,19 @@ class Decoded:
     domain_probs: torch.Tensor | None  # [N, L] float32 on CPU
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int,
-                          max_tokens: int = 0) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first, for early OOMs)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = max([lengths[j] for j in current[:1]] + [lengths[i], 1])
-        too_many = len(current) >= batch_size
-        too_wide = max_tokens > 0 and (len(current) + 1) * width > max_tokens
-        if current and (too_many or too_wide):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+def inference_batches(split: EncodedSplit, batch_size: int, max_tokens: int = 0) -> list[list[int]]:
+    """Row indices of ``split`` in batches of similar source length, longest batch first.
 
-
-def _pad(seqs: list[list[int]], pad_id: int, device: torch.device):
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    tensors = [torch.tensor(s, dtype=torch.long) for s in seqs]
-    src = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=pad_id)
-    return src.to(device, non_blocking=True), lengths
+    At most ``batch_size`` sentences per batch and, when ``max_tokens`` > 0, at most that many
+    padded source positions (a single longer sentence still gets a batch of its own).
+    """
+    if max_tokens > 0:
+        sampler = BatchSampler(split.src_lens, split.tgt_lens, "tokens", max_tokens,
+                               shuffle=False, max_sentences=batch_size, longest_first=True)
+    else:
+        sampler = BatchSampler(split.src_lens, split.tgt_lens, "sentences",
+                               batch_size=batch_size, shuffle=False, longest_first=True)
+    return sampler.batches(0)
 
 
 def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: InferenceConfig,
@@ -59,8 +51,9 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
                max_tokens: int = 0) -> Decoded:
     """Translate already-encoded sentences, in input order.
 
-    An empty sentence is fed as a lone ``eos`` (as ``batching.collate`` does in training):
-    a packed LSTM cannot take length 0.
+    Batches are :func:`inference_batches` collated by :func:`translate.batching.collate`, so
+    an empty sentence is fed as a lone ``eos``, as in training (a packed LSTM cannot take
+    length 0).
 
     ``special`` holds ``bos_id``, ``eos_id`` and ``pad_id``. ``greedy`` forces greedy search
     (validation); otherwise ``opts.beam_size`` decides, beam 1 being greedy.
@@ -72,15 +65,18 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
     """
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
     probs: torch.Tensor | None = None
-    rows = [list(ids) or [special["eos_id"]] for ids in src_ids]
-    batches = length_sorted_batches([len(r) for r in rows], opts.batch_size, max_tokens)
+    split = source_split(src_ids)
+    batches = inference_batches(split, opts.batch_size, max_tokens)
 
-    def run(batch: list[int]) -> tuple[list[list[Hypothesis]], torch.Tensor | None]:
+    def run(rows: list[int]) -> tuple[list[list[Hypothesis]], torch.Tensor | None]:
+        batch = collate(split, rows, special["pad_id"], special["bos_id"], special["eos_id"])
+        if device.type == "cuda":
+            batch = batch.pin_memory()  # page-locked: the non_blocking copy is truly async
+        batch = batch.to(device, non_blocking=True)
         # inference_mode and autocast are thread-local: each worker enters its own.
-        src, src_lengths = _pad([rows[i] for i in batch], special["pad_id"], device)
         with torch.inference_mode(), autocast(device, dtype):
-            enc = model.encode(src, src_lengths)
-            hyps = _search(model, src, src_lengths, enc, opts, special, greedy)
+            enc = model.encode(batch.src, batch.src_lengths, batch.src_mask)
+            hyps = _search(model, batch.src, batch.src_lengths, enc, opts, special, greedy)
             tag_logits = model.tag(enc)
         tag = None if tag_logits is None else torch.sigmoid(tag_logits.float()).cpu()
         return hyps, tag

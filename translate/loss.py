@@ -1,19 +1,30 @@
-"""Training losses: token cross-entropy for translation, multilabel BCE for domain tagging.
+"""Training losses: token cross-entropy for translation, multilabel BCE for domain tagging,
+and :func:`batch_losses`, the training forward pass that produces both.
 
 Losses are sums over real tokens (not means) so gradient accumulation and multi-batch
 validation can divide by the true token count once. Everything is computed in float32 even
 when the logits come out of bf16/fp16 autocast: a log-softmax over 8k+ classes in half
 precision loses too much.
+
+What the translation loss computes is the textbook one, :func:`reference_loss`: ``[B, T, V]``
+logits reshaped to ``[B*T, V]`` into ``nn.CrossEntropyLoss(ignore_index=pad,
+label_smoothing=ε, reduction="sum")``. :class:`TranslationLoss` is a faster way to the same
+numbers (one log-softmax for the loss and the perplexity, an in-place backward); the tests
+hold it to the reference on real batches, in fp32 and under bf16 autocast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from translate.batching import Batch
 
 
 @dataclass
@@ -83,7 +94,7 @@ class TranslationLoss:
         """logits ``[B, T, V]`` or ``[N, V]``; targets ``[B, T]`` or ``[N]``.
 
         The fastest call passes only the real positions (``[N, V]`` without pad rows, as
-        :func:`translate.validation.batch_losses` does); pad rows are also handled.
+        :func:`batch_losses` does); pad rows are also handled.
         """
         flat = logits.reshape(-1, logits.size(-1)).float()
         tgt = targets.reshape(-1)
@@ -94,6 +105,42 @@ class TranslationLoss:
         keep = tgt != self.pad_id
         loss, nll = _SmoothedNLL.apply(flat, tgt, keep, self.label_smoothing)
         return LossOutput(loss=loss, nll=nll.detach(), ntokens=int(keep.sum()))
+
+
+def reference_loss(logits: Tensor, targets: Tensor, pad_id: int,
+                   label_smoothing: float = 0.0) -> LossOutput:
+    """The plain formulation :class:`TranslationLoss` must agree with (the tests' oracle).
+
+    Two ``nn.CrossEntropyLoss`` calls over ``logits.reshape(-1, V)`` in float32: the
+    label-smoothed sum to backpropagate and the unsmoothed sum for the perplexity. Clear but
+    slower: two log-softmaxes and several ``[N, V]`` buffers kept for autograd.
+    """
+    flat = logits.reshape(-1, logits.size(-1)).float()
+    tgt = targets.reshape(-1)
+    smoothed = nn.CrossEntropyLoss(ignore_index=pad_id, label_smoothing=label_smoothing,
+                                   reduction="sum")
+    nll = nn.CrossEntropyLoss(ignore_index=pad_id, reduction="sum")
+    return LossOutput(loss=smoothed(flat, tgt), nll=nll(flat, tgt).detach(),
+                      ntokens=int((tgt != pad_id).sum()))
+
+
+def batch_losses(model: nn.Module, batch: Batch, loss_fn: TranslationLoss,
+                 pos_weight: Tensor | None) -> tuple[LossOutput, Tensor | None]:
+    """Forward one batch; returns (translation loss, tagging loss or None).
+
+    Same result as ``loss_fn(model(...).logits, tgt_out)``, but the output projection (the
+    largest GEMM of the step, V = 8k) and the loss run only over the real target positions,
+    packed into one ``[N, H] → [N, V]`` call: no work and no ``[B, T, V]`` buffer for padding.
+    Training and the validation loss both go through here.
+    """
+    out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.src_mask,
+                tgt_mask=batch.tgt_mask)  # logits [N, V], real positions only
+    trans = loss_fn(out.logits, batch.tgt_out[batch.tgt_mask])
+    tag = None
+    if out.domain_logits is not None and batch.domains is not None:
+        tag = domain_loss(out.domain_logits.float(), batch.domains, batch.domain_mask,
+                          pos_weight)
+    return trans, tag
 
 
 def domain_loss(

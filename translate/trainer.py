@@ -28,7 +28,7 @@ from translate.checkpoint import (
     save_checkpoint,
 )
 from translate.config import Config
-from translate.loss import TranslationLoss
+from translate.loss import TranslationLoss, batch_losses
 from translate.model import build_model
 from translate.prepare import Prepared, prepare
 from translate.runtime import (
@@ -41,7 +41,7 @@ from translate.runtime import (
 )
 from translate.schedule import build_scheduler
 from translate.tracking import Tracker
-from translate.validation import batch_losses, validate
+from translate.validation import validate
 
 log = logging.getLogger("translate.train")
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from translate.batching import Batch, EncodedSplit, collate
+from translate.batching import EncodedSplit, collate
 from translate.config import InferenceConfig
 from translate.decoding import decode_ids
-from translate.loss import TranslationLoss, domain_loss
+from translate.loss import TranslationLoss, batch_losses
 from translate.metrics import bleu_chrf, multilabel_scores, tune_thresholds
 from translate.runtime import autocast
 from translate.tokenizer import Tokenizer
@@ -30,24 +30,6 @@ class ValidationResult:
     samples: list[dict[str, str]]
     thresholds: list[float] = field(default_factory=list)
     signatures: dict[str, str] = field(default_factory=dict)
-
-
-def batch_losses(model: torch.nn.Module, batch: Batch, loss_fn: TranslationLoss,
-                 pos_weight: torch.Tensor | None) -> tuple:
-    """Forward one batch; returns (translation LossOutput, tagging loss or None).
-
-    Same result as ``loss_fn(model(...).logits, tgt_out)``, but the output projection (the
-    largest GEMM of the step, V = 8k) and the loss run only over the real target positions,
-    packed into one ``[N, H] → [N, V]`` call: no work and no ``[B, T, V]`` buffer for padding.
-    """
-    out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.src_mask,
-                tgt_mask=batch.tgt_mask)  # logits [N, V], real positions only
-    trans = loss_fn(out.logits, batch.tgt_out[batch.tgt_mask])
-    tag = None
-    if out.domain_logits is not None and batch.domains is not None:
-        tag = domain_loss(out.domain_logits.float(), batch.domains, batch.domain_mask,
-                          pos_weight)
-    return trans, tag
 
 
 @torch.inference_mode()

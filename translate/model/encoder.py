@@ -14,12 +14,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from translate.model.dropout import Dropout
 
 
-def lengths_to_mask(lengths: Tensor, max_len: int, device: torch.device) -> Tensor:
-    """``[B, max_len]`` bool, True on real tokens. Built from lengths, never from token ids."""
-    positions = torch.arange(max_len, device=device)
-    return positions.unsqueeze(0) < lengths.to(device).unsqueeze(1)
-
-
 class Encoder(nn.Module):
     """Embeddings → dropout → multi-layer bi-LSTM; bridge from final states to decoder init.
 

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from translate.config import ModelConfig
+from translate.masks import lengths_to_mask
 from translate.model.decoder import Decoder, DecoderState
-from translate.model.encoder import Encoder, lengths_to_mask
+from translate.model.encoder import Encoder
 from translate.model.tagger import DomainTagger
 
 
