@@ -1,4 +1,10 @@
-"""The fused input-feeding recurrence equals the plain autograd loop, values and gradients."""
+"""The decoder's fast recurrences equal the plain ``nn.LSTM`` loop, values and gradients.
+
+Three ways run the input-feeding recurrence in teacher forcing: the fused autograd node
+(:class:`FeedRecurrence`, fp32 Luong attention), the hand-written cell loop (autocast or MLP
+attention) and the plain reference (``model.fused_decoder_rnn: false``: the ``nn.LSTM``
+called step by step). The fast two are held to the plain one.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +24,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _decoder(kind: str, layers: int, dropout: float = 0.0) -> tuple[Decoder, int]:
+def _decoder(kind: str, layers: int, dropout: float = 0.0,
+             fast_dropout: bool = True) -> tuple[Decoder, int]:
     torch.manual_seed(layers)
     enc_dim = 16 if kind == "dot" else 12
-    dec = Decoder(nn.Embedding(30, 8), 16, layers, enc_dim, kind, True, dropout).double()
+    dec = Decoder(nn.Embedding(30, 8), 16, layers, enc_dim, kind, True, dropout,
+                  fast_dropout=fast_dropout).double()
     return dec, enc_dim
 
 
@@ -38,36 +46,67 @@ def _inputs(enc_dim: int, layers: int):
     return [t.requires_grad_() for t in (keys, h, c)], mask, tgt
 
 
-def _run(dec: Decoder, fused: bool, keys, h, c, mask, tgt):
-    dec._fusable = lambda _keys: fused  # instance attribute shadows the method
+def _run(dec: Decoder, path: str, keys, h, c, mask, tgt):
+    """Teacher forcing through ``path``: "fused", "cell" (hand-written loop) or "plain"."""
+    dec.fused_rnn = path != "plain"
+    dec._fusable = lambda _keys: path == "fused"  # instance attribute shadows the method
     vecs, attn = dec(tgt, dec.init_state(h, c), keys, mask, dec.attention.precompute(keys))
     del dec._fusable
+    dec.fused_rnn = True
     return vecs, attn
 
 
+def _outputs_and_grads(dec: Decoder, path: str, keys, h, c, mask, tgt):
+    vecs, attn = _run(dec, path, keys, h, c, mask, tgt)
+    g = torch.Generator().manual_seed(3)
+    # weight both outputs so every gradient path (attention weights included) is used
+    loss = (vecs * torch.randn(vecs.shape, generator=g, dtype=vecs.dtype)).sum() + (
+        attn * torch.randn(attn.shape, generator=g, dtype=attn.dtype)).sum()
+    wrt = [*dec.parameters(), keys, h, c]
+    return vecs, attn, torch.autograd.grad(loss, wrt, allow_unused=True)
+
+
 @pytest.mark.parametrize("layers", [1, 2, 3])
-@pytest.mark.parametrize("kind", ["dot", "general"])
-def test_fused_recurrence_matches_autograd_loop(kind: str, layers: int) -> None:
+@pytest.mark.parametrize("kind", ["dot", "general", "mlp"])
+def test_fast_recurrences_match_the_plain_lstm_loop(kind: str, layers: int) -> None:
+    """Float64, dropout off (training mode, so gradients flow as in training): the paths
+    differ only in how the same products are grouped, so they agree to ~1e-15; the
+    tolerances leave three orders of magnitude for accumulated rounding."""
     dec, enc_dim = _decoder(kind, layers)
     (keys, h, c), mask, tgt = _inputs(enc_dim, layers)
-    wrt = [*dec.parameters(), keys, h, c]
-    results = []
-    for fused in (False, True):
-        vecs, attn = _run(dec, fused, keys, h, c, mask, tgt)
-        g = torch.Generator().manual_seed(3)
-        # weight both outputs so every gradient path (attention weights included) is used
-        loss = (vecs * torch.randn(vecs.shape, generator=g, dtype=vecs.dtype)).sum() + (
-            attn * torch.randn(attn.shape, generator=g, dtype=attn.dtype)).sum()
-        grads = torch.autograd.grad(loss, wrt, allow_unused=True)
-        results.append((vecs, attn, grads))
-    (v0, a0, g0), (v1, a1, g1) = results
-    torch.testing.assert_close(v1, v0, atol=1e-12, rtol=0)
-    torch.testing.assert_close(a1, a0, atol=1e-12, rtol=0)
-    assert torch.all(a1[1, :, 3:] == 0) and torch.all(a1[2, :, 1:] == 0)
-    for ref, got in zip(g0, g1, strict=True):
-        assert (ref is None) == (got is None)
-        if ref is not None:
-            torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
+    v0, a0, g0 = _outputs_and_grads(dec, "plain", keys, h, c, mask, tgt)
+    assert torch.all(a0[1, :, 3:] == 0) and torch.all(a0[2, :, 1:] == 0)
+    fast = ["cell"] if kind == "mlp" else ["cell", "fused"]  # fused: Luong scores only
+    for path in fast:
+        v1, a1, g1 = _outputs_and_grads(dec, path, keys, h, c, mask, tgt)
+        torch.testing.assert_close(v1, v0, atol=1e-12, rtol=0)
+        torch.testing.assert_close(a1, a0, atol=1e-12, rtol=0)
+        for ref, got in zip(g0, g1, strict=True):
+            assert (ref is None) == (got is None)
+            if ref is not None:
+                torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["general", "mlp"])
+def test_fused_step_matches_the_plain_lstm_step(kind: str) -> None:
+    """Search's step API: the cached-weight cell against ``nn.LSTM`` on one step."""
+    dec, enc_dim = _decoder(kind, 2)
+    dec.eval()
+    (keys, h, c), mask, _ = _inputs(enc_dim, 2)
+    tokens = torch.tensor([1, 2, 3, 4])
+    with torch.no_grad():
+        pk = dec.attention.precompute(keys)
+        state = dec.init_state(h, c)
+        results = []
+        for fused in (True, False):
+            dec.fused_rnn = fused
+            s, outs = state, []
+            for _ in range(3):
+                vec, s, weights = dec.step(tokens, s, keys, mask, pk)
+                outs += [vec, weights, s.h, s.c, s.input_feed]
+            results.append(outs)
+    for got, ref in zip(*results, strict=True):
+        torch.testing.assert_close(got, ref, atol=1e-12, rtol=0)
 
 
 def test_fused_backward_passes_gradcheck_with_dropout_masks() -> None:
@@ -96,8 +135,9 @@ def test_fused_backward_passes_gradcheck_with_dropout_masks() -> None:
     )
 
 
-def test_training_mode_applies_output_dropout() -> None:
-    dec, enc_dim = _decoder("general", 2, dropout=0.5)
+@pytest.mark.parametrize("fast_dropout", [True, False])
+def test_training_mode_applies_output_dropout(fast_dropout: bool) -> None:
+    dec, enc_dim = _decoder("general", 2, dropout=0.5, fast_dropout=fast_dropout)
     dec.train()
     (keys, h, c), mask, tgt = _inputs(enc_dim, 2)
     vecs, _ = dec(tgt, dec.init_state(h, c), keys, mask, None)
@@ -135,7 +175,7 @@ def test_fused_recurrence_on_cuda_matches_the_cpu() -> None:
         model = dec.to(device)
         args = [t.detach().float().to(device).requires_grad_() for t in (keys, h, c)]
         assert model._fusable(args[0])
-        vecs, attn = _run(model, True, *args, mask.to(device), tgt.to(device))
+        vecs, attn = _run(model, "fused", *args, mask.to(device), tgt.to(device))
         (vecs.sum() + attn.pow(2).sum()).backward()
         results.append([vecs, attn] + [p.grad for p in model.parameters() if p.grad is not None]
                        + [a.grad for a in args])

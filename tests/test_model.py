@@ -262,10 +262,12 @@ def test_grouped_queries_share_their_sentence_keys(kind: str) -> None:
 # ---------------------------------------------------------------------------- step API
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
 @pytest.mark.parametrize("input_feeding", [True, False])
 @pytest.mark.parametrize("attention", ATTENTIONS)
-def test_step_api_reproduces_forward(attention: str, input_feeding: bool) -> None:
-    model = make_model(attention=attention, input_feeding=input_feeding)
+def test_step_api_reproduces_forward(attention: str, input_feeding: bool, fused: bool) -> None:
+    model = make_model(attention=attention, input_feeding=input_feeding,
+                       fused_decoder_rnn=fused)
     src, lengths = pad(sentences(13, [4, 7, 2]))
     tgt_in, _ = teacher_forcing(sentences(14, [5, 3, 6]))
     with torch.no_grad():
@@ -282,6 +284,22 @@ def test_step_api_reproduces_forward(attention: str, input_feeding: bool) -> Non
     torch.testing.assert_close(torch.stack(steps, 1), ref, atol=1e-5, rtol=1e-5)
     assert attns[0].shape == (3, 7)
     assert torch.all(attns[-1][2, 2:] == 0)
+
+
+def test_fast_and_plain_paths_share_checkpoints_and_results() -> None:
+    """The path switches change no parameter: a checkpoint written with either loads into the
+    other (strict), and the loaded plain model computes what the fast one does (float32:
+    the same products grouped differently, so 1e-5)."""
+    fast = make_model(fused_decoder_rnn=True, fast_dropout=True)
+    plain = make_model(seed=1, fused_decoder_rnn=False, fast_dropout=False)
+    assert list(plain.state_dict()) == list(fast.state_dict())
+    plain.load_state_dict(fast.state_dict())
+    src, lengths = pad(sentences(21, [4, 7, 2]))
+    tgt_in, _ = teacher_forcing(sentences(22, [5, 3, 6]))
+    with torch.no_grad():
+        a, b = fast(src, lengths, tgt_in), plain(src, lengths, tgt_in)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.domain_logits, a.domain_logits, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("input_feeding", [True, False])

@@ -7,13 +7,15 @@ with a whitespace vocabulary built here (the project tokenizer is not needed for
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
 import pytest
 import torch
 
-from translate.config import ModelConfig
+from translate.config import InferenceConfig, ModelConfig
+from translate.decoding import decode_ids
 from translate.model import build_model
 from translate.search import Hypothesis, beam_search, greedy_search, length_penalty
 
@@ -261,6 +263,38 @@ def test_restores_training_mode_and_checks_arguments(untrained, src):
     with pytest.raises(ValueError, match="n_best"):
         _beam(untrained, s, n, beam_size=2, n_best=3)
     assert _greedy(untrained, s[:0], n[:0]) == []
+
+
+def test_plain_decoder_rnn_searches_the_same(trained, corpus, src):
+    """``model.fused_decoder_rnn: false`` (nn.LSTM per step) loads the same weights and finds
+    the same outputs; scores agree to float32 rounding of differently grouped products."""
+    cfg = dataclasses.replace(trained.cfg, fused_decoder_rnn=False)
+    plain = build_model(cfg, corpus["src_vocab"], corpus["tgt_vocab"], PAD, 0)
+    plain.load_state_dict(trained.state_dict())
+    plain.eval()
+    s, n = src
+    for run in (_greedy, _beam):
+        fast, ref = run(trained, s, n), run(plain, s, n)
+        assert _tokens(fast) == _tokens(ref)
+        assert [h[0].score for h in fast] == pytest.approx([h[0].score for h in ref], abs=1e-4)
+
+
+def test_decode_ids_batches_like_training_and_keeps_input_order(trained, corpus):
+    """decode_ids batches through collate: an empty source is searched as a lone eos, and
+    every sentence gets what it gets alone, whatever the sentence and token caps."""
+    ids = corpus["eval"][:9]
+    cpu = torch.device("cpu")
+    opts = InferenceConfig(beam_size=3, n_best=2)
+    alone = [decode_ids(trained, [x], opts, special=SPECIALS, device=cpu).hypotheses[0]
+             for x in [*ids, [EOS]]]
+    for batch_size, max_tokens in ((4, 0), (128, 0), (3, 20)):
+        opts = dataclasses.replace(opts, batch_size=batch_size)
+        got = decode_ids(trained, [*ids, []], opts, special=SPECIALS, device=cpu,
+                         max_tokens=max_tokens).hypotheses
+        assert [[h.tokens for h in hyps] for hyps in got] == [
+            [h.tokens for h in hyps] for hyps in alone]
+        assert [h.score for hyps in got for h in hyps] == pytest.approx(
+            [h.score for hyps in alone for h in hyps], abs=1e-5)
 
 
 @pytest.mark.gpu

@@ -126,6 +126,12 @@ class ModelConfig:
     tie_output: bool = False
     share_embeddings: bool = False
     tagger: TaggerConfig = field(default_factory=TaggerConfig)
+    # Fast implementations (default) or their plain references, for checking and debugging.
+    # Same weights and checkpoint keys either way. false: nn.LSTM called step by step instead
+    # of the decoder's hand-fused recurrence (model/decoder.py, model/feed_rnn.py).
+    fused_decoder_rnn: bool = True
+    # false: nn.Dropout instead of the integer-mask CPU dropout (model/dropout.py).
+    fast_dropout: bool = True
 
 
 @dataclass

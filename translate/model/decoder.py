@@ -9,6 +9,13 @@
 
 Both modes share the step math in :meth:`Decoder.step`, so step-wise decoding (search)
 reproduces teacher-forced training exactly.
+
+The LSTM is one ``nn.LSTM`` whatever runs it, so checkpoints never depend on the path. By
+default (``fused_rnn``) the step-wise recurrence runs through a hand-fused cell on that
+module's weights (:meth:`Decoder._cell_params`), and input-feeding teacher forcing through
+one autograd node (:class:`~translate.model.feed_rnn.FeedRecurrence`). With
+``fused_rnn=False`` (config ``model.fused_decoder_rnn: false``) the ``nn.LSTM`` itself is
+called one step at a time: the plain reference the tests compare the fused paths against.
 """
 
 from __future__ import annotations
@@ -56,21 +63,26 @@ class Decoder(nn.Module):
         attention: AttentionKind,
         input_feeding: bool,
         dropout: float,
+        *,
+        fused_rnn: bool = True,
+        fast_dropout: bool = True,
     ) -> None:
         super().__init__()
         self.embedding = embedding
         self.hidden = hidden
         self.layers = layers
         self.input_feeding = input_feeding
+        self.fused_rnn = fused_rnn
+        self.fast_dropout = fast_dropout
         in_dim = embedding.embedding_dim + (hidden if input_feeding else 0)
-        self.emb_dropout = Dropout(dropout)
+        self.emb_dropout = Dropout(dropout, fast_dropout)
         self.rnn = nn.LSTM(
             in_dim, hidden, num_layers=layers, batch_first=True,
             dropout=dropout if layers > 1 else 0.0,
         )
         self.attention = Attention(attention, hidden, enc_dim)
         self.combine = nn.Linear(enc_dim + hidden, hidden, bias=False)
-        self.out_dropout = Dropout(dropout)
+        self.out_dropout = Dropout(dropout, fast_dropout)
         self._step_cache: tuple[tuple, list] | None = None
 
     def init_state(self, h: Tensor, c: Tensor) -> DecoderState:
@@ -118,9 +130,9 @@ class Decoder(nn.Module):
         """:meth:`_cell_params`, cached between steps when no gradient is recorded.
 
         Search calls :meth:`step` once per target position; re-concatenating the weights
-        each time copied ~20 MB per step. The cache key is every LSTM parameter's storage
-        and version counter, so an optimiser update, ``load_state_dict`` or a device move
-        invalidates it.
+        each time copied every recurrent weight matrix per step. The cache key is every LSTM
+        parameter's storage and version counter, so an optimiser update, ``load_state_dict``
+        or a device move invalidates it.
         """
         if torch.is_grad_enabled():
             return self._cell_params()
@@ -141,7 +153,7 @@ class Decoder(nn.Module):
         """Scaled inverted-dropout mask (one RNG call for all steps), None when inactive."""
         if not self.training or p == 0.0:
             return None
-        return dropout_mask(shape, p, like)
+        return dropout_mask(shape, p, like, fast=self.fast_dropout)
 
     def _fused_forward(
         self, pre0: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,
@@ -206,7 +218,8 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One step: prev_tokens ``[N]`` → (h~ ``[N, H]``, new state, attention ``[N, S]``)."""
         x = self.emb_dropout(self.embedding(prev_tokens))  # [N, E]
-        if not isinstance(self.rnn, nn.LSTM):  # e.g. dynamically quantized: its own kernels
+        # Plain path, or an LSTM replacement (e.g. dynamically quantized) with its own kernels.
+        if not self.fused_rnn or not isinstance(self.rnn, nn.LSTM):
             return self._module_step(x, state, keys, mask, proj_keys)
         params = self._step_params()
         hs, cs = list(state.h.unbind(0)), list(state.c.unbind(0))
@@ -220,8 +233,9 @@ class Decoder(nn.Module):
         self, x: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,
         proj_keys: Tensor | None,
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """:meth:`step` through ``self.rnn`` itself, for LSTM replacements without the float
-        parameters :meth:`_cell_params` reads (input ``[embedding; input feed]``)."""
+        """:meth:`step` through ``self.rnn`` itself (input ``[embedding; input feed]``): the
+        plain path, and the one for LSTM replacements without the float parameters
+        :meth:`_cell_params` reads."""
         if self.input_feeding:
             x = torch.cat([x, state.input_feed], dim=-1)
         out, (h, c) = self.rnn(x.unsqueeze(1), (state.h, state.c))
@@ -249,6 +263,8 @@ class Decoder(nn.Module):
         if tgt_in.size(1) == 0:
             b, s = tgt_in.size(0), keys.size(1)
             return keys.new_zeros(b, 0, self.hidden), keys.new_zeros(b, 0, s)
+        if not self.fused_rnn:
+            return self._plain_forward(emb, state, keys, mask, proj_keys)
         params = self._cell_params()
         # Embedding part of layer 0's gates for every step at once, time-major so that each
         # step's slice is contiguous: [T, B, 4H].
@@ -262,5 +278,18 @@ class Decoder(nn.Module):
             out = self._feed_step(pre0[t], feed, hs, cs, params)
             feed, weights = self._attend(out, keys, mask, proj_keys)
             vecs.append(feed)
+            attns.append(weights)
+        return torch.stack(vecs, dim=1), torch.stack(attns, dim=1)
+
+    def _plain_forward(
+        self, emb: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,
+        proj_keys: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Input-feeding teacher forcing as the textbook loop: :meth:`_module_step` (the
+        ``nn.LSTM`` on ``[embedding; previous h~]``, then attention) once per position."""
+        vecs, attns = [], []
+        for t in range(emb.size(1)):
+            vec, state, weights = self._module_step(emb[:, t], state, keys, mask, proj_keys)
+            vecs.append(vec)
             attns.append(weights)
         return torch.stack(vecs, dim=1), torch.stack(attns, dim=1)

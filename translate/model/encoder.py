@@ -31,13 +31,15 @@ class Encoder(nn.Module):
         dropout: float,
         dec_hidden: int,
         dec_layers: int,
+        *,
+        fast_dropout: bool = True,
     ) -> None:
         super().__init__()
         self.embedding = embedding
         self.hidden = hidden
         self.layers = layers
         self.dec_layers = dec_layers
-        self.emb_dropout = Dropout(dropout)
+        self.emb_dropout = Dropout(dropout, fast_dropout)
         self.rnn = nn.LSTM(
             embedding.embedding_dim,
             hidden,

@@ -99,11 +99,12 @@ class Seq2Seq(nn.Module):
             self.tgt_embed = nn.Embedding(tgt_vocab, cfg.emb_dim, padding_idx=pad_id)
         self.encoder = Encoder(
             self.src_embed, cfg.enc_hidden, cfg.enc_layers, cfg.dropout,
-            cfg.dec_hidden, cfg.dec_layers,
+            cfg.dec_hidden, cfg.dec_layers, fast_dropout=cfg.fast_dropout,
         )
         self.decoder = Decoder(
             self.tgt_embed, cfg.dec_hidden, cfg.dec_layers, self.encoder.output_dim,
             cfg.attention, cfg.input_feeding, cfg.dropout,
+            fused_rnn=cfg.fused_decoder_rnn, fast_dropout=cfg.fast_dropout,
         )
         self.generator = Generator(
             cfg.dec_hidden, tgt_vocab, self.tgt_embed if cfg.tie_output else None
