@@ -227,3 +227,32 @@ def test_sentence_batches_and_unshuffled_order(train_split):
         BatchSampler([1], [1], "words", 10, 10, True, 0)
     with pytest.raises(ValueError, match="lengths"):
         BatchSampler([1, 2], [1], "tokens", 10, 10, True, 0)
+
+
+def test_inference_batches_cap_sentences_and_tokens_longest_first(tok, multi30k):
+    """Inference batches the real test set with the training sampler: at most ``batch_size``
+    sentences and ``max_tokens`` padded source positions each, longest batch first, every
+    sentence once; an empty line counts as the one eos token collate gives it."""
+    from translate.decoding import inference_batches
+
+    lines = read_lines(multi30k / "test_2016_flickr.de") + [""]
+    split = encode_sources(tok, lines, max_len=256)
+    for batch_size, max_tokens in ((128, 0), (128, 2560), (16, 200), (7, 30)):
+        batches = inference_batches(split, batch_size, max_tokens)
+        assert sorted(i for b in batches for i in b) == list(range(len(lines)))
+        widths = [max(split.src_lens[i] for i in b) for b in batches]
+        assert widths == sorted(widths, reverse=True)  # longest first, shortest last
+        assert all(len(b) <= batch_size for b in batches)
+        if max_tokens:
+            assert all(len(b) * w <= max_tokens or len(b) == 1
+                       for b, w in zip(batches, widths, strict=True))
+            assert sum(len(b) < batch_size for b in batches) > 1  # the token cap binds too
+        else:
+            assert sum(len(b) == batch_size for b in batches) == len(batches) - 1
+        # within a batch, ties keep input order: the order is a pure function of the lengths
+        for b in batches:
+            keyed = [(-split.src_lens[i], i) for i in b]
+            assert keyed == sorted(keyed)
+    assert inference_batches(split, 16, 0)[-1][-1] == len(lines) - 1  # the empty line
+    with pytest.raises(ValueError, match="shuffle"):
+        BatchSampler([1], [1], "tokens", 10, longest_first=True)

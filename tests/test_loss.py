@@ -1,15 +1,29 @@
-"""Loss semantics: pad targets are invisible, smoothing and perplexity math, domain BCE."""
+"""Loss semantics: pad targets are invisible, smoothing and perplexity math, domain BCE; the
+fast loss against the plain ``nn.CrossEntropyLoss`` reference on real Multi30k batches."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import datasets
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from translate.loss import LossOutput, TranslationLoss, domain_loss, pos_weight_from_counts
+from translate.batching import BatchSampler, collate, encode_split
+from translate.config import ModelConfig, TaggerConfig, TokenizerConfig
+from translate.loss import (
+    LossOutput,
+    TranslationLoss,
+    batch_losses,
+    domain_loss,
+    pos_weight_from_counts,
+    reference_loss,
+)
+from translate.model import build_model
+from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 PAD = 3  # id 0 (unk) is a real target below
 
@@ -111,6 +125,127 @@ def test_all_pad_batch_is_zero_not_nan() -> None:
     targets = torch.full((2, 3), PAD)
     out = TranslationLoss(PAD, label_smoothing=0.1)(logits, targets)
     assert out.ntokens == 0 and out.loss.item() == 0.0 and out.nll.item() == 0.0
+
+
+# ------------------------------------------------------------ fast loss vs plain reference
+
+
+@pytest.fixture(scope="module")
+def real_batches(multi30k: Path, tmp_path_factory):
+    """Real Multi30k pairs through the real tokenizer, collated as training collates them,
+    and a tiny model trained a few steps so that its logits are peaked like a real model's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest on a busy 2-core machine
+    torch.manual_seed(0)
+    de = (multi30k / "train.de").read_text(encoding="utf-8").splitlines()[:2000]
+    en = (multi30k / "train.en").read_text(encoding="utf-8").splitlines()[:2000]
+    tok = Tokenizer.train(TokenizerConfig(vocab_size=1000), de, en,
+                          tmp_path_factory.mktemp("tok"), log=lambda _: None)
+    split = encode_split(datasets.Dataset.from_dict({"src": de, "tgt": en}), tok, [], 64)
+    sampler = BatchSampler(split.src_lens, split.tgt_lens, "tokens", max_tokens=800, seed=1)
+    batches = [collate(split, ix, PAD_ID, BOS_ID, EOS_ID) for ix in sampler.batches(0)[:10]]
+    cfg = ModelConfig(emb_dim=32, enc_hidden=32, enc_layers=1, dec_hidden=64, dec_layers=1,
+                      dropout=0.0, input_feeding=False, tagger=TaggerConfig(enabled=False))
+    model = build_model(cfg, tok.src_vocab_size, tok.tgt_vocab_size, PAD_ID, 0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = TranslationLoss(PAD_ID, 0.1)
+    for batch in batches[2:]:
+        trans, _ = batch_losses(model, batch, loss_fn, None)
+        opt.zero_grad()
+        (trans.loss / trans.ntokens).backward()
+        opt.step()
+    yield model.eval(), batches[:2]
+    torch.set_num_threads(threads)
+
+
+def _logits(model, batch) -> torch.Tensor:
+    """``[B, T, V]`` logits of a real batch as a fresh leaf (pad positions included)."""
+    out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.src_mask)
+    return out.logits.detach().requires_grad_()
+
+
+def _both(logits: torch.Tensor, batch, eps: float):
+    """(reference, fast over [B, T, V], fast over the packed real rows) with logit gradients."""
+    results = []
+    for run in ("reference", "padded", "packed"):
+        leaf = logits.detach().clone().requires_grad_()
+        if run == "reference":
+            out = reference_loss(leaf, batch.tgt_out, PAD_ID, eps)
+        elif run == "padded":
+            out = TranslationLoss(PAD_ID, eps)(leaf, batch.tgt_out)
+        else:
+            out = TranslationLoss(PAD_ID, eps)(leaf[batch.tgt_mask],
+                                              batch.tgt_out[batch.tgt_mask])
+        out.loss.backward()
+        results.append((out, leaf.grad))
+    return results
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_fast_loss_equals_cross_entropy_reference_on_real_batches(real_batches, eps):
+    """fp32: the same sums of the same float32 log-probs, in another order. Each sum has
+    ~1000 terms of size ~1-10, so reordering moves it by a few float32 ulps of the total
+    (relative 1e-6); rtol 1e-5 leaves room. A gradient entry is ``softmax - target`` (at most
+    1 in size) computed by two formulas: equal to ~1e-7, atol 1e-6."""
+    model, batches = real_batches
+    for batch in batches:
+        with torch.no_grad():
+            logits = _logits(model, batch)
+        (ref, g_ref), *fast = _both(logits, batch, eps)
+        assert ref.ntokens == batch.ntokens > 300
+        assert 1.0 < ref.nll.item() / ref.ntokens < math.log(logits.size(-1))  # trained a bit
+        for out, grad in fast:
+            assert out.ntokens == ref.ntokens
+            torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=0)
+            torch.testing.assert_close(out.nll, ref.nll, rtol=1e-5, atol=0)
+            torch.testing.assert_close(grad, g_ref, rtol=0, atol=1e-6)
+            assert torch.all(grad[~batch.tgt_mask] == 0)
+
+
+def test_training_forward_pass_equals_the_reference_on_real_batches(real_batches):
+    """``batch_losses`` (generator over the packed real positions only) against the textbook
+    pipeline: full ``[B, T, V]`` logits into the reference loss, down to the weight gradients."""
+    model, batches = real_batches
+    batch = batches[0]
+    loss_fn = TranslationLoss(PAD_ID, 0.1)
+    grads = []
+    for fast in (True, False):
+        model.zero_grad(set_to_none=True)
+        if fast:
+            loss, _ = batch_losses(model, batch, loss_fn, None)
+        else:
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in, batch.src_mask).logits
+            loss = reference_loss(logits, batch.tgt_out, PAD_ID, 0.1)
+        loss.loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for fast, ref in zip(*grads, strict=True):
+        # Weight gradients sum over all rows: float32 reordering, scaled by their size.
+        torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
+
+
+def test_fast_loss_equals_reference_under_bf16_autocast(real_batches):
+    """CPU bf16 autocast, as bf16 training runs: the model's logits come out in bf16 and both
+    losses score them in float32 (the fast loss and the reference both upcast first), so the
+    loss values agree as tightly as in fp32. The gradient goes back to bf16 logits: two fp32
+    gradients within ~1e-7 of each other round to the same bf16 value except near a rounding
+    boundary, where they land on neighbouring values one bf16 ulp apart (at most 2^-7 of the
+    value, so rtol 2^-6 holds either way); such entries must stay rare. Where ``softmax``
+    and ``ε/V`` nearly cancel, the fp32 gradients themselves differ by up to ~1e-7
+    absolute, as in fp32: atol 1e-6."""
+    model, batches = real_batches
+    for batch in batches:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = _logits(model, batch)
+        assert logits.dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            (ref, g_ref), *fast = _both(logits, batch, 0.1)
+        assert ref.loss.dtype == torch.float32 and g_ref.dtype == torch.bfloat16
+        for out, grad in fast:
+            assert out.loss.dtype == torch.float32
+            torch.testing.assert_close(out.loss, ref.loss, rtol=1e-5, atol=0)
+            torch.testing.assert_close(out.nll, ref.nll, rtol=1e-5, atol=0)
+            torch.testing.assert_close(grad.float(), g_ref.float(), rtol=2**-6, atol=1e-6)
+            assert (grad != g_ref).float().mean().item() < 1e-3
 
 
 # ---------------------------------------------------------------------------- domain loss
