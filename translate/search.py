@@ -13,7 +13,7 @@ Design points (each one fixes a known failure of naive decoders):
 * The maximum length ``int(max_len_a * src_len + max_len_b)`` is per sentence and counts output
   tokens without eos. At that step eos is *forced* (with its real log-prob), so every hypothesis
   is scored including its end-of-sentence probability. The maximum wins over ``min_len``.
-* Length lengths used for the GNMT penalty ``((5 + len) / 6) ** alpha`` count the eos token.
+* Lengths used for the GNMT penalty ``((5 + len) / 6) ** alpha`` count the eos token.
 * Beam search finalises an eos candidate only if it ranks within the top ``beam_size`` of the
   ``2 * beam_size`` candidates (as fairseq does) and a sentence stops once it holds
   ``beam_size`` finished hypotheses, so beam 1 is exactly greedy decoding. It also stops early
@@ -142,11 +142,10 @@ def _log_probs(model: nn.Module, prev: Tensor, state, enc) -> tuple[Tensor, obje
     """Float32 log-probs ``[N, V]`` of the next token and the new decoder state.
 
     On CPU the log-softmax overwrites the logits (a fresh tensor from the generator): no
-    second ``[N, V]`` matrix, and the fastest way to normalise there. At ``[640, 8000]``
-    (batch 128 x beam 5) on 2 threads: 2.9 ms in place, 4.4 ms into a new tensor, 4.7 ms for
-    a row-blocked ``logsumexp`` and 5.7 ms for one ``logsumexp`` call. The row kernel reads
-    each element before writing it, so the result is bit-identical to the out-of-place one
-    (a test checks that); other devices keep the out-of-place call.
+    second ``[N, V]`` matrix, and the fastest way to normalise there (faster than into a new
+    tensor or any ``logsumexp`` formulation; BENCHMARKS.md). The row kernel reads each
+    element before writing it, so the result is bit-identical to the out-of-place one (a test
+    checks that); other devices keep the out-of-place call.
     """
     logits, state, _ = model.decode_step(prev, state, enc)
     logits = logits.float()
@@ -172,17 +171,8 @@ class EvalMode:
 
 
 def greedy_search(
-    model: nn.Module,
-    src: Tensor,
-    src_lengths: Tensor,
-    *,
-    bos_id: int,
-    eos_id: int,
-    pad_id: int,
-    max_len_a: float,
-    max_len_b: float,
-    min_len: int = 1,
-    alpha: float = 0.6,
+    model: nn.Module, src: Tensor, src_lengths: Tensor, *, bos_id: int, eos_id: int,
+    pad_id: int, max_len_a: float, max_len_b: float, min_len: int = 1, alpha: float = 0.6,
     enc=None,
 ) -> list[list[Hypothesis]]:
     """Greedy decoding; returns one :class:`Hypothesis` per sentence (as a 1-element list).
@@ -247,21 +237,9 @@ def greedy_search(
 
 
 def beam_search(
-    model: nn.Module,
-    src: Tensor,
-    src_lengths: Tensor,
-    *,
-    beam_size: int,
-    n_best: int,
-    alpha: float,
-    max_len_a: float,
-    max_len_b: float,
-    min_len: int,
-    no_repeat_ngram: int,
-    bos_id: int,
-    eos_id: int,
-    pad_id: int,
-    enc=None,
+    model: nn.Module, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_best: int,
+    alpha: float, max_len_a: float, max_len_b: float, min_len: int, no_repeat_ngram: int,
+    bos_id: int, eos_id: int, pad_id: int, enc=None,
 ) -> list[list[Hypothesis]]:
     """Beam search; per sentence up to ``n_best`` hypotheses, best (highest score) first.
 

@@ -4,8 +4,8 @@ Why: with input feeding every target step depends on the previous step's attenti
 so the LSTM, the attention and ``h~ = tanh(W_c [context; h])`` run in a Python loop over
 target positions. Under plain autograd every step records its own GEMMs, and the backward
 computes each weight gradient as T small ``[4H, B] x [B, in]`` products plus T in-place
-accumulations — on CPU about a third of the recurrent GEMM time, at poor efficiency because
-B (~100-200 sentences) is a small dimension. Here the forward keeps each step's inputs in
+accumulations — a large share of the recurrent GEMM time on CPU, at poor efficiency because
+B (the sentences in a batch) is a small dimension. Here the forward keeps each step's inputs in
 time-major buffers, the backward runs the recurrence in reverse for the *data* gradients only,
 and every *weight* gradient (``W_l``, ``W_c``, the attention keys) is one large GEMM over all
 ``T·B`` rows at the end — the way cuDNN's fused RNNs do it.
