@@ -69,3 +69,12 @@ def test_infer_loads_neither_the_training_stack_nor_datasets(trained_run, multi3
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "out.en").read_text(encoding="utf-8").count("\n") == 3
+
+
+def test_infer_quantize_flag_defaults_to_the_run_config():
+    from translate.infer import build_parser
+
+    parse = build_parser().parse_args
+    assert parse([]).quantize is None  # Translator.load then reads inference.quantize
+    assert parse(["--quantize"]).quantize is True
+    assert parse(["--no-quantize"]).quantize is False

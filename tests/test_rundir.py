@@ -56,11 +56,16 @@ def test_labels_have_one_file_and_old_runs_still_read(tmp_path):
     assert run.read_labels() == ["it", "law", "médecine"]
     assert json.loads(run.labels_path.read_text(encoding="utf-8")) == {
         "labels": ["it", "law", "médecine"]}
-    # Run directories written before the thresholds moved into the checkpoints
+    assert run.legacy_thresholds() is None  # thresholds live in the checkpoints
+    # Run directories written before every checkpoint carried its thresholds
     run.labels_path.write_text('{"labels": ["a", "b"], "thresholds": [0.3, 0.7]}',
                                encoding="utf-8")
     assert run.read_labels() == ["a", "b"]
-    for bad in ('{"labels": "it"}', '{"thresholds": [0.5]}', "not json"):
+    assert run.legacy_thresholds() == [0.3, 0.7]
+    for bad in ('{"labels": "it"}', '{"thresholds": [0.5]}', '{"labels": [], "thresholds": 1}',
+                "[1]", "not json"):
         run.labels_path.write_text(bad, encoding="utf-8")
         with pytest.raises(CheckpointError, match="labels.json: unreadable labels file"):
             run.read_labels()
+        with pytest.raises(CheckpointError, match="labels.json: unreadable labels file"):
+            run.legacy_thresholds()

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 import translate.decoding as decoding
+from translate import config
 from translate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from translate.config import ConfigError
 from translate.search import beam_search
@@ -137,6 +138,14 @@ def test_bad_options_are_config_errors(translator):
         translator.translate(["Hallo"], beam=2, n_best=3)
     with pytest.raises(ConfigError, match="beam"):
         translator.translate(["Hallo"], beam=0)
+    # one check for keyword options and the config file, each named as its user wrote it
+    with pytest.raises(ConfigError, match=r"^max_len_a: expected at least 0, got -1\.0$"):
+        translator.translate(["Hallo"], max_len_a=-1.0)
+    raw = {"data": {"train": [{"kind": "text", "prefix": "x"}]},
+           "inference": {"max_len_a": -1.0}}
+    with pytest.raises(ConfigError, match=r"^inference\.max_len_a: expected at least 0, "
+                                          r"got -1\.0$"):
+        config.from_dict(raw)
 
 
 def test_quantized_translator_runs(trained_run, german, tmp_path):
@@ -161,8 +170,8 @@ def test_quantized_translator_runs(trained_run, german, tmp_path):
 
 def _as_written_before_one_owner(run: Path, stale: list[float]) -> None:
     """Rewrite ``run`` as the code before the labels/thresholds owner wrote it: labels.json
-    also held thresholds (those of the last best/averaged save, ``stale`` here), and every
-    checkpoint also held the label list."""
+    also held thresholds (those of the last best/averaged save, ``stale`` here), best/last
+    also held the label list, and averaging snapshots held the weights only."""
     labels = json.loads((run / "labels.json").read_text(encoding="utf-8"))["labels"]
     (run / "labels.json").write_text(json.dumps({"labels": labels, "thresholds": stale}),
                                      encoding="utf-8")
@@ -170,6 +179,7 @@ def _as_written_before_one_owner(run: Path, stale: list[float]) -> None:
         state = load_checkpoint(run / name)
         state.pop("version")
         save_checkpoint(run / name, {**state, "labels": labels})
+    save_checkpoint(run / "snapshot-000000300.pt", {"model": state["model"]})
 
 
 def test_old_run_directories_translate_identically(translator, trained_run, german, tmp_path):
@@ -188,6 +198,9 @@ def test_old_run_directories_translate_identically(translator, trained_run, germ
         assert [r.text for r in a] == [r.text for r in b]
         assert [r.score for r in a] == [r.score for r in b]
         assert [r.domains for r in a] == [r.domains for r in b]
+    # a checkpoint with no thresholds of its own: the old code used the run's copy
+    snapshot = Translator.load(old, device="cpu", checkpoint="snapshot-000000300.pt")
+    assert snapshot.thresholds == [0.99, 0.01]
 
 
 def test_labels_and_thresholds_problems_name_the_file(trained_run, tmp_path):

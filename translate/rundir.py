@@ -130,21 +130,30 @@ class RunDir:
         atomic_write_text(self.labels_path, json.dumps(data, ensure_ascii=False, indent=1))
 
     def read_labels(self) -> list[str] | None:
-        """The recorded label vocabulary, or None when the run has not recorded one.
+        """The recorded label vocabulary, or None when the run has not recorded one."""
+        labels = self._labels_file().get("labels")
+        return None if labels is None else [str(x) for x in labels]
 
-        Run directories written before the thresholds moved into the checkpoints also hold
-        a ``thresholds`` entry here; it is ignored, because each of those checkpoints carries
-        the thresholds tuned for its own weights, and those were always the ones used.
+    def legacy_thresholds(self) -> list[float] | None:
+        """Thresholds that runs written before each checkpoint carried its own kept here.
+
+        Only for a checkpoint without thresholds of its own: such a run's ``snapshot-*.pt``,
+        or a ``last.pt`` saved before its first validation. New runs write none here.
         """
+        thresholds = self._labels_file().get("thresholds")
+        return None if thresholds is None else [float(t) for t in thresholds]
+
+    def _labels_file(self) -> dict:
         if not self.labels_path.is_file():
-            return None
+            return {}
         try:
-            labels = json.loads(self.labels_path.read_text(encoding="utf-8"))["labels"]
-            if not isinstance(labels, list):
-                raise TypeError(f"'labels' is a {type(labels).__name__}, not a list")
+            data = json.loads(self.labels_path.read_text(encoding="utf-8"))
+            if not isinstance(data["labels"], list) or \
+                    not isinstance(data.get("thresholds") or [], list):
+                raise TypeError("'labels' and 'thresholds' must be lists")
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{self.labels_path}: unreadable labels file: {err}") from None
-        return [str(x) for x in labels]
+        return data
 
     def read_wandb_id(self) -> str | None:
         """The W&B run id recorded by the tracker, for ``--resume``."""

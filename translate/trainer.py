@@ -129,8 +129,6 @@ class Trainer:
         self.progress = Progress(**state["progress"])
         self.thresholds = list(state.get("thresholds", []))
         restore_rng_state(state["rng"])
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", self.run.last_path,
-                 self.progress.step, self.progress.epoch, self.progress.batch_in_epoch)
 
     def save_last(self) -> None:
         save_checkpoint(self.run.last_path, self._state())
@@ -156,6 +154,9 @@ class Trainer:
     def _fit(self) -> dict:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log.info("run directory: %s", self.run.root.resolve())
+        if self.progress.step:
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", self.run.last_path,
+                     self.progress.step, self.progress.epoch, self.progress.batch_in_epoch)
         log.info("model: %.2fM parameters on %s (%s); %d training batches per epoch, "
                  "%.1f%% padding", sum(p.numel() for p in self.model.parameters()) / 1e6,
                  self.device, str(self.dtype).removeprefix("torch."), len(self.sampler),

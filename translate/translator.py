@@ -155,14 +155,18 @@ def _labels(run: RunDir, cfg: Config) -> list[str]:
     return labels
 
 
-def _thresholds(path: Path, state: dict, labels: list[str]) -> list[float]:
-    """The per-label thresholds tuned for these weights; 0.5 where none were tuned (a run
-    without validation data, or a checkpoint saved before the first validation)."""
+def _thresholds(run: RunDir, path: Path, state: dict, labels: list[str]) -> list[float]:
+    """The per-label thresholds tuned for these weights (saved with them); 0.5 where none
+    were tuned (a run without validation data, or a checkpoint saved before the first
+    validation). A checkpoint of an older run without its own uses the run's copy."""
+    if not labels:
+        return []
+    where = path
     thresholds = [float(t) for t in state.get("thresholds") or []]
-    if not labels or not thresholds:
-        return [0.5] * len(labels)
+    if not thresholds:
+        where, thresholds = run.labels_path, run.legacy_thresholds() or [0.5] * len(labels)
     if len(thresholds) != len(labels):
-        raise TranslatorError(f"{path}: {len(thresholds)} label thresholds, but the run has "
+        raise TranslatorError(f"{where}: {len(thresholds)} label thresholds, but the run has "
                               f"{len(labels)} labels")
     return thresholds
 
@@ -231,7 +235,7 @@ class Translator:
         state = load_checkpoint(path, map_location="cpu")
         if not isinstance(state.get("model"), dict):
             raise TranslatorError(f"{path}: no model weights in this checkpoint")
-        thresholds = _thresholds(path, state, labels)
+        thresholds = _thresholds(run, path, state, labels)
         model = build_model(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size,
                             tokenizer.pad_id, len(labels))
         try:
