@@ -78,8 +78,7 @@ def test_labels_are_written_once_and_their_order_kept(prepared, multi30k, multid
     again = prepare(cfg, run, log=lambda _: None)
     assert again.labels == ["general", "captions"]
     assert run.labels_path.read_text(encoding="utf-8") == '{"labels": ["general", "captions"]}'
-    first_rows = [ids for ids in again.splits["train"].label_ids[:3]]
-    assert first_rows == [[1], [1], [1]]  # captions is now output 1
+    assert again.splits["train"].label_ids[:3] == [[1], [1], [1]]  # captions: now output 1
     # a corpus with a label the run never had cannot continue that run
     raw = _raw(multi30k, multidomain, run.root.parent)
     raw["data"]["train"][1]["domains"] = ["general", "news"]
