@@ -1,4 +1,4 @@
-"""Checkpoints: atomic saves, code-free loads, RNG round trips, averaging, run dirs."""
+"""Checkpoints: atomic saves, code-free loads, RNG round trips, averaging."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ import torch
 from translate.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
-    RunDir,
     average_checkpoints,
     capture_rng_state,
     load_checkpoint,
@@ -230,43 +228,3 @@ def test_average_checkpoints(tmp_path):
     save_checkpoint(tmp_path / "other.pt", other)
     with pytest.raises(CheckpointError, match="differ"):
         average_checkpoints([tmp_path / "0.pt", tmp_path / "other.pt"])
-
-
-def test_run_dir_layout_check_and_latest(tmp_path):
-    runs = tmp_path / "runs"
-    run = RunDir(runs / "a")
-    assert not run.root.exists()  # constructing touches nothing
-    with pytest.raises(CheckpointError, match="does not exist"):
-        run.check_complete()
-    run.create()
-    with pytest.raises(CheckpointError) as err:
-        run.check_complete()
-    for part in ("config.yaml", "tokenizer/", "checkpoint"):
-        assert part in str(err.value)
-    run.config_path.write_text("training: {}\n")
-    (run.tokenizer_dir / "spm.model").write_bytes(b"x")
-    with pytest.raises(CheckpointError) as err:
-        run.check_complete()
-    assert "checkpoint" in str(err.value) and "config.yaml" not in str(err.value)
-    save_checkpoint(run.last_path, {"step": 1})
-    save_checkpoint(run.best_path, {"step": 1})
-    run.check_complete()
-    assert run.default_checkpoint() == run.best_path
-
-    run.write_labels(["it", "law"], [0.4, 0.6])
-    assert run.read_labels() == (["it", "law"], [0.4, 0.6])
-
-    # latest: the run with the newest checkpoint wins; runs without checkpoints never do
-    b = RunDir(runs / "group" / "b").create()
-    save_checkpoint(b.last_path, {"step": 2})
-    t = time.time()
-    os.utime(run.last_path, (t - 100, t - 100))
-    os.utime(run.best_path, (t - 100, t - 100))
-    os.utime(b.last_path, (t, t))
-    (runs / "c").mkdir()
-    (runs / "c" / "train.log").write_text("newer but no weights")
-    assert RunDir.latest(runs) == b.root
-    os.utime(run.best_path, (t + 10, t + 10))
-    assert RunDir.latest(runs) == run.root
-    with pytest.raises(CheckpointError, match="no run with a checkpoint"):
-        RunDir.latest(runs / "c")

@@ -12,7 +12,7 @@ from translate.config import CleaningConfig, DataConfig, SourceConfig, SplitConf
 from translate.data import DataError, format_report, load_corpus
 from translate.data.__main__ import main
 from translate.data.corpus import hash_split
-from translate.data.sources import columns
+from translate.data.schema import columns
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,8 @@ import pytest
 
 from translate.config import SourceConfig
 from translate.data import DataError, load_source
-from translate.data.sources import columns, parse_labels
+from translate.data.schema import columns
+from translate.data.sources import parse_labels
 
 
 def _lines(path: Path, n: int) -> list[str]:

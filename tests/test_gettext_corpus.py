@@ -16,7 +16,7 @@ from translate.data.gettext_corpus import (
     load_domain_map,
     parse_mo,
 )
-from translate.data.sources import columns
+from translate.data.schema import columns
 
 SYSTEM_LOCALE = Path("/usr/share/locale")
 UTF8_HEADER = ("Content-Type: text/plain; charset=UTF-8\n"

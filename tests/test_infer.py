@@ -15,6 +15,7 @@ import pytest
 import sacrebleu
 import torch
 
+from translate.checkpoint import load_checkpoint
 from translate.infer import main, read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,13 +107,15 @@ def test_jsonl_carries_scores_nbest_and_domains(trained_run, german, tmp_path, c
                 "--beam", "3", "--n-best", "2"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 7
-    labels = json.loads((trained_run / "labels.json").read_text())
+    labels = json.loads((trained_run / "labels.json").read_text())["labels"]
+    thresholds = load_checkpoint(trained_run / "best.pt")["thresholds"]  # what auto loads
+    assert not (trained_run / "averaged.pt").exists()
     for row in rows[:6]:
         assert row["translation"] == row["nbest"][0]["translation"]
         assert [h["score"] for h in row["nbest"]] == sorted(
             (h["score"] for h in row["nbest"]), reverse=True)
-        assert set(row["domain_probs"]) == set(labels["labels"])
-        for label, th in zip(labels["labels"], labels["thresholds"], strict=True):
+        assert set(row["domain_probs"]) == set(labels)
+        for label, th in zip(labels, thresholds, strict=True):
             assert (label in row["domains"]) == (row["domain_probs"][label] >= th)
     assert rows[6] == {"translation": "", "score": None, "nbest": [], "domains": {},
                        "domain_probs": {}}
@@ -179,7 +182,7 @@ def test_user_errors_are_one_line(case, trained_run, german, tmp_path, capsys):
         expected = "no CUDA GPU is visible"
     elif case == "option":
         args += ["--model", str(trained_run), "--beam", "2", "--n-best", "3"]
-        expected = "n_best: expected between 1 and the beam size (2)"
+        expected = "n_best: expected between 1 and beam_size (2), got 3"
     elif case == "workers":
         args += ["--model", str(trained_run), "--workers", "0"]
         expected = "workers: expected at least 1, got 0"

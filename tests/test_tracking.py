@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from translate.checkpoint import RunDir
 from translate.config import LoggingConfig
+from translate.rundir import RunDir
 from translate.tracking import Tracker, TrackingError, find_api_key, resolve_mode
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 hex chars, wandb's key format
@@ -122,7 +122,7 @@ def test_disabled_writes_metrics_but_nothing_of_wandb(clean_env, tmp_path, monke
 def test_disabled_does_not_import_wandb(clean_env, tmp_path):
     code = (
         "import sys\n"
-        "from translate.checkpoint import RunDir\n"
+        "from translate.rundir import RunDir\n"
         "from translate.config import LoggingConfig\n"
         "from translate.tracking import Tracker\n"
         f"t = Tracker(LoggingConfig(wandb='disabled'), RunDir({str(tmp_path / 'r')!r}), {{}})\n"

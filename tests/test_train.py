@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,11 +45,20 @@ def test_validation_loss_falls_on_real_data(trained_run: Path) -> None:
     assert 0 <= summary["test_bleu"] <= 100 and summary["test_chrf"] > 0
     assert "tok:13a" in summary["signatures"]["bleu"]
     for name in ("config.yaml", "labels.json", "best.pt", "last.pt", "valid_hyps.txt",
-                 "tokenizer/tokenizer.json"):
+                 "tokenizer/tokenizer.json", "train.log"):
         assert (trained_run / name).is_file(), name
+    # train.log keeps what the run printed, with the time of each line
+    log = (trained_run / "train.log").read_text(encoding="utf-8")
+    assert re.search(r"^\S+ \S+ INFO step 150: valid loss \d+\.\d+ ppl", log, re.M)
+    assert f"test: BLEU {summary['test_bleu']:.2f}" in log
+    assert set(summary["truncated"]) == {"train", "valid", "test"}  # counted in test_prepare
+    # the run's label vocabulary in labels.json, the thresholds tuned for the weights in
+    # the checkpoint that holds them: one copy of each
     labels = json.loads((trained_run / "labels.json").read_text())
-    assert labels["labels"] == ["captions", "general"]
-    assert len(labels["thresholds"]) == 2
+    assert labels == {"labels": ["captions", "general"]}
+    best = load_checkpoint(trained_run / "best.pt")
+    assert "labels" not in best and len(best["thresholds"]) == 2
+    assert all(0 < t < 1 for t in best["thresholds"])
 
 
 def test_resumed_run_ends_with_identical_weights(multi30k, multidomain, tmp_path) -> None:
@@ -115,6 +125,10 @@ def test_sigterm_saves_last_and_prints_the_resume_command(multi30k, multidomain,
     assert f"--resume {tmp_path / 'sig'}" in out + err
     state = load_checkpoint(tmp_path / "sig" / "last.pt")
     assert state["progress"]["step"] >= 3
+    # the CLI logs at INFO, so train.log also holds the trainer's and the data's records
+    log = (tmp_path / "sig" / "train.log").read_text(encoding="utf-8")
+    assert "INFO tokenizer: trained unigram" in log and "INFO run directory:" in log
+    assert f"SIGTERM: stopped at step {state['progress']['step']}" in log
 
 
 def test_wandb_offline_writes_a_run_and_disabled_writes_nothing(multi30k, multidomain,

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import translate.decoding as decoding
-from translate.checkpoint import CheckpointError
+from translate import config
+from translate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from translate.config import ConfigError
 from translate.search import beam_search
 from translate.translator import Translator, split_long
@@ -135,13 +138,84 @@ def test_bad_options_are_config_errors(translator):
         translator.translate(["Hallo"], beam=2, n_best=3)
     with pytest.raises(ConfigError, match="beam"):
         translator.translate(["Hallo"], beam=0)
+    # one check for keyword options and the config file, each named as its user wrote it
+    with pytest.raises(ConfigError, match=r"^max_len_a: expected at least 0, got -1\.0$"):
+        translator.translate(["Hallo"], max_len_a=-1.0)
+    raw = {"data": {"train": [{"kind": "text", "prefix": "x"}]},
+           "inference": {"max_len_a": -1.0}}
+    with pytest.raises(ConfigError, match=r"^inference\.max_len_a: expected at least 0, "
+                                          r"got -1\.0$"):
+        config.from_dict(raw)
 
 
-def test_quantized_translator_runs(trained_run, german):
+def test_quantized_translator_runs(trained_run, german, tmp_path):
     q = Translator.load(trained_run, device="cpu", quantize=True)
     assert isinstance(q.model.decoder.rnn, torch.ao.nn.quantized.dynamic.LSTM)
     out = q.translate(german[:6] + [""], beam=2)
     assert len(out) == 7 and all(r.text for r in out[:6]) and out[6].text == ""
+    # the run's inference.quantize is the default; the argument overrides it
+    run = tmp_path / "int8"
+    shutil.copytree(trained_run, run)
+    raw = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    raw["inference"]["quantize"] = True
+    (run / "config.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    by_config = Translator.load(run, device="cpu")
+    assert by_config.quantized and isinstance(by_config.model.decoder.rnn,
+                                              torch.ao.nn.quantized.dynamic.LSTM)
+    assert [r.text for r in by_config.translate(german[:6], beam=2)] == [r.text for r in out[:6]]
+    plain = Translator.load(run, device="cpu", quantize=False)
+    assert not plain.quantized and isinstance(plain.model.decoder.rnn, torch.nn.LSTM)
+    assert not Translator.load(trained_run, device="cpu").quantized
+
+
+def _as_written_before_one_owner(run: Path, stale: list[float]) -> None:
+    """Rewrite ``run`` as the code before the labels/thresholds owner wrote it: labels.json
+    also held thresholds (those of the last best/averaged save, ``stale`` here), best/last
+    also held the label list, and averaging snapshots held the weights only."""
+    labels = json.loads((run / "labels.json").read_text(encoding="utf-8"))["labels"]
+    (run / "labels.json").write_text(json.dumps({"labels": labels, "thresholds": stale}),
+                                     encoding="utf-8")
+    for name in ("best.pt", "last.pt"):
+        state = load_checkpoint(run / name)
+        state.pop("version")
+        save_checkpoint(run / name, {**state, "labels": labels})
+    save_checkpoint(run / "snapshot-000000300.pt", {"model": state["model"]})
+
+
+def test_old_run_directories_translate_identically(translator, trained_run, german, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    _as_written_before_one_owner(old, stale=[0.99, 0.01])
+    texts = german[40:48] + [""]
+    for checkpoint in ("best", "last"):
+        new_tr = Translator.load(trained_run, device="cpu", checkpoint=checkpoint)
+        old_tr = Translator.load(old, device="cpu", checkpoint=checkpoint)
+        assert old_tr.labels == new_tr.labels == ["captions", "general"]
+        # the thresholds tuned with the loaded weights, as before (never the stale copy)
+        saved = load_checkpoint(trained_run / f"{checkpoint}.pt")["thresholds"]
+        assert old_tr.thresholds == new_tr.thresholds == pytest.approx(saved)
+        a, b = (t.translate(texts, beam=3) for t in (new_tr, old_tr))
+        assert [r.text for r in a] == [r.text for r in b]
+        assert [r.score for r in a] == [r.score for r in b]
+        assert [r.domains for r in a] == [r.domains for r in b]
+    # a checkpoint with no thresholds of its own: the old code used the run's copy
+    snapshot = Translator.load(old, device="cpu", checkpoint="snapshot-000000300.pt")
+    assert snapshot.thresholds == [0.99, 0.01]
+
+
+def test_labels_and_thresholds_problems_name_the_file(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    state = load_checkpoint(run / "best.pt")
+    state.pop("version")
+    save_checkpoint(run / "best.pt", {**state, "thresholds": [0.5, 0.5, 0.5]})
+    with pytest.raises(CheckpointError, match="best.pt: 3 label thresholds, but the run has 2"):
+        Translator.load(run, device="cpu")
+    save_checkpoint(run / "best.pt", {**state, "thresholds": []})  # never validated
+    assert Translator.load(run, device="cpu").thresholds == [0.5, 0.5]
+    (run / "labels.json").unlink()
+    with pytest.raises(CheckpointError, match="labels.json: missing"):
+        Translator.load(run, device="cpu")
 
 
 def test_checkpoint_choice_and_version_error(trained_run, tmp_path):

@@ -1,25 +1,23 @@
-"""Run directories and checkpoints: safe to write, safe to read.
+"""Checkpoints: safe to write, safe to read; plus the RNG state and weight averaging.
 
-A run directory is the unit a user moves around ("train here, translate with that"), so
-everything needed to translate lives in it: the resolved config, the sentencepiece models,
-the label vocabulary with tuned thresholds and the weights.
-
-Checkpoints are written atomically (temp file in the same directory, fsync, ``os.replace``)
-so a crash or a full disk mid-save never destroys the previous good ``last.pt``. They are
-read with ``torch.load(weights_only=True)`` so a checkpoint downloaded from a stranger cannot
-run code: the state is plain data only (tensors, dicts, lists, numbers, strings), which is
-also why the RNG states of ``random`` and numpy are converted to tensors/lists before saving.
+Where checkpoints go is :class:`translate.rundir.RunDir`'s business. They are written
+atomically (temp file in the same directory, fsync, ``os.replace``) so a crash or a full
+disk mid-save never destroys the previous good ``last.pt``. They are read with
+``torch.load(weights_only=True)`` so a checkpoint downloaded from a stranger cannot run
+code: the state is plain data only (tensors, dicts, lists, numbers, strings), which is also
+why the RNG states of ``random`` and numpy are converted to tensors/lists before saving.
 
 Checkpoint state keys (by convention; the trainer owns the content):
 ``version`` (stamped by :func:`save_checkpoint`), ``model``, ``optimizer``, ``scheduler``,
-``scaler`` (state dicts), ``step``, ``epoch``, ``batch_in_epoch``, ``rng``
-(:func:`capture_rng_state`), ``config`` (the resolved config as a dict).
+``scaler`` (state dicts), ``progress`` (step, epoch, position in the epoch, ...), ``rng``
+(:func:`capture_rng_state`), ``config`` (the resolved config as a dict) and ``thresholds``:
+the per-label decision thresholds tuned on validation for exactly these weights, which
+inference reads from the checkpoint it loads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import pickle
@@ -27,12 +25,14 @@ import random
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from translate.errors import TranslateError
 
 log = logging.getLogger(__name__)
 
@@ -41,172 +41,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 MIN_CHECKPOINT_VERSION = 1
 
-CHECKPOINT_NAMES = ("averaged.pt", "best.pt", "last.pt")
 
-
-class CheckpointError(RuntimeError):
+class CheckpointError(TranslateError, RuntimeError):
     """A checkpoint or run directory that cannot be used; the message names the file."""
-
-
-# --------------------------------------------------------------------------- run directory
-
-
-class RunDir:
-    """The layout of one run directory. Constructing it touches nothing on disk.
-
-    ``create()`` makes the folders; writers (``save_checkpoint``, the tracker) create
-    parent folders on demand, and readers never create anything.
-    """
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.root)!r})"
-
-    # paths --------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def tokenizer_dir(self) -> Path:
-        return self.root / "tokenizer"
-
-    @property
-    def labels_path(self) -> Path:
-        return self.root / "labels.json"
-
-    @property
-    def best_path(self) -> Path:
-        return self.root / "best.pt"
-
-    @property
-    def last_path(self) -> Path:
-        return self.root / "last.pt"
-
-    @property
-    def averaged_path(self) -> Path:
-        return self.root / "averaged.pt"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def samples_path(self) -> Path:
-        return self.root / "samples.jsonl"
-
-    @property
-    def summary_path(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def hyps_path(self) -> Path:
-        return self.root / "valid_hyps.txt"
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "train.log"
-
-    @property
-    def wandb_id_path(self) -> Path:
-        return self.root / "wandb_id"
-
-    # operations ---------------------------------------------------------------
-    def create(self) -> RunDir:
-        """Create the run folder and its tokenizer folder; returns ``self``."""
-        self.tokenizer_dir.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def checkpoints(self) -> list[Path]:
-        """Existing checkpoints, in the order inference prefers them: averaged, best, last."""
-        return [self.root / n for n in CHECKPOINT_NAMES if (self.root / n).is_file()]
-
-    def default_checkpoint(self) -> Path:
-        """The checkpoint to translate with when none is named."""
-        self.check_complete()
-        return self.checkpoints()[0]
-
-    def check_complete(self) -> None:
-        """Raise :class:`CheckpointError` listing what is missing for a usable run."""
-        if not self.root.is_dir():
-            raise CheckpointError(f"{self.root}: run directory does not exist")
-        missing = []
-        if not self.config_path.is_file():
-            missing.append("config.yaml")
-        if not self.tokenizer_dir.is_dir() or not any(self.tokenizer_dir.glob("*.model")):
-            missing.append("tokenizer/ (sentencepiece *.model files)")
-        if not self.checkpoints():
-            missing.append("a checkpoint (" + " / ".join(CHECKPOINT_NAMES) + ")")
-        if missing:
-            raise CheckpointError(
-                f"{self.root}: not a usable run directory; missing " + ", ".join(missing)
-            )
-
-    def write_labels(
-        self, labels: Sequence[str], thresholds: Sequence[float] | None = None
-    ) -> None:
-        """Write the label vocabulary and (optionally) per-label decision thresholds."""
-        if thresholds is not None and len(thresholds) != len(labels):
-            raise ValueError(f"{len(labels)} labels but {len(thresholds)} thresholds")
-        data = {
-            "labels": list(labels),
-            "thresholds": None if thresholds is None else [float(t) for t in thresholds],
-        }
-        atomic_write_text(self.labels_path, json.dumps(data, ensure_ascii=False, indent=1))
-
-    def read_labels(self) -> tuple[list[str], list[float] | None]:
-        """Return ``(labels, thresholds)``; ``([], None)`` when the run has no labels file."""
-        if not self.labels_path.is_file():
-            return [], None
-        try:
-            data = json.loads(self.labels_path.read_text(encoding="utf-8"))
-            labels = [str(x) for x in data["labels"]]
-            thresholds = data.get("thresholds")
-        except (ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{self.labels_path}: unreadable labels file: {err}") from None
-        if thresholds is not None:
-            if len(thresholds) != len(labels):
-                raise CheckpointError(
-                    f"{self.labels_path}: {len(labels)} labels but {len(thresholds)} thresholds"
-                )
-            thresholds = [float(t) for t in thresholds]
-        return labels, thresholds
-
-    def read_wandb_id(self) -> str | None:
-        """The W&B run id recorded by the tracker, for ``--resume``."""
-        if not self.wandb_id_path.is_file():
-            return None
-        return self.wandb_id_path.read_text(encoding="utf-8").strip() or None
-
-    @staticmethod
-    def latest(runs_root: str | os.PathLike[str] = "runs") -> Path:
-        """The run directory under ``runs_root`` whose newest checkpoint is the most recent.
-
-        Used by ``infer`` without ``--model``. Ranking by checkpoint time (not folder time)
-        means a run that only wrote logs does not win over one that has weights.
-        """
-        root = Path(runs_root)
-        if not root.is_dir():
-            raise CheckpointError(f"{root}: no runs folder; pass the run directory explicitly")
-        best: tuple[float, Path] | None = None
-        for dirpath, dirnames, filenames in os.walk(root):
-            # wandb/ and tokenizer/ can hold many files and never hold our checkpoints
-            dirnames[:] = [d for d in dirnames if d not in ("wandb", "tokenizer")]
-            stamps = [
-                os.stat(os.path.join(dirpath, n)).st_mtime
-                for n in CHECKPOINT_NAMES
-                if n in filenames
-            ]
-            if stamps and (best is None or max(stamps) > best[0]):
-                best = (max(stamps), Path(dirpath))
-        if best is None:
-            raise CheckpointError(
-                f"{root}: no run with a checkpoint ({', '.join(CHECKPOINT_NAMES)}) found; "
-                "pass the run directory explicitly"
-            )
-        return best[1]
 
 
 # --------------------------------------------------------------------------- saving

@@ -6,28 +6,11 @@ import logging
 import sys
 from collections.abc import Callable
 
-from translate.config import ConfigError
+from translate.errors import TranslateError
 
-# Errors a person can act on. Anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Error types of the modules this process actually loaded.
-
-    Looked up in ``sys.modules`` rather than imported, so that `infer` never pulls in the
-    training stack (and ``datasets``) just to recognise an error it cannot raise.
-    """
-    found = []
-    for module, name in (("translate.data", "DataError"),
-                         ("translate.checkpoint", "CheckpointError"),
-                         ("translate.runtime", "RuntimeSetupError"),
-                         ("translate.tokenizer", "TokenizerError"),
-                         ("translate.trainer", "TrainingError")):
-        loaded = sys.modules.get(module)
-        if loaded is not None:
-            found.append(getattr(loaded, name))
-    return USER_ERRORS + tuple(found)
+# Errors a person can act on: ours, and a path of theirs that does not exist (e.g. the
+# folder of --output). Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (TranslateError, FileNotFoundError)
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -43,9 +26,7 @@ def run_main(main: Callable[[], int], prog: str) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as err:  # noqa: BLE001 - filtered right below
-        if not isinstance(err, user_errors()):
-            raise
+    except USER_ERRORS as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
+from translate.errors import TranslateError
 
-class ConfigError(ValueError):
+
+class ConfigError(TranslateError, ValueError):
     """A configuration problem a person can fix; the message names the dotted key."""
 
 
@@ -325,12 +327,30 @@ def validate(cfg: Config) -> Config:
     _check(tr.max_nonfinite >= 1, "training.max_nonfinite", "at least 1", tr.max_nonfinite)
     _check(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "training.max_steps",
            "a limit: one of max_steps, max_epochs, max_minutes must be positive", tr.max_steps)
-    _check(inf.beam_size >= 1, "inference.beam_size", "at least 1", inf.beam_size)
-    _check(1 <= inf.n_best <= inf.beam_size, "inference.n_best",
-           "between 1 and inference.beam_size", inf.n_best)
-    _check(inf.batch_size >= 1, "inference.batch_size", "at least 1", inf.batch_size)
-    _check(inf.workers >= 1, "inference.workers", "at least 1", inf.workers)
+    validate_inference(inf)
     return cfg
+
+
+def validate_inference(inf: InferenceConfig, prefix: str = "inference.") -> InferenceConfig:
+    """The one check of inference options: the config file's and every later override's.
+
+    ``prefix`` names the options as the caller's user wrote them: ``inference.`` for the
+    YAML file, none for keyword arguments of ``Translator.translate`` / ``infer`` flags.
+    """
+    checks = [
+        (inf.beam_size >= 1, "beam_size", "at least 1", inf.beam_size),
+        (1 <= inf.n_best <= inf.beam_size, "n_best",
+         f"between 1 and {prefix}beam_size ({inf.beam_size})", inf.n_best),
+        (inf.batch_size >= 1, "batch_size", "at least 1", inf.batch_size),
+        (inf.workers >= 1, "workers", "at least 1", inf.workers),
+        (inf.max_len_a >= 0, "max_len_a", "at least 0", inf.max_len_a),
+        (inf.max_len_b >= 0, "max_len_b", "at least 0", inf.max_len_b),
+        (inf.min_len >= 0, "min_len", "at least 0", inf.min_len),
+        (inf.no_repeat_ngram >= 0, "no_repeat_ngram", "at least 0", inf.no_repeat_ngram),
+    ]
+    for ok, name, expected, value in checks:
+        _check(ok, prefix + name, expected, value)
+    return inf
 
 
 def from_dict(raw: dict | None) -> Config:

@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
                    help="fp32 (default) or autocast precision on CUDA")
-    p.add_argument("--quantize", action="store_true",
-                   help="dynamic int8 quantization of LSTM and linear layers (CPU only)")
+    p.add_argument("--quantize", action=argparse.BooleanOptionalAction,
+                   help="dynamic int8 quantization of LSTM and linear layers (CPU only; "
+                        "default: the run's inference.quantize)")
     p.add_argument("--threads", metavar="N", type=int, default=0,
                    help="torch CPU threads (default: torch's choice)")
     g = p.add_argument_group("search (defaults: the run's inference config)")
@@ -176,7 +177,7 @@ def _run(argv: list[str] | None) -> int:
     # Imported here, not at the top: --help and usage errors answer without loading torch.
     from tqdm import tqdm
 
-    from translate.checkpoint import RunDir
+    from translate.rundir import RunDir
     from translate.runtime import set_threads
     from translate.translator import Translator
 

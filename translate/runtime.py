@@ -15,8 +15,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from translate.errors import TranslateError
 
-class RuntimeSetupError(RuntimeError):
+
+class RuntimeSetupError(TranslateError, RuntimeError):
     """The requested device or precision cannot be used on this machine."""
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import sentencepiece as spm
 
 from translate.config import ConfigError, TokenizerConfig
+from translate.errors import TranslateError
 
 UNK_ID = 0
 BOS_ID = 1
@@ -45,7 +46,7 @@ FORMAT_VERSION = 1
 NUM_THREADS = 2
 
 
-class TokenizerError(ValueError):
+class TokenizerError(TranslateError, ValueError):
     """A tokenizer directory that is missing, incomplete or corrupt; the message names the path."""
 
 

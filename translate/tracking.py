@@ -18,11 +18,15 @@ Mode resolution (:func:`resolve_mode`), from ``logging.wandb``:
 W&B files go under the run directory (``<run>/wandb/``) so it stays self-contained; the
 W&B run id is kept in ``<run>/wandb_id`` so ``--resume`` continues the same W&B run.
 ``wandb`` is imported only when used, so ``disabled`` costs nothing at startup.
+
+Besides the metrics, the run keeps its own log, ``<run>/train.log`` (:func:`run_log`): the
+lines the trainer prints for the person watching (:func:`say`) and the package's log records.
 """
 
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import logging
 import math
@@ -33,12 +37,17 @@ import shlex
 import string
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from translate.checkpoint import RunDir, atomic_write_text
+from tqdm import tqdm
+
+from translate.checkpoint import atomic_write_text
 from translate.config import LoggingConfig
+from translate.errors import TranslateError
+from translate.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +65,49 @@ _ENV_MODES = {
 }
 
 
-class TrackingError(ValueError):
+class TrackingError(TranslateError, ValueError):
     """A tracking setting a person can fix (e.g. an invalid ``WANDB_MODE``)."""
+
+
+# --------------------------------------------------------------------------- train.log
+
+# The trainer's printed lines, as records for train.log only: on the console they are
+# already there (tqdm.write keeps them above the progress bar), so they must not reach the
+# root logger's console handler a second time.
+_PRINTED = logging.getLogger("translate.printed")
+_PRINTED.propagate = False
+_PRINTED.setLevel(logging.INFO)
+
+
+def say(text: str) -> None:
+    """Print a line for the person watching a run (above the progress bar), and keep it in
+    the run's ``train.log`` while :func:`run_log` is open."""
+    tqdm.write(text)
+    _PRINTED.info(text)
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Append to ``path`` (the run's ``train.log``) what the run says while the block runs.
+
+    That is every :func:`say` line, and the records of the ``translate`` loggers (data,
+    tokenizer, trainer, tracking) at the level the process's logging lets through: INFO from
+    ``python -m translate.train``, DEBUG with ``--verbose``; a library caller who configured
+    nothing gets warnings. A resumed run appends to the same file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                           datefmt="%Y-%m-%d %H:%M:%S"))
+    loggers = (logging.getLogger("translate"), _PRINTED)
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
 
 
 # --------------------------------------------------------------------------- mode resolution
@@ -186,7 +236,11 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 class Tracker:
-    """Metrics to ``run_dir.metrics_path`` and (unless disabled) to W&B."""
+    """Metrics to ``run_dir.metrics_path`` and (unless disabled) to W&B.
+
+    ``mode``: the result of :func:`resolve_mode`, for a caller that resolved it before
+    starting long work (a bad ``WANDB_MODE`` should not wait for the corpus to be built).
+    """
 
     def __init__(
         self,
@@ -195,10 +249,11 @@ class Tracker:
         config: dict,
         resume_id: str | None = None,
         init_timeout: float = DEFAULT_INIT_TIMEOUT,
+        mode: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
-        self.mode = resolve_mode(cfg.wandb)
+        self.mode = mode or resolve_mode(cfg.wandb)
         self.run: Any = None
         self.sync_command: str | None = None
         self._finished = False

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.resume)
         saved = run_dir / "config.yaml"
         if not saved.is_file() or not (run_dir / "last.pt").is_file():
-            raise FileNotFoundError(f"{run_dir}: not a run directory to resume "
-                                    "(needs config.yaml and last.pt)")
+            raise config_mod.ConfigError(f"{run_dir}: not a run directory to resume "
+                                         "(needs config.yaml and last.pt)")
         overrides.append(f"training.run_dir={run_dir}")
         cfg = config_mod.load(saved, overrides)
     else:

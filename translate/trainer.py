@@ -1,6 +1,6 @@
 """The training loop: steps, AMP, clipping, validation, early stopping, resume, signals.
 
-A run is a directory (see :class:`translate.checkpoint.RunDir`). Everything needed to go on
+A run is a directory (see :class:`translate.rundir.RunDir`). Everything needed to go on
 or to translate later is written there, and `--resume` restores the exact position in the
 data order and every RNG, so that on the CPU a stopped-and-resumed run ends with the same
 weights as one that never stopped.
@@ -20,7 +20,6 @@ from tqdm import tqdm
 from translate import config as config_mod
 from translate.batching import BatchSampler, EncodedSplit, collate
 from translate.checkpoint import (
-    RunDir,
     average_checkpoints,
     capture_rng_state,
     load_checkpoint,
@@ -28,9 +27,11 @@ from translate.checkpoint import (
     save_checkpoint,
 )
 from translate.config import Config
+from translate.errors import TranslateError
 from translate.loss import TranslationLoss, batch_losses
 from translate.model import build_model
 from translate.prepare import Prepared, prepare
+from translate.rundir import RunDir
 from translate.runtime import (
     autocast,
     configure_cuda,
@@ -40,13 +41,13 @@ from translate.runtime import (
     set_threads,
 )
 from translate.schedule import build_scheduler
-from translate.tracking import Tracker
+from translate.tracking import Tracker, resolve_mode, run_log, say
 from translate.validation import validate
 
 log = logging.getLogger("translate.train")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TranslateError, RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the message says why."""
 
 
@@ -72,8 +73,10 @@ class Trainer:
         configure_cuda()
         self.device = resolve_device(cfg.training.device)
         self.dtype = resolve_precision(cfg.training.precision, self.device)
+        tracking = resolve_mode(cfg.logging.wandb)  # before the long work, like the above
         config_mod.save(cfg, self.run.config_path)
-        self.data: Prepared = prepare(cfg, self.run, log=log.info)
+        with run_log(self.run.log_path):
+            self.data: Prepared = prepare(cfg, self.run, log=log.info)
         tok = self.data.tokenizer
         self.special = {"pad_id": tok.pad_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id}
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, tok.pad_id,
@@ -100,7 +103,9 @@ class Trainer:
             # Loaded on the CPU: load_state_dict moves weights and optimizer state to the
             # parameters' device, and the RNG states must stay CPU tensors.
             self._restore(load_checkpoint(self.run.last_path, map_location="cpu"))
-        self.tracker = Tracker(cfg.logging, self.run, config_mod.to_dict(cfg))
+        self.tracker = Tracker(cfg.logging, self.run, config_mod.to_dict(cfg),
+                               resume_id=self.run.read_wandb_id() if resume else None,
+                               mode=tracking)
 
     # ------------------------------------------------------------------ state
 
@@ -113,7 +118,6 @@ class Trainer:
             "progress": vars(self.progress).copy(),
             "rng": capture_rng_state(),
             "config": config_mod.to_dict(self.cfg),
-            "labels": list(self.data.labels),
             "thresholds": list(self.thresholds),
         }
 
@@ -125,8 +129,6 @@ class Trainer:
         self.progress = Progress(**state["progress"])
         self.thresholds = list(state.get("thresholds", []))
         restore_rng_state(state["rng"])
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", self.run.last_path,
-                 self.progress.step, self.progress.epoch, self.progress.batch_in_epoch)
 
     def save_last(self) -> None:
         save_checkpoint(self.run.last_path, self._state())
@@ -146,8 +148,15 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until a limit, early stopping or a signal; returns the final summary."""
+        with run_log(self.run.log_path):
+            return self._fit()
+
+    def _fit(self) -> dict:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         log.info("run directory: %s", self.run.root.resolve())
+        if self.progress.step:
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", self.run.last_path,
+                     self.progress.step, self.progress.epoch, self.progress.batch_in_epoch)
         log.info("model: %.2fM parameters on %s (%s); %d training batches per epoch, "
                  "%.1f%% padding", sum(p.numel() for p in self.model.parameters()) / 1e6,
                  self.device, str(self.dtype).removeprefix("torch."), len(self.sampler),
@@ -296,13 +305,13 @@ class Trainer:
         self.tracker.log({f"valid/{k}": v for k, v in result.metrics.items()}
                          | {"valid/best": p.best, "elapsed_min": elapsed / 60}, p.step)
         self.tracker.log_samples(result.samples, p.step)
-        tqdm.write(f"step {p.step}: valid loss {result.metrics['loss']:.3f} "
+        say(f"step {p.step}: valid loss {result.metrics['loss']:.3f} "
                    f"ppl {result.metrics['ppl']:.1f} BLEU {result.metrics['bleu']:.2f} "
                    f"chrF {result.metrics['chrf']:.2f}" + (" *" if better else ""))
         if p.step <= tr.valid_every:  # once per run: what the BLEU/chrF numbers mean
-            tqdm.write(f"  sacrebleu: {result.signatures['bleu']} / {result.signatures['chrf']}")
+            say(f"  sacrebleu: {result.signatures['bleu']} / {result.signatures['chrf']}")
         for sample in result.samples[:2]:
-            tqdm.write(f"  src: {sample['source']}\n  ref: {sample['reference']}\n"
+            say(f"  src: {sample['source']}\n  ref: {sample['reference']}\n"
                        f"  hyp: {sample['hypothesis']}")
         self.save_last()
         return bool(tr.patience) and p.bad_validations >= tr.patience
@@ -314,12 +323,10 @@ class Trainer:
         return metric < best if self.cfg.training.early_stopping_metric == "loss" else metric > best
 
     def _save_weights(self, path) -> None:
-        """Weights plus what inference needs (config, labels, thresholds); no optimizer."""
+        """Weights and the thresholds tuned for them (inference reads both); no optimizer."""
         save_checkpoint(path, {
             "model": self.model.state_dict(), "config": config_mod.to_dict(self.cfg),
-            "labels": list(self.data.labels), "thresholds": list(self.thresholds),
-            "progress": vars(self.progress).copy()})
-        self.run.write_labels(self.data.labels, self.thresholds or None)
+            "thresholds": list(self.thresholds), "progress": vars(self.progress).copy()})
 
     def _snapshot(self) -> None:
         """Keep the weights of the last ``average_last`` validations for averaging."""
@@ -327,7 +334,7 @@ class Trainer:
         if keep < 2:
             return
         save_checkpoint(self.run.root / f"snapshot-{self.progress.step:09d}.pt",
-                        {"model": self.model.state_dict()})
+                        {"model": self.model.state_dict(), "thresholds": list(self.thresholds)})
         for old in sorted(self.run.root.glob("snapshot-*.pt"))[:-keep]:
             old.unlink()
 
@@ -344,7 +351,7 @@ class Trainer:
         tr = self.cfg.training
         result = self._run_validation("valid", greedy=True, limit=tr.valid_max_sentences)
         metric = result.metrics[tr.early_stopping_metric]
-        tqdm.write(f"average of the last {len(snapshots)} validation checkpoints: valid "
+        say(f"average of the last {len(snapshots)} validation checkpoints: valid "
                    f"{tr.early_stopping_metric} {metric:.2f} (best single: {self.progress.best})")
         if self._improves(metric):
             self.progress.best, self.thresholds = metric, result.thresholds
@@ -359,7 +366,7 @@ class Trainer:
         cmd = f"python -m translate.train --resume {self.run.root}"
         msg = (f"{self._stop_signal}: stopped at step {self.progress.step}; "
                f"saved {self.run.last_path}. Resume with:\n  {cmd}")
-        tqdm.write(msg)
+        say(msg)
         return {"interrupted": self._stop_signal, "step": self.progress.step, "resume": cmd}
 
     def _finish(self) -> dict:
@@ -374,6 +381,7 @@ class Trainer:
                          "averaged": self.run.averaged_path.is_file(),
                          "train_minutes": p.elapsed / 60,
                          "tokens_per_s": p.tokens / max(p.elapsed, 1e-9),
+                         "truncated": self.data.report["truncated"],
                          "run_dir": str(self.run.root)}
         if len(self.data.splits["test"]):
             result = self._run_validation("test", greedy=False,
@@ -382,7 +390,7 @@ class Trainer:
                 "\n".join(result.hypotheses) + "\n", encoding="utf-8")
             summary.update({f"test_{k}": v for k, v in result.metrics.items()})
             summary["signatures"] = result.signatures
-            tqdm.write(f"test: BLEU {result.metrics['bleu']:.2f} chrF "
+            say(f"test: BLEU {result.metrics['bleu']:.2f} chrF "
                        f"{result.metrics['chrf']:.2f} (beam {self.cfg.inference.beam_size})\n"
                        f"  {result.signatures['bleu']}\n  {result.signatures['chrf']}")
         self.tracker.summary(summary)  # also written to summary.json

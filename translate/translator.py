@@ -1,7 +1,8 @@
 """Translate with a trained run directory: the Python API behind ``python -m translate.infer``.
 
 A :class:`Translator` is loaded from a run directory alone (config.yaml, tokenizer/,
-labels.json, a checkpoint), so "train here, translate with that" needs no other files.
+labels.json, a checkpoint with the label thresholds tuned for its weights), so "train here,
+translate with that" needs no other files.
 
 Guarantees callers can build on:
 
@@ -30,10 +31,11 @@ import torch
 from torch import nn
 
 from translate import config as config_mod
-from translate.checkpoint import CheckpointError, RunDir, load_checkpoint
+from translate.checkpoint import CheckpointError, load_checkpoint
 from translate.config import Config, ConfigError, InferenceConfig
 from translate.decoding import decode_ids
 from translate.model import build_model
+from translate.rundir import RunDir
 from translate.runtime import resolve_device, resolve_precision, retain_freed_memory
 from translate.tokenizer import Tokenizer, TokenizerError
 
@@ -142,6 +144,33 @@ def _resolve_checkpoint(run: RunDir, checkpoint: str | Path) -> Path:
     return path
 
 
+def _labels(run: RunDir, cfg: Config) -> list[str]:
+    """The run's label vocabulary (the tagger's outputs, in order); none without a tagger."""
+    if not cfg.model.tagger.enabled:
+        return []
+    labels = run.read_labels()
+    if labels is None:
+        raise TranslatorError(f"{run.labels_path}: missing; {run.config_path} enables the "
+                              "domain tagger, whose outputs it names")
+    return labels
+
+
+def _thresholds(run: RunDir, path: Path, state: dict, labels: list[str]) -> list[float]:
+    """The per-label thresholds tuned for these weights (saved with them); 0.5 where none
+    were tuned (a run without validation data, or a checkpoint saved before the first
+    validation). A checkpoint of an older run without its own uses the run's copy."""
+    if not labels:
+        return []
+    where = path
+    thresholds = [float(t) for t in state.get("thresholds") or []]
+    if not thresholds:
+        where, thresholds = run.labels_path, run.legacy_thresholds() or [0.5] * len(labels)
+    if len(thresholds) != len(labels):
+        raise TranslatorError(f"{where}: {len(thresholds)} label thresholds, but the run has "
+                              f"{len(labels)} labels")
+    return thresholds
+
+
 def _quantize(model: nn.Module) -> nn.Module:
     """Dynamic int8 quantization of the LSTMs and linear layers (CPU inference)."""
     with warnings.catch_warnings():
@@ -174,14 +203,15 @@ class Translator:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", checkpoint: str | Path = "auto",
-             quantize: bool = False, precision: str = "fp32") -> Translator:
+             quantize: bool | None = None, precision: str = "fp32") -> Translator:
         """Load ``run_dir`` for inference.
 
         ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
         ``best``, ``last``, ``averaged`` or a path (absolute, or relative to the working
-        directory or the run directory). ``quantize``: dynamic int8 weights for
-        the LSTMs and linear layers, CPU only. ``precision``: ``fp32`` (default, identical
-        results on every device) or ``auto``/``bf16``/``fp16`` autocast on CUDA.
+        directory or the run directory). ``quantize``: dynamic int8 weights for the LSTMs
+        and linear layers, CPU only; None takes the run's ``inference.quantize``.
+        ``precision``: ``fp32`` (default, identical results on every device) or
+        ``auto``/``bf16``/``fp16`` autocast on CUDA.
         """
         run = RunDir(run_dir)
         run.check_complete()
@@ -190,26 +220,22 @@ class Translator:
             tokenizer = Tokenizer.load(run.tokenizer_dir)
         except TokenizerError as err:
             raise TranslatorError(str(err)) from None
-        labels, thresholds = run.read_labels()
-        if not cfg.model.tagger.enabled:
-            labels, thresholds = [], None
+        labels = _labels(run, cfg)
+        if quantize is None:
+            quantize = cfg.inference.quantize
         torch_device = resolve_device(device)
         if quantize and torch_device.type != "cpu":
             raise ConfigError(
-                f"quantize: dynamic int8 quantization runs on the CPU only, not on {device!r};"
-                " drop --quantize or use --device cpu"
+                f"quantize: dynamic int8 quantization runs on the CPU only, not on "
+                f"{str(torch_device)!r}; use --device cpu, or --no-quantize when the run's "
+                "inference.quantize asks for it"
             )
         dtype = resolve_precision(precision, torch_device)
         path = _resolve_checkpoint(run, checkpoint)
         state = load_checkpoint(path, map_location="cpu")
         if not isinstance(state.get("model"), dict):
             raise TranslatorError(f"{path}: no model weights in this checkpoint")
-        saved_labels = state.get("labels")
-        if saved_labels is not None and labels and list(saved_labels) != labels:
-            raise TranslatorError(
-                f"{path}: trained with labels {list(saved_labels)} but {run.labels_path} "
-                f"lists {labels}"
-            )
+        thresholds = _thresholds(run, path, state, labels)
         model = build_model(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size,
                             tokenizer.pad_id, len(labels))
         try:
@@ -225,11 +251,7 @@ class Translator:
             model = _quantize(model)
             retain_freed_memory()  # int8 steps are fast enough for page faults to show
         model.to(torch_device)
-        if state.get("thresholds") and len(state["thresholds"]) == len(labels):
-            thresholds = list(state["thresholds"])  # tuned together with these weights
-        if thresholds is None:
-            thresholds = [0.5] * len(labels)
-        return cls(model, tokenizer, cfg, labels, list(thresholds), torch_device, dtype, path,
+        return cls(model, tokenizer, cfg, labels, thresholds, torch_device, dtype, path,
                    quantize)
 
     # ------------------------------------------------------------------ options
@@ -239,21 +261,7 @@ class Translator:
         aliases = {"beam": "beam_size"}
         changes = {aliases.get(k, k): v for k, v in overrides.items() if v is not None}
         opts = dataclasses.replace(self.config.inference, **changes)
-        checks = [
-            (opts.beam_size >= 1, "beam", "at least 1", opts.beam_size),
-            (1 <= opts.n_best <= opts.beam_size, "n_best",
-             f"between 1 and the beam size ({opts.beam_size})", opts.n_best),
-            (opts.batch_size >= 1, "batch_size", "at least 1", opts.batch_size),
-            (opts.workers >= 1, "workers", "at least 1", opts.workers),
-            (opts.max_len_a >= 0, "max_len_a", "at least 0", opts.max_len_a),
-            (opts.max_len_b >= 0, "max_len_b", "at least 0", opts.max_len_b),
-            (opts.min_len >= 0, "min_len", "at least 0", opts.min_len),
-            (opts.no_repeat_ngram >= 0, "no_repeat_ngram", "at least 0", opts.no_repeat_ngram),
-        ]
-        for ok, name, expected, value in checks:
-            if not ok:
-                raise ConfigError(f"{name}: expected {expected}, got {value!r}")
-        return opts
+        return config_mod.validate_inference(opts, prefix="")
 
     # ------------------------------------------------------------------ translate
 

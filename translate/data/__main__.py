@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from translate import config
-from translate.data import DataError, format_report, load_corpus
+from translate.data import format_report, load_corpus
+from translate.errors import TranslateError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config.load(args.config, args.overrides)
         corpus = load_corpus(cfg.data, log=log)
-    except (config.ConfigError, DataError) as err:
+    except TranslateError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_report(corpus.report))

@@ -28,7 +28,8 @@ from pathlib import Path
 import datasets
 
 from translate.config import DataConfig, SourceConfig
-from translate.data.sources import DataError, columns, input_files, load_source, make_dataset
+from translate.data.schema import DataError, columns, make_dataset
+from translate.data.sources import input_files, load_source
 
 SPLITS = ("train", "valid", "test")
 CACHE_VERSION = 1  # bump when the preparation logic changes
@@ -295,6 +296,10 @@ def format_report(report: dict) -> str:
         dropped = report.get("dropped", {}).get(split, {})
         text = ", ".join(f"{r} {n}" for r, n in dropped.items()) or "none"
         lines.append(f"dropped ({split}): {text}")
+    truncated = report.get("truncated")  # added by translate.prepare, once tokenized
+    if truncated:
+        lines.append("cut to tokenizer.max_tokens: " + ", ".join(
+            f"{s} src {n['src']} tgt {n['tgt']}" for s, n in truncated.items()))
     overlap = report.get("overlap_train_src", {})
     if any(overlap.values()):
         lines.append("train pairs whose source is also in: "

@@ -34,7 +34,7 @@ from pathlib import Path
 import datasets
 
 from translate.config import SourceConfig
-from translate.data.sources import DataError, make_dataset
+from translate.data.schema import DataError, make_dataset
 
 FALLBACK_LABEL = "other"
 DEFAULT_DOMAIN_MAP = Path(__file__).resolve().parents[2] / "data" / "gettext_domains.tsv"

@@ -19,44 +19,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import datasets
-import pyarrow as pa
 
 from translate.config import SourceConfig
-
-FEATURES = datasets.Features(
-    {
-        "src": datasets.Value("string"),
-        "tgt": datasets.Value("string"),
-        "domains": datasets.List(datasets.Value("string")),
-    }
-)
+from translate.data.gettext_corpus import build_gettext_corpus, catalog_inputs
+from translate.data.schema import DataError, columns, make_dataset
 
 TABULAR_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
                    ".parquet": "parquet", ".pq": "parquet"}
-
-
-class DataError(ValueError):
-    """A data problem a person can fix; the message names the file, line or column."""
-
-
-def make_dataset(src: list[str], tgt: list[str], domains: list[list[str]]) -> datasets.Dataset:
-    """Build an in-memory dataset with the fixed schema (empty label lists stay typed).
-
-    The arrow table is built directly: ``Dataset.from_dict`` encodes row by row through
-    ``Features`` and is ~50x slower on the 140k-pair corpora.
-    """
-    table = pa.Table.from_pydict({"src": src, "tgt": tgt, "domains": domains},
-                                 schema=FEATURES.arrow_schema)
-    return datasets.Dataset(table)
-
-
-def columns(ds: datasets.Dataset, *names: str) -> list[list]:
-    """Whole columns as Python lists in one arrow conversion (respects select/shuffle).
-
-    ``ds["col"]`` iterates and decodes row by row in datasets >= 4, far too slow here.
-    """
-    table = ds.with_format("arrow")[:]
-    return [table.column(n).to_pylist() for n in names]
 
 
 def describe(source: SourceConfig) -> str:
@@ -86,8 +55,6 @@ def load_source(source: SourceConfig, src_lang: str, tgt_lang: str,
     elif source.kind == "hub":
         ds = _load_hub(source, src_lang, tgt_lang)
     elif source.kind == "gettext":
-        from translate.data.gettext_corpus import build_gettext_corpus
-
         ds, manifest = build_gettext_corpus(source, src_lang, tgt_lang, log=log)
         info["manifest"] = manifest
     else:  # pragma: no cover - config validation rejects other kinds
@@ -116,8 +83,6 @@ def input_files(source: SourceConfig, src_lang: str, tgt_lang: str) -> list[Path
         if root.is_dir():
             return sorted(p for p in root.rglob("*") if p.is_file())
         return []
-    from translate.data.gettext_corpus import catalog_inputs
-
     return catalog_inputs(source, src_lang, tgt_lang)
 
 

@@ -1,0 +1,103 @@
+"""The package imports in one direction: no cycles, and every module imports on its own."""
+
+from __future__ import annotations
+
+import ast
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import translate
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "translate"
+MODULES = sorted(m.name for m in pkgutil.walk_packages(translate.__path__, "translate."))
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """The translate modules ``path`` imports, at the top or inside a function (a lazy import
+    still closes a cycle; it only hides it until that function runs)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            # ``from translate.data import sources`` imports the submodule too
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name in known and name != "translate"}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (as a path back to its start), or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_cycle_finder_finds_a_lazy_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycles_between_modules():
+    """Edges from a package to its own submodules (``data/__init__`` re-exporting
+    ``data.corpus``) are how packages work; everything else must point one way."""
+    known = set(MODULES)
+    files = sorted(PACKAGE.rglob("*.py"))
+    graph = {_module_name(p): _imports(p, known) for p in files}
+    assert "translate.data.gettext_corpus" in graph["translate.data.sources"]
+    assert _cycle({k: v for k, v in graph.items() if k != "translate"}) is None
+
+
+def test_every_module_imports_alone_in_a_fresh_process():
+    """Each module is imported in its own forked process in which no translate module was
+    loaded before: an import that works only after another module was imported first fails
+    here. The third-party libraries are loaded once, before forking, to keep this fast."""
+    code = (
+        "import os, sys, traceback\n"
+        "import datasets, numpy, pyarrow, sacrebleu, sentencepiece, torch, tqdm, yaml\n"
+        "assert not [m for m in sys.modules if m.startswith('translate')]\n"
+        "failed = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            __import__(name)\n"
+        "        except BaseException:\n"
+        "            traceback.print_exc()\n"
+        "            os._exit(1)\n"
+        "        os._exit(0)\n"
+        "    if os.waitpid(pid, 0)[1] != 0:\n"
+        "        failed.append(name)\n"
+        "print('failed:', failed)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code, *MODULES], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "failed: []", proc.stderr[-3000:]
+    assert len(MODULES) > 30

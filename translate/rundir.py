@@ -1,0 +1,190 @@
+"""The run directory: where one run keeps everything needed to go on or to translate.
+
+A run directory is the unit a user moves around ("train here, translate with that"):
+
+============================  ==========================================================
+``config.yaml``               the resolved config (every default spelled out)
+``tokenizer/``                the sentencepiece models and ``tokenizer.json``
+``labels.json``               the label vocabulary: the order of the tagger's outputs
+``best.pt`` ``last.pt``       checkpoints (:mod:`translate.checkpoint`); each one carries
+``averaged.pt``               its weights and the label thresholds tuned for them
+``metrics.jsonl`` ...         what the tracker records (:mod:`translate.tracking`)
+``train.log``                 the trainer's log: printed lines and log records
+============================  ==========================================================
+
+What belongs to the run (config, tokenizer, labels) is written once, when the run is
+prepared, and read back by a resumed run and by inference. What belongs to one set of
+weights (the thresholds tuned on validation for them) lives in that checkpoint, so no fact
+is kept in two places.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from translate.checkpoint import CheckpointError, atomic_write_text
+
+# In the order inference prefers them: averaged exists only when it validated better than best.
+CHECKPOINT_NAMES = ("averaged.pt", "best.pt", "last.pt")
+
+
+class RunDir:
+    """The layout of one run directory. Constructing it touches nothing on disk.
+
+    ``create()`` makes the folders; writers (``save_checkpoint``, the tracker) create
+    parent folders on demand, and readers never create anything.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    # paths --------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.root / "labels.json"
+
+    @property
+    def best_path(self) -> Path:
+        return self.root / "best.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.root / "last.pt"
+
+    @property
+    def averaged_path(self) -> Path:
+        return self.root / "averaged.pt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def samples_path(self) -> Path:
+        return self.root / "samples.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def hyps_path(self) -> Path:
+        return self.root / "valid_hyps.txt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def wandb_id_path(self) -> Path:
+        return self.root / "wandb_id"
+
+    # operations ---------------------------------------------------------------
+    def create(self) -> RunDir:
+        """Create the run folder and its tokenizer folder; returns ``self``."""
+        self.tokenizer_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def checkpoints(self) -> list[Path]:
+        """Existing checkpoints, in the order inference prefers them: averaged, best, last."""
+        return [self.root / n for n in CHECKPOINT_NAMES if (self.root / n).is_file()]
+
+    def default_checkpoint(self) -> Path:
+        """The checkpoint to translate with when none is named."""
+        self.check_complete()
+        return self.checkpoints()[0]
+
+    def check_complete(self) -> None:
+        """Raise :class:`CheckpointError` listing what is missing for a usable run."""
+        if not self.root.is_dir():
+            raise CheckpointError(f"{self.root}: run directory does not exist")
+        missing = []
+        if not self.config_path.is_file():
+            missing.append("config.yaml")
+        if not self.tokenizer_dir.is_dir() or not any(self.tokenizer_dir.glob("*.model")):
+            missing.append("tokenizer/ (sentencepiece *.model files)")
+        if not self.checkpoints():
+            missing.append("a checkpoint (" + " / ".join(CHECKPOINT_NAMES) + ")")
+        if missing:
+            raise CheckpointError(
+                f"{self.root}: not a usable run directory; missing " + ", ".join(missing)
+            )
+
+    def write_labels(self, labels: Sequence[str]) -> None:
+        """Record the label vocabulary; done once, when the run is first prepared."""
+        data = {"labels": [str(x) for x in labels]}
+        atomic_write_text(self.labels_path, json.dumps(data, ensure_ascii=False, indent=1))
+
+    def read_labels(self) -> list[str] | None:
+        """The recorded label vocabulary, or None when the run has not recorded one."""
+        labels = self._labels_file().get("labels")
+        return None if labels is None else [str(x) for x in labels]
+
+    def legacy_thresholds(self) -> list[float] | None:
+        """Thresholds that runs written before each checkpoint carried its own kept here.
+
+        Only for a checkpoint without thresholds of its own: such a run's ``snapshot-*.pt``,
+        or a ``last.pt`` saved before its first validation. New runs write none here.
+        """
+        thresholds = self._labels_file().get("thresholds")
+        return None if thresholds is None else [float(t) for t in thresholds]
+
+    def _labels_file(self) -> dict:
+        if not self.labels_path.is_file():
+            return {}
+        try:
+            data = json.loads(self.labels_path.read_text(encoding="utf-8"))
+            if not isinstance(data["labels"], list) or \
+                    not isinstance(data.get("thresholds") or [], list):
+                raise TypeError("'labels' and 'thresholds' must be lists")
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{self.labels_path}: unreadable labels file: {err}") from None
+        return data
+
+    def read_wandb_id(self) -> str | None:
+        """The W&B run id recorded by the tracker, for ``--resume``."""
+        if not self.wandb_id_path.is_file():
+            return None
+        return self.wandb_id_path.read_text(encoding="utf-8").strip() or None
+
+    @staticmethod
+    def latest(runs_root: str | os.PathLike[str] = "runs") -> Path:
+        """The run directory under ``runs_root`` whose newest checkpoint is the most recent.
+
+        Used by ``infer`` without ``--model``. Ranking by checkpoint time (not folder time)
+        means a run that only wrote logs does not win over one that has weights.
+        """
+        root = Path(runs_root)
+        if not root.is_dir():
+            raise CheckpointError(f"{root}: no runs folder; pass the run directory explicitly")
+        best: tuple[float, Path] | None = None
+        for dirpath, dirnames, filenames in os.walk(root):
+            # wandb/ and tokenizer/ can hold many files and never hold our checkpoints
+            dirnames[:] = [d for d in dirnames if d not in ("wandb", "tokenizer")]
+            stamps = [
+                os.stat(os.path.join(dirpath, n)).st_mtime
+                for n in CHECKPOINT_NAMES
+                if n in filenames
+            ]
+            if stamps and (best is None or max(stamps) > best[0]):
+                best = (max(stamps), Path(dirpath))
+        if best is None:
+            raise CheckpointError(
+                f"{root}: no run with a checkpoint ({', '.join(CHECKPOINT_NAMES)}) found; "
+                "pass the run directory explicitly"
+            )
+        return best[1]
