@@ -34,7 +34,7 @@ from translate.checkpoint import CheckpointError, RunDir, load_checkpoint
 from translate.config import Config, ConfigError, InferenceConfig
 from translate.decoding import decode_ids
 from translate.model import build_model
-from translate.runtime import resolve_device, resolve_precision, retain_freed_memory
+from translate.runtime import resolve_device, resolve_precision
 from translate.tokenizer import Tokenizer, TokenizerError
 
 __all__ = ["Translation", "Translator", "TranslatorError", "split_long"]
@@ -180,8 +180,10 @@ class Translator:
         ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
         ``best``, ``last``, ``averaged`` or a path (absolute, or relative to the working
         directory or the run directory). ``quantize``: dynamic int8 weights for
-        the LSTMs and linear layers, CPU only. ``precision``: ``fp32`` (default, identical
-        results on every device) or ``auto``/``bf16``/``fp16`` autocast on CUDA.
+        the LSTMs and linear layers, CPU only (the process-wide malloc setting that speeds
+        int8 search up is the caller's: :func:`translate.tuning.retain_freed_memory`).
+        ``precision``: ``fp32`` (default, identical results on every device) or
+        ``auto``/``bf16``/``fp16`` autocast on CUDA.
         """
         run = RunDir(run_dir)
         run.check_complete()
@@ -223,7 +225,6 @@ class Translator:
         model.eval()
         if quantize:
             model = _quantize(model)
-            retain_freed_memory()  # int8 steps are fast enough for page faults to show
         model.to(torch_device)
         if state.get("thresholds") and len(state["thresholds"]) == len(labels):
             thresholds = list(state["thresholds"])  # tuned together with these weights
