@@ -37,6 +37,8 @@ from _bench_common import (  # noqa: E402
     pin_threads,
 )
 
+from translate import tuning  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench_quality"))
     args = ap.parse_args()
+    tuning.apply_process_tuning()  # what `python -m translate.train` runs with
 
     from translate.trainer import Trainer
 

@@ -7,10 +7,10 @@ Adam — on real batches in the training order, after a warm-up. Each decoder mo
 own child process so that peak RSS and the allocator state are that mode's alone; each child
 measures the fp32 GEMM peak (torch.mm 2048³) in the same process, right before and after the
 timed steps, so the ratio to peak is not skewed by load from other jobs changing in between.
-On a shared host the GEMM rate itself drifts (130-250 GFLOP/s within a minute on the 2-core
-VM), so the child also probes it with one GEMM every ``--probe-every`` steps, outside the
-step clock, and reports the ratio to the median probe as well: the rate the machine gave
-while these steps ran.
+On a shared host the GEMM rate itself drifts from minute to minute (BENCHMARKS.md), so the
+child also probes it with one GEMM every ``--probe-every`` steps, outside the step clock,
+and reports the ratio to the median probe as well: the rate the machine gave while these
+steps ran.
 
 Analytic FLOPs (multiply-add = 2 FLOPs; ×3 for forward + backward), counted over real tokens
 only (padding is overhead, not useful work):
@@ -59,6 +59,8 @@ from _bench_common import (  # noqa: E402
     pin_threads,
 )
 from _roofline import gemm_flops, step_gemms, time_floor, time_gemms  # noqa: E402
+
+from translate import tuning  # noqa: E402
 
 MODES = {"input_feeding": True, "parallel": False}
 TARGETS_TOK_S = {"input_feeding": 1600.0, "parallel": 2000.0}
@@ -248,6 +250,7 @@ def main() -> None:
                     help="where the tokenizer is trained once and reused")
     ap.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    tuning.apply_process_tuning()  # what `python -m translate.train` runs with
     if args.child:
         print(json.dumps(run_mode(args, args.child)))
         return

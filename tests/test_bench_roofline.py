@@ -45,8 +45,18 @@ def test_recurrence_is_counted_over_padded_steps() -> None:
     assert (9, cfg.emb_dim, 4 * cfg.enc_hidden) in padded  # 3 + 6 real source tokens
 
 
+@pytest.mark.host_dependent  # timing
 def test_timers_measure_real_work() -> None:
-    """Larger products and losses take longer: the timers run what they are given."""
+    """Larger products and losses take longer: the timers run what they are given.
+
+    On one thread: with two on a busy 2-core host, every product waits for the second
+    thread to be scheduled, and a 32³ product took as long as a 512³ one."""
     cpu = torch.device("cpu")
-    assert time_gemms({(512, 512, 512): 1}, cpu) > time_gemms({(32, 32, 32): 1}, cpu) > 0
-    assert time_floor(2000, [2000] * 4, [10_000], cpu) > time_floor(2000, [50], [10_000], cpu)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert time_gemms({(512, 512, 512): 1}, cpu) > time_gemms({(32, 32, 32): 1}, cpu) > 0
+        four_big = time_floor(2000, [2000] * 4, [10_000], cpu)
+        assert four_big > time_floor(2000, [50], [10_000], cpu)
+    finally:
+        torch.set_num_threads(threads)

@@ -186,6 +186,7 @@ def test_cache_hit_and_invalidation(multi30k: Path, tmp_path: Path) -> None:
     assert any("ZWEI" in s for s in columns(third.splits["train"], "src")[0])
 
 
+@pytest.mark.host_dependent  # reads this machine's gettext catalogs
 def test_default_config_gettext_corpus(tmp_path: Path) -> None:
     cfg = config.load(ROOT / "configs" / "default.yaml", [f"data.cache_dir={tmp_path}"])
     corpus = load_corpus(cfg.data, log=_quiet)

@@ -227,8 +227,9 @@ def test_help_and_usage_errors_do_not_load_torch():
 @pytest.mark.parametrize("exported", [None, "0"])
 def test_cli_turns_off_mkl_buffer_cache_before_torch_loads(exported, trained_run, german,
                                                           tmp_path):
-    """MKL reads MKL_DISABLE_FAST_MM when torch loads it: the command sets it first (saving
-    ~25 MB of peak RSS on test2016) unless the user exported a value."""
+    """MKL reads MKL_DISABLE_FAST_MM when torch loads it: the command sets it first (its
+    effect on peak memory is measured by scripts/bench_infer.py) unless the user exported a
+    value."""
     src = tmp_path / "in.de"
     src.write_text(german[0] + "\n", encoding="utf-8")
     code = (

@@ -1,4 +1,5 @@
-"""Process-wide runtime settings: glibc malloc reuse for int8 inference."""
+"""Process-wide tuning (translate/tuning.py): the commands apply it, importing or loading never
+does, and each setting is checked by its effect in a fresh process, not by its variable."""
 
 from __future__ import annotations
 
@@ -10,13 +11,107 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TUNING_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "MKL_DISABLE_FAST_MM", "GLIBC_TUNABLES")
+
+
+def _python(code: str, *args: str, **env: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter without any tuning the test process picked up
+    (in-process CLI tests apply it) and return the words of its last output line."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("MALLOC_") and k not in TUNING_VARS}
+    proc = subprocess.run([sys.executable, "-c", code, *args], env={**clean, **env}, cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1].split()
+
+
+# --------------------------------------------------------------------------- no side effects
+
+
+def test_importing_translate_or_loading_a_translator_changes_no_environment(trained_run):
+    code = (
+        "import importlib, os, pkgutil, sys\n"
+        "before = dict(os.environ)\n"
+        "import translate\n"
+        "steps = [dict(os.environ) == before]\n"
+        "for m in pkgutil.walk_packages(translate.__path__, 'translate.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "steps.append(dict(os.environ) == before)\n"
+        "from translate.runtime import seed_everything\n"
+        "from translate.translator import Translator\n"
+        "seed_everything(3)\n"
+        "tr = Translator.load(sys.argv[1], device='cpu', quantize=True)\n"
+        "tr.translate(['Ein Hund läuft.'], beam=2)\n"
+        "steps.append(dict(os.environ) == before)\n"
+        "print(*steps)\n"
+    )
+    assert _python(code, str(trained_run)) == ["True", "True", "True"]
+
+
+# --------------------------------------------------------------------------- oneDNN cache
+
+# Runs a bidirectional LSTM over 200 distinct (batch, length) shapes, as length-bucketed
+# batches produce, after ``SETUP``; prints the growth of the resident set in MB. oneDNN keeps
+# one primitive with its own scratch memory per shape, up to its cache capacity.
+_LSTM_SHAPES = """
+import torch
+torch.set_num_threads(1)
+lstm = torch.nn.LSTM(64, 128, batch_first=True, bidirectional=True)
+
+def rss_mb():
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmRSS:')) / 1024
+
+with torch.no_grad():
+    for i in range(200):
+        lstm(torch.randn(8 + i % 16, 5 + i // 16, 64))
+        if i == 4:
+            base = rss_mb()
+print(round(rss_mb() - base, 1))
+"""
+
+_CLI_ERRORS = {  # each command stops at a user error, after applying its tuning
+    "train": "from translate.train import main\nmain(['--config', 'missing.yaml'])",
+    "infer": "from translate.infer import main\nmain(['--input', 'missing.de'])",
+    "data": "from translate.data.__main__ import main\nmain(['--config', 'missing.yaml'])",
+}
+
+
+def _lstm_growth_mb(setup: str, **env: str) -> float:
+    setup = "\n".join("    " + line for line in setup.splitlines())
+    code = f"import contextlib\nwith contextlib.suppress(Exception, SystemExit):\n{setup}\n"
+    return float(_python(code + _LSTM_SHAPES, **env)[-1])
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/status").is_file(),
+                                reason="reads the resident set from /proc")
+
+
+@pytest.mark.host_dependent
+@needs_proc
+@pytest.mark.parametrize("command", sorted(_CLI_ERRORS))
+def test_commands_bound_the_onednn_cache(command):
+    """Without the bound, CPU memory grows with every new batch shape (tens of MB here)."""
+    assert _lstm_growth_mb(_CLI_ERRORS[command]) < 25
+
+
+@pytest.mark.host_dependent
+@needs_proc
+def test_onednn_cache_grows_without_the_bound_or_with_the_users_own_capacity():
+    assert _lstm_growth_mb("import translate") > 50
+    user = _lstm_growth_mb("from translate import tuning\ntuning.apply_process_tuning()",
+                           ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024")
+    assert user > 50
+    assert _lstm_growth_mb("from translate import tuning\ntuning.apply_process_tuning()") < 25
+
+
+# --------------------------------------------------------------------------- glibc malloc
 
 # Allocates and frees a 40 MB tensor 20 times (glibc maps anything above 32 MB afresh by
 # default, whatever its dynamic threshold) and prints the page faults of each round.
 _FAULTS = """
 import resource, torch
-from translate.runtime import retain_freed_memory
-applied = retain_freed_memory()
 torch.ones(10)
 counts = []
 for _ in range(20):
@@ -26,14 +121,23 @@ for _ in range(20):
     counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(applied, *counts)
 """
+_RETAIN = "from translate.tuning import retain_freed_memory\napplied = retain_freed_memory()\n"
 
 
-def _faults(**env: str) -> tuple[bool, list[int]]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-    out = subprocess.run([sys.executable, "-c", _FAULTS], env={**clean, **env}, cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.split()
-    return out[0] == "True", [int(n) for n in out[1:]]
+def _faults(setup: str, *args: str, **env: str) -> tuple[str, list[int]]:
+    out = _python(setup + _FAULTS, *args, **env)
+    return out[0], [int(n) for n in out[1:]]
+
+
+def _fresh_every_round(counts: list[int]) -> bool:
+    """A round that maps its block afresh faults 9,766 pages."""
+    return sum(n > 5000 for n in counts) >= 18
+
+
+def _reused(counts: list[int]) -> bool:
+    """With the setting glibc still maps afresh a few times while its heap grows (6-7 of 20
+    rounds on the development host), then reuses the freed block."""
+    return sum(n > 5000 for n in counts) <= 10 and max(counts[-5:]) < 500
 
 
 needs_glibc = pytest.mark.skipif(
@@ -42,20 +146,54 @@ needs_glibc = pytest.mark.skipif(
 )
 
 
+@pytest.mark.host_dependent
 @needs_glibc
 def test_retained_memory_is_reused_without_new_page_faults():
-    applied, counts = _faults()
-    assert applied
-    # A round that maps its block afresh faults 9,766 pages. With the setting glibc still
-    # maps afresh a few times while its heap grows (6-7 of 20 rounds here), then reuses.
-    assert sum(n > 5000 for n in counts) <= 10, counts
-    assert max(counts[-5:]) < 500, counts
+    applied, counts = _faults(_RETAIN)
+    assert applied == "True"
+    assert _reused(counts), counts
 
 
+@pytest.mark.host_dependent
 @needs_glibc
 def test_without_the_setting_every_round_faults_its_pages_again():
-    applied, counts = _faults(MALLOC_ARENA_MAX="4")  # an unrelated MALLOC_ variable
-    assert applied  # only the two thresholds count as the user's own choice
-    applied, counts = _faults(MALLOC_TRIM_THRESHOLD_="131072")
-    assert not applied
-    assert sum(n > 5000 for n in counts) >= 18, counts
+    applied, counts = _faults(_RETAIN, MALLOC_ARENA_MAX="4")  # an unrelated MALLOC_ variable
+    assert applied == "True"  # only the two thresholds count as the user's own choice
+    assert _reused(counts), counts
+    applied, counts = _faults(_RETAIN, MALLOC_TRIM_THRESHOLD_="131072")
+    assert applied == "False"
+    assert _fresh_every_round(counts), counts
+
+
+_INFER = """
+import sys
+from translate.infer import main
+try:
+    main(sys.argv[1:])
+except SystemExit as done:
+    assert done.code == 0, done.code
+applied = 'infer'
+"""
+_LOAD = """
+import sys
+from translate.translator import Translator
+Translator.load(sys.argv[1], device='cpu', quantize=True).translate(['Ein Hund läuft.'])
+applied = 'load'
+"""
+
+
+@pytest.mark.host_dependent
+@needs_glibc
+def test_infer_quantize_retains_freed_memory_but_loading_alone_does_not(trained_run, multi30k,
+                                                                        tmp_path):
+    """``infer --quantize`` applies the setting (after loading);
+    ``Translator.load(quantize=True)`` on its own does not."""
+    src = tmp_path / "in.de"
+    src.write_text("".join((multi30k / "val.de").open(encoding="utf-8").readlines()[:3]),
+                   encoding="utf-8")
+    args = ["--model", str(trained_run), "--input", str(src), "--output",
+            str(tmp_path / "out.en"), "--beam", "2", "--device", "cpu", "--quantize"]
+    _, counts = _faults(_INFER, *args)
+    assert _reused(counts), counts
+    _, counts = _faults(_LOAD, str(trained_run))
+    assert _fresh_every_round(counts), counts

@@ -362,13 +362,21 @@ def test_exhaustive_beam_on_a_tiny_vocabulary(src):
         assert [h.score for h in hyps] == pytest.approx([sc for sc, _ in brute], abs=1e-4)
 
 
-def test_in_place_log_softmax_is_bit_identical_on_cpu() -> None:
-    """Search normalises the generator's logits in place on CPU (no second [N, V] buffer)."""
-    gen = torch.Generator().manual_seed(3)
-    for rows, vocab in [(1, 7), (37, 8000), (640, 8003)]:
-        logits = torch.randn(rows, vocab, generator=gen) * 6
-        logits[:, 5] = 40.0  # a dominant token, as trained models produce
-        expected = torch.log_softmax(logits, dim=-1)
-        out = torch.log_softmax(logits, dim=-1, out=logits)
-        assert out.data_ptr() == logits.data_ptr()
-        assert torch.equal(out, expected)
+def test_search_log_probs_are_bit_identical_to_an_out_of_place_log_softmax(trained, corpus,
+                                                                           src):
+    """On CPU, search normalises the generator's logits in place (no second [N, V] buffer);
+    over real decoder steps that gives exactly what the out-of-place call would."""
+    from translate.search import _log_probs
+
+    s, n = src
+    with torch.no_grad():
+        enc = trained.encode(s, n)
+        state = trained.init_decoder_state(enc)
+        prev = torch.full((s.size(0),), BOS, dtype=torch.long)
+        for _ in range(4):
+            logits, _, _ = trained.decode_step(prev, state, enc)
+            expected = torch.log_softmax(logits.float(), dim=-1)
+            got, state = _log_probs(trained, prev, state, enc)
+            assert got.shape == (s.size(0), corpus["tgt_vocab"])
+            assert torch.equal(got, expected)
+            prev = got.argmax(-1)

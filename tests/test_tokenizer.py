@@ -111,6 +111,7 @@ def test_round_trip_every_multidomain_file(joint: Tokenizer, multidomain: Path):
         assert_round_trip(joint, read_lines(path), str(path))
 
 
+@pytest.mark.host_dependent  # reads this machine's gettext catalogs
 def test_round_trip_default_gettext_corpus(joint: Tokenizer):
     strings = gettext_strings("de")
     assert len(strings) > 5000, "expected the machine's German gettext catalogs"

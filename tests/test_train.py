@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sacrebleu
 import torch
 import yaml
 
@@ -36,13 +37,19 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_validation_loss_falls_on_real_data(trained_run: Path) -> None:
+def test_validation_loss_falls_on_real_data(trained_run: Path, multi30k: Path) -> None:
     valid = [m for m in _metrics(trained_run) if "valid/loss" in m]
     assert len(valid) == 2
     assert valid[1]["valid/loss"] < valid[0]["valid/loss"] - 0.2
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["step"] == 300 and summary["tokens_per_s"] > 0
-    assert 0 <= summary["test_bleu"] <= 100 and summary["test_chrf"] > 0
+    # The test scores are sacrebleu's on the hypotheses the run wrote, one per test pair.
+    hyps = (trained_run / "test_hyps.txt").read_text(encoding="utf-8").split("\n")[:-1]
+    refs = (multi30k / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()[:200]
+    assert len(hyps) == 200
+    assert summary["test_bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+    assert summary["test_chrf"] == round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2)
+    assert summary["test_chrf"] > 0
     assert "tok:13a" in summary["signatures"]["bleu"]
     for name in ("config.yaml", "labels.json", "best.pt", "last.pt", "valid_hyps.txt",
                  "tokenizer/tokenizer.json", "train.log"):
@@ -158,31 +165,41 @@ def test_train_cli_reports_config_errors_in_one_line(tmp_path) -> None:
         f"translate.train: error: {bad}: training.lr: expected float, got 'fast'"]
 
 
-def test_checkpoint_averaging_keeps_the_last_snapshots(multi30k, multidomain, tmp_path) -> None:
-    raw = _small(multi30k, multidomain, tmp_path, "avg", max_steps=20, valid_every=4,
-                 average_last=3, early_stopping_metric="loss")
-    summary = Trainer(config.from_dict(raw)).fit()
+# Two runs whose averages land clearly on either side of the best single checkpoint (seeds
+# 1, 2, 3 and 7 measured): a high constant learning rate scatters the last snapshots around
+# the optimum, so their mean validates better (by 0.18-0.26 in loss); snapshots from the
+# steep start of training average to a much worse model (by ~0.7).
+_AVERAGING = {
+    "kept": ({"max_steps": 24, "valid_every": 3, "average_last": 4, "lr": 0.03,
+              "warmup_steps": 1, "scheduler": "constant", "clip_norm": 0.0}, (15, 18, 21, 24)),
+    "dropped": ({"max_steps": 12, "valid_every": 4, "average_last": 3}, (4, 8, 12)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_AVERAGING))
+def test_checkpoint_averaging_keeps_the_last_snapshots(multi30k, multidomain, tmp_path,
+                                                       case) -> None:
+    training, steps = _AVERAGING[case]
+    raw = _small(multi30k, multidomain, tmp_path, "avg", early_stopping_metric="loss",
+                 **training)
+    trainer = Trainer(config.from_dict(raw))
+    summary = trainer.fit()
     run = tmp_path / "avg"
     snapshots = sorted(run.glob("snapshot-*.pt"))
-    assert [p.name for p in snapshots] == [f"snapshot-{s:09d}.pt" for s in (12, 16, 20)]
-    if summary["averaged"]:  # kept only because it validated better than the best single one
+    assert [p.name for p in snapshots] == [f"snapshot-{s:09d}.pt" for s in steps]
+    best_single = min(m["valid/loss"] for m in _metrics(run) if "valid/loss" in m)
+    final = trainer.model.state_dict()  # the weights the test split was scored with
+    if case == "kept":
+        assert summary["averaged"] and summary["best_valid"] < best_single - 0.05
         averaged = load_checkpoint(run / "averaged.pt")["model"]
         states = [load_checkpoint(p)["model"] for p in snapshots]
         for key, value in averaged.items():
+            assert torch.equal(final[key], value), key
             if value.is_floating_point():
-                mean = sum(s[key].double() for s in states) / 3
+                mean = sum(s[key].double() for s in states) / len(states)
                 assert torch.allclose(value.double(), mean, atol=1e-6), key
     else:
-        assert not (run / "averaged.pt").exists()
-
-
-@pytest.mark.parametrize("exported", [None, "5"])
-def test_importing_translate_bounds_the_onednn_cache_unless_the_user_chose(exported) -> None:
-    """Without the bound, CPU training memory grows with every new batch shape."""
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    if exported is not None:
-        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = exported
-    code = "import os, translate; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.strip() == (exported or "16")
+        assert not summary["averaged"] and not (run / "averaged.pt").exists()
+        assert summary["best_valid"] == best_single
+        best = load_checkpoint(run / "best.pt")["model"]
+        assert all(torch.equal(final[key], value) for key, value in best.items())

@@ -177,12 +177,11 @@ class InferenceConfig:
     min_len: int = 1
     n_best: int = 1
     no_repeat_ngram: int = 0
-    batch_size: int = 128  # sentences; beam 5 at 64 was 6-21% slower on 2 CPU cores
+    batch_size: int = 128  # sentences; smaller batches made beam 5 slower on CPU
     quantize: bool = False
-    # CPU batches decoded at once, torch's threads split among them. On 2 cores, 2 workers
-    # ran 4-40% more sentences/s than 1 in interleaved A/B runs (greedy and beam 5, fp32 and
-    # int8) but hold two batches in memory (the whole default command: 538 MB instead of
-    # 424), so the default stays 1 (the 0.45 GB translation budget).
+    # CPU batches decoded at once, torch's threads split among them. 2 workers ran more
+    # sentences/s than 1 on 2 cores but hold two batches in memory, which takes the whole
+    # default command past the 0.45 GB translation budget, so the default stays 1.
     workers: int = 1
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+from translate import tuning
 from translate.cli import run_main
 from translate.config import ConfigError
 
@@ -170,10 +170,8 @@ def score(hyps: list[str], refs: list[str], domains: list[list[str]] | None) -> 
 
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    # MKL (behind torch's CPU GEMMs) keeps a cache of its packing buffers; without it the
-    # default command on test2016 peaked at 422-428 MB instead of 448-449, at the same speed
-    # (11.1-12.2 s vs 11.3-12.1 s). MKL reads the variable when torch loads it, just below.
-    os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
+    # Before torch loads (just below): MKL reads its variable then, oneDNN at its first LSTM.
+    tuning.apply_process_tuning(inference=True)
     # Imported here, not at the top: --help and usage errors answer without loading torch.
     from tqdm import tqdm
 
@@ -211,6 +209,10 @@ def _run(argv: list[str] | None) -> int:
         print(f"{PROG.split()[-1]}: using the most recent run {model_dir}", file=sys.stderr)
     translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize, precision=args.precision)
+    if translator.quantized:  # asked for here or in the run's inference config
+        # After loading: what loading and quantizing freed goes back to the OS as usual; the
+        # setting is for the buffers search allocates and frees at every step.
+        tuning.retain_freed_memory()
     opts = dict(beam=args.beam, alpha=args.alpha, n_best=args.n_best, max_len_a=args.max_len_a,
                 max_len_b=args.max_len_b, min_len=args.min_len,
                 no_repeat_ngram=args.no_repeat_ngram, batch_size=args.batch_size,

@@ -7,8 +7,6 @@ same one-line errors) without importing the training loop.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import random
 from collections.abc import Iterator
 
@@ -68,52 +66,13 @@ def threads_per_worker(workers: int) -> Iterator[None]:
         torch.set_num_threads(total)
 
 
-# glibc's mallopt() parameter numbers (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-
-
-def _glibc() -> bool:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system, or not glibc
-        return False
-
-
-def retain_freed_memory(mmap_mb: int = 64, trim_mb: int = 256) -> bool:
-    """Make glibc's malloc reuse freed blocks of up to ``mmap_mb`` instead of mapping fresh
-    pages for each one; returns whether the setting was applied.
-
-    Int8 search allocates several 10-40 MB buffers per step (fp32 logits, fbgemm's int32
-    accumulators, quantized activations). Above glibc's dynamic mmap threshold each is a
-    fresh ``mmap`` whose pages are faulted in and zeroed again: ~750k page faults and ~10%
-    of int8 beam-5 time on test2016. Serving blocks below 64 MB from the heap, and returning
-    the heap's free top to the OS only past 256 MB, cut that to ~120k faults (172-176 ->
-    189-191 sentences/s at batch 128, peak RSS unchanged within 20 MB). fp32 search and
-    training gained nothing measurable and kept up to 130 MB more, so only int8 inference
-    asks for it. Settings the user made (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``) win;
-    other C libraries are left alone.
-    """
-    if any(name in os.environ for name in _MALLOC_ENV):
-        return False
-    if "malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    if not _glibc():
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, trim_mb << 20)
-    )
-
-
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators. (Python's string-hash seed is not among
+    them: it is fixed when the interpreter starts, so only ``PYTHONHASHSEED`` exported before
+    then can set it.)"""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
 def configure_cuda() -> None:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from translate import config as config_mod
+from translate import tuning
 from translate.cli import run_main, setup_logging
 
 
@@ -28,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    tuning.apply_process_tuning()  # before torch is imported (by the trainer, below)
     setup_logging(args.verbose)
     overrides = list(args.overrides)
     if args.device:

@@ -36,7 +36,7 @@ from translate.config import Config, ConfigError, InferenceConfig
 from translate.decoding import decode_ids
 from translate.model import build_model
 from translate.rundir import RunDir
-from translate.runtime import resolve_device, resolve_precision, retain_freed_memory
+from translate.runtime import resolve_device, resolve_precision
 from translate.tokenizer import Tokenizer, TokenizerError
 
 __all__ = ["Translation", "Translator", "TranslatorError", "split_long"]
@@ -209,7 +209,9 @@ class Translator:
         ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
         ``best``, ``last``, ``averaged`` or a path (absolute, or relative to the working
         directory or the run directory). ``quantize``: dynamic int8 weights for the LSTMs
-        and linear layers, CPU only; None takes the run's ``inference.quantize``.
+        and linear layers, CPU only; None takes the run's ``inference.quantize`` (the process-wide malloc
+        setting that speeds int8 search up is the caller's:
+        :func:`translate.tuning.retain_freed_memory`).
         ``precision``: ``fp32`` (default, identical results on every device) or
         ``auto``/``bf16``/``fp16`` autocast on CUDA.
         """
@@ -249,7 +251,6 @@ class Translator:
         model.eval()
         if quantize:
             model = _quantize(model)
-            retain_freed_memory()  # int8 steps are fast enough for page faults to show
         model.to(torch_device)
         return cls(model, tokenizer, cfg, labels, thresholds, torch_device, dtype, path,
                    quantize)

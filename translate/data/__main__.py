@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from translate import config
+from translate import config, tuning
 from translate.data import format_report, load_corpus
 from translate.errors import TranslateError
 
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="KEY=VALUE", help="override a config key, e.g. data.src_lang=de")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     args = parser.parse_args(argv)
+    tuning.apply_process_tuning()  # every command runs with the same process settings
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         cfg = config.load(args.config, args.overrides)
