@@ -209,8 +209,8 @@ class Translator:
         ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
         ``best``, ``last``, ``averaged`` or a path (absolute, or relative to the working
         directory or the run directory). ``quantize``: dynamic int8 weights for the LSTMs
-        and linear layers, CPU only; None takes the run's ``inference.quantize`` (the process-wide malloc
-        setting that speeds int8 search up is the caller's:
+        and linear layers, CPU only; None takes the run's ``inference.quantize`` (the
+        process-wide malloc setting that speeds int8 search up is the caller's:
         :func:`translate.tuning.retain_freed_memory`).
         ``precision``: ``fp32`` (default, identical results on every device) or
         ``auto``/``bf16``/``fp16`` autocast on CUDA.
