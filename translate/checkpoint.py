@@ -113,6 +113,10 @@ class RunDir:
     def wandb_id_path(self) -> Path:
         return self.root / "wandb_id"
 
+    @property
+    def shortlist_path(self) -> Path:
+        return self.root / "shortlist.pt"
+
     # operations ---------------------------------------------------------------
     def create(self) -> RunDir:
         """Create the run folder and its tokenizer folder; returns ``self``."""
@@ -173,6 +177,16 @@ class RunDir:
                 )
             thresholds = [float(t) for t in thresholds]
         return labels, thresholds
+
+    def write_shortlist(self, state: dict) -> None:
+        """The decoding shortlist's lexical table (:mod:`translate.shortlist`), atomically."""
+        save_checkpoint(self.shortlist_path, state)
+
+    def read_shortlist(self) -> dict | None:
+        """The saved lexical table, or None for runs trained before shortlists existed."""
+        if not self.shortlist_path.is_file():
+            return None
+        return load_checkpoint(self.shortlist_path)
 
     def read_wandb_id(self) -> str | None:
         """The W&B run id recorded by the tracker, for ``--resume``."""

@@ -176,6 +176,15 @@ class InferenceConfig:
     # int8) but hold two batches in memory (the whole default command: 538 MB instead of
     # 424), so the default stays 1 (the 0.45 GB translation budget).
     workers: int = 1
+    # Decode each batch over a vocabulary shortlist (translate.shortlist) when the run has
+    # one (shortlist.pt, written at the end of training): the ``shortlist_k`` target pieces
+    # with the highest Dice for each source piece of the batch (at most 100, the stored
+    # width), plus the ``shortlist_frequent`` most frequent target pieces. Scores are then
+    # log-probabilities over the shortlist, and outputs can depend on which sentences share
+    # a batch; ``shortlist: false`` (``--shortlist off``) scores over the whole vocabulary.
+    shortlist: bool = True
+    shortlist_k: int = 10
+    shortlist_frequent: int = 100
 
 
 @dataclass
@@ -324,6 +333,9 @@ def validate(cfg: Config) -> Config:
            "between 1 and inference.beam_size", inf.n_best)
     _check(inf.batch_size >= 1, "inference.batch_size", "at least 1", inf.batch_size)
     _check(inf.workers >= 1, "inference.workers", "at least 1", inf.workers)
+    _check(inf.shortlist_k >= 0, "inference.shortlist_k", "at least 0", inf.shortlist_k)
+    _check(inf.shortlist_frequent >= 0, "inference.shortlist_frequent", "at least 0",
+           inf.shortlist_frequent)
     return cfg
 
 

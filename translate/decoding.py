@@ -17,6 +17,7 @@ import torch
 from translate.config import InferenceConfig
 from translate.runtime import autocast, threads_per_worker
 from translate.search import EvalMode, Hypothesis, beam_search, greedy_search
+from translate.shortlist import Shortlist
 
 
 @dataclass
@@ -56,7 +57,7 @@ def _pad(seqs: list[list[int]], pad_id: int, device: torch.device):
 def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: InferenceConfig,
                *, special: dict[str, int], device: torch.device,
                dtype: torch.dtype = torch.float32, greedy: bool = False,
-               max_tokens: int = 0) -> Decoded:
+               max_tokens: int = 0, shortlist: Shortlist | None = None) -> Decoded:
     """Translate already-encoded sentences, in input order.
 
     An empty sentence is fed as a lone ``eos`` (as ``batching.collate`` does in training):
@@ -69,6 +70,9 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
     its share of torch's threads. Search is mostly small GEMMs and elementwise ops that two
     cores split poorly; one batch per core keeps both busy (see :class:`InferenceConfig`).
     Each batch is searched exactly as alone, so the outputs do not depend on ``workers``.
+
+    ``shortlist``: search each batch over its vocabulary shortlist only
+    (:mod:`translate.shortlist`); scores are then log-probabilities over the shortlist.
     """
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
     probs: torch.Tensor | None = None
@@ -80,7 +84,12 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
         src, src_lengths = _pad([rows[i] for i in batch], special["pad_id"], device)
         with torch.inference_mode(), autocast(device, dtype):
             enc = model.encode(src, src_lengths)
-            hyps = _search(model, src, src_lengths, enc, opts, special, greedy)
+            if shortlist is None:
+                hyps = _search(model, src, src_lengths, enc, opts, special, greedy)
+            else:
+                view = shortlist.restrict(model, [rows[i] for i in batch], device)
+                hyps = view.to_vocab(_search(view, src, src_lengths, enc, opts,
+                                             view.special(special), greedy))
             tag_logits = model.tag(enc)
         tag = None if tag_logits is None else torch.sigmoid(tag_logits.float()).cpu()
         return hyps, tag

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic int8 quantization of LSTM and linear layers (CPU only)")
     p.add_argument("--threads", metavar="N", type=int, default=0,
                    help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--shortlist", choices=("on", "off"),
+                   help="decode each batch over a vocabulary shortlist learned from the "
+                        "training data (default: the run's inference.shortlist, on; a run "
+                        "without shortlist.pt uses the whole vocabulary); jsonl scores then "
+                        "say scores_over: shortlist")
     g = p.add_argument_group("search (defaults: the run's inference config)")
     g.add_argument("--beam", metavar="N", type=int, help="beam size; 1 = greedy")
     g.add_argument("--alpha", metavar="X", type=float, help="GNMT length penalty exponent")
@@ -131,7 +136,8 @@ def format_line(result, fmt: str, n_best: int) -> str:
     """One output line (without the newline) for one :class:`Translation`."""
     if fmt == "text":
         return result.text.translate(_BREAKS)
-    obj: dict = {"translation": result.text, "score": result.score}
+    obj: dict = {"translation": result.text, "score": result.score,
+                 "scores_over": result.scores_over}
     if n_best > 1:
         obj["nbest"] = [{"translation": t, "score": s} for t, s in result.nbest]
     obj["domains"] = result.domains
@@ -208,8 +214,10 @@ def _run(argv: list[str] | None) -> int:
     if model_dir is None:
         model_dir = RunDir.latest("runs")
         print(f"{PROG.split()[-1]}: using the most recent run {model_dir}", file=sys.stderr)
+    shortlist = None if args.shortlist is None else args.shortlist == "on"
     translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
-                                 quantize=args.quantize, precision=args.precision)
+                                 quantize=args.quantize, precision=args.precision,
+                                 shortlist=shortlist)
     opts = dict(beam=args.beam, alpha=args.alpha, n_best=args.n_best, max_len_a=args.max_len_a,
                 max_len_b=args.max_len_b, min_len=args.min_len,
                 no_repeat_ngram=args.no_repeat_ngram, batch_size=args.batch_size,
