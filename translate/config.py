@@ -183,8 +183,8 @@ class InferenceConfig:
     # log-probabilities over the shortlist, and outputs can depend on which sentences share
     # a batch; ``shortlist: false`` (``--shortlist off``) scores over the whole vocabulary.
     shortlist: bool = True
-    shortlist_k: int = 10
-    shortlist_frequent: int = 100
+    shortlist_k: int = 30
+    shortlist_frequent: int = 1000
 
 
 @dataclass

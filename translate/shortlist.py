@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import itertools
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -174,6 +175,10 @@ class Shortlist:
         return RestrictedModel(model, self.select(src_rows).to(device))
 
 
+# Int8 output layers' unpacked weights and biases (weights do not change at inference).
+_UNPACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _rows_of_linear(proj: nn.Module, ids: Tensor) -> Callable[[Tensor], Tensor]:
     """A function computing only output rows ``ids`` of the linear layer ``proj``.
 
@@ -190,10 +195,15 @@ def _rows_of_linear(proj: nn.Module, ids: Tensor) -> Callable[[Tensor], Tensor]:
         return functools.partial(F.linear, weight=weight.index_select(0, ids),
                                  bias=None if proj.bias is None else proj.bias.index_select(0, ids))
     if callable(weight) and hasattr(proj, "set_weight_bias"):  # ao.nn.quantized.dynamic.Linear
-        bias, cpu_ids = proj.bias(), ids.cpu()
-        sub = type(proj)(proj.in_features, ids.numel(), bias_=bias is not None,
-                         dtype=weight().dtype)
-        sub.set_weight_bias(weight().index_select(0, cpu_ids),
+        if proj not in _UNPACKED:  # unpacking costs ~4 ms a call: once per layer, not batch
+            _UNPACKED[proj] = (weight(), proj.bias())
+        qweight, bias = _UNPACKED[proj]
+        cpu_ids = ids.cpu()
+        # Made with one output row (its constructor packs a zero weight of the given size),
+        # then given the real rows: one packing of the shortlist's weights per batch.
+        sub = type(proj)(proj.in_features, 1, bias_=bias is not None, dtype=qweight.dtype)
+        sub.out_features = ids.numel()
+        sub.set_weight_bias(qweight.index_select(0, cpu_ids),
                             None if bias is None else bias.index_select(0, cpu_ids))
         return sub
     raise TypeError(f"cannot restrict an output layer of type {type(proj).__name__}")
