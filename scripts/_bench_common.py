@@ -1,7 +1,8 @@
 """Shared pieces of the training benchmarks: config with data overrides, GEMM peak, RSS, load.
 
 Both benchmarks build the real :class:`translate.trainer.Trainer` from a YAML config, so what
-they time is exactly what ``python -m translate.train`` runs.
+they time is exactly what ``python -m translate.train`` runs. Peer figures are not here: they
+are read, with the host they were measured on, by ``_peers.py``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
-
-# Reference points measured on the 2-core benchmark machine (fp32, same data/architecture).
-PEERS_TOK_S = {"opennmt-py": 1226.0, "fairseq": 1084.0, "joeynmt": 475.0}
-PEERS_BLEU_20MIN = {"opennmt-py": 29.99, "fairseq": 29.27, "joeynmt": 6.15}
-# Best peer (OpenNMT-py) on test2016, sentences/s: decoding only and the whole command.
-PEER_INFER = {1: {"decoding": 185.0, "whole": 87.6}, 5: {"decoding": 64.1, "whole": 42.4}}
 
 
 def load_config(path: Path, data: Path, run_dir: Path, overrides: dict):

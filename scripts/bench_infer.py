@@ -1,11 +1,18 @@
-"""Inference benchmark: greedy vs beam, batch sizes, fp32 vs dynamic int8, plus a full CLI run.
+"""Inference benchmark: greedy vs beam, batch sizes, fp32 vs dynamic int8, vocabulary
+shortlist off vs on, plus a full CLI run.
 
 Translates Multi30k test_2016_flickr.de with a run directory and prints one JSON object
 (stdout) and a human summary (stderr). Throughput counts decoding only (the model is loaded
 once per precision, outside the clock); the CLI number is the wall clock of a whole
-``python -m translate.infer`` command, start-up included, as a user sees it.
+``python -m translate.infer`` command, start-up included, as a user sees it. The shortlist
+variants of one setting run back to back (their order alternating over ``--repeats``), so
+a shared host's drift hits both alike; each row reports the median of its repeats.
+
+Ratios to the peers (``../shared/peers/*.json``) are printed only when this host matches the
+one they were measured on (``_peers.py``); otherwise the absolute figures and why not.
 
     python scripts/bench_infer.py --model runs/multi30k [--threads 2] [--limit 0]
+                                  [--shortlists off,on] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -23,44 +30,76 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _bench_common import PEER_INFER, peak_rss_mb  # noqa: E402
+from _bench_common import peak_rss_mb  # noqa: E402
+from _peers import PeerView, peer_view  # noqa: E402
 
 from translate import tuning  # noqa: E402
+from translate.batching import source_split  # noqa: E402
+from translate.decoding import inference_batches  # noqa: E402
 from translate.metrics import bleu_chrf  # noqa: E402
 from translate.runtime import set_threads  # noqa: E402
-from translate.translator import Translator  # noqa: E402
+from translate.translator import PIECES_PER_SENTENCE, Translator  # noqa: E402
 
 DATA = Path(os.environ.get("BENCH_DATA", ROOT.parent / "shared" / "data" / "multi30k"))
 
-# Issue targets as multiples of the best peer's decoding-only rate: (precision, beam) -> ratio.
-TARGET_VS_PEER = {("fp32", 1): 2.0, ("fp32", 5): 1.5, ("int8-dynamic", 5): 3.0}
+# Issue targets as multiples of the best same-host peer's decoding-only rate:
+# (precision, beam) -> ratio ...
+TARGET_VS_PEER = {("fp32", 1): 2.0, ("fp32", 5): 2.0, ("int8-dynamic", 5): 3.0}
 # ... and of its whole default command (beam 5), start-up included.
-TARGET_WHOLE_VS_PEER = 2.0
+TARGET_WHOLE_VS_PEER = 2.5
+# The peers' figures in ../shared/peers/*.json: decoding only at batch 64, per beam size.
+PEER_KEYS = {1: "greedy_decode_only_sent_per_s_batch64",
+             5: "beam5_decode_only_sent_per_s_batch64"}
+PEER_WHOLE_KEY = "whole_command_beam5_test2016_s"  # seconds, lower is better
 
 
 def bench(translator: Translator, src: list[str], ref: list[str], beam: int,
-          batch_size: int, workers: int) -> dict:
-    translator.translate(src[:batch_size * workers], beam=beam, batch_size=batch_size,
-                         workers=workers)  # warm-up
+          batch_size: int, workers: int, shortlist: bool) -> dict:
+    kwargs = dict(beam=beam, batch_size=batch_size, workers=workers, shortlist=shortlist)
+    translator.translate(src[:batch_size * workers], **kwargs)  # warm-up
     start = time.perf_counter()
-    out = translator.translate(src, beam=beam, batch_size=batch_size, workers=workers)
+    out = translator.translate(src, **kwargs)
     seconds = time.perf_counter() - start
     hyps = [r.text for r in out]
     tokens = sum(len(ids) for ids in translator.tokenizer.encode_tgt(hyps))
     scores = bleu_chrf(hyps, ref)
     return {"beam": beam, "batch_size": batch_size, "workers": workers,
-            "seconds": round(seconds, 3),
+            "shortlist": out[0].scores_over == "shortlist", "seconds": round(seconds, 3),
             "sentences_per_s": round(len(src) / seconds, 1),
             "tokens_per_s": round(tokens / seconds, 1), "bleu": scores["bleu"],
             "chrf": scores["chrf"], "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
-def vs_peer(row: dict) -> dict:
-    """The row's ratio to the best peer's decoding-only rate and the issue's target ratio."""
-    peer = PEER_INFER.get(row["beam"])
-    ratio = None if peer is None else round(row["sentences_per_s"] / peer["decoding"], 3)
-    return {"vs_best_peer": ratio, "target_vs_peer": TARGET_VS_PEER.get((row["precision"],
-                                                                         row["beam"]))}
+def shortlist_sizes(translator: Translator, src: list[str], batch_size: int) -> dict | None:
+    """Mean and largest shortlist over the batches ``translate`` forms from ``src``."""
+    shortlist = translator._shortlist(translator.options(shortlist=True))
+    if shortlist is None:
+        return None
+    rows = translator.tokenizer.encode_src(src)
+    batches = inference_batches(source_split(rows), batch_size,
+                                batch_size * PIECES_PER_SENTENCE)
+    sizes = [shortlist.select([rows[i] for i in b]).numel() for b in batches]
+    return {"mean": round(statistics.mean(sizes), 1), "max": max(sizes),
+            "vocab": translator.tokenizer.tgt_vocab_size}
+
+
+def vs_peer(row: dict, peers: PeerView) -> dict:
+    """The row's ratio to the best same-host peer's decoding-only rate (None on another
+    host) and the issue's target ratio."""
+    key = PEER_KEYS.get(row["beam"])
+    return {"vs_best_peer": key and peers.ratio(row["sentences_per_s"], key),
+            "target_vs_peer": TARGET_VS_PEER.get((row["precision"], row["beam"]))}
+
+
+def median_row(rows: list[dict]) -> dict:
+    """One row for repeated runs of a setting: the median speed, every run's figure."""
+    row = dict(rows[0])
+    row["sentences_per_s"] = statistics.median(r["sentences_per_s"] for r in rows)
+    row["tokens_per_s"] = statistics.median(r["tokens_per_s"] for r in rows)
+    row["seconds"] = statistics.median(r["seconds"] for r in rows)
+    row["sentences_per_s_each"] = [r["sentences_per_s"] for r in rows]
+    row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rows)
+    return row
 
 
 # Runs ``python -m translate.infer ARGS`` and, at exit, writes the process's peak RSS (VmHWM
@@ -98,7 +137,8 @@ def cli_wall_clock(model: str, src_path: Path, threads: int, device: str) -> dic
             "lines": lines, "peak_rss_mb": round(rss_mb, 1)}
 
 
-def cli_runs(model: str, src_path: Path, threads: int, device: str, runs: int) -> dict:
+def cli_runs(model: str, src_path: Path, threads: int, device: str, runs: int,
+             peers: PeerView) -> dict:
     """The whole command ``runs`` times: the median wall clock against the peer's (beam 5, the
     default), and the largest peak RSS. One run on a shared host can be far off."""
     each = [cli_wall_clock(model, src_path, threads, device) for _ in range(max(1, runs))]
@@ -107,7 +147,7 @@ def cli_runs(model: str, src_path: Path, threads: int, device: str, runs: int) -
     return {"command": each[0]["command"], "lines": lines, "seconds": seconds,
             "seconds_each": [r["seconds"] for r in each],
             "lines_per_s": round(lines / seconds, 1),
-            "vs_best_peer": round(lines / seconds / PEER_INFER[5]["whole"], 3),
+            "vs_best_peer": peers.ratio(seconds, PEER_WHOLE_KEY, higher_is_better=False),
             "target_vs_peer": TARGET_WHOLE_VS_PEER,
             "peak_rss_mb": max(r["peak_rss_mb"] for r in each),
             "peak_rss_mb_each": [r["peak_rss_mb"] for r in each]}
@@ -137,8 +177,15 @@ def main() -> None:
     p.add_argument("--no-cli", action="store_true", help="skip the whole-command timing")
     p.add_argument("--cli-runs", type=int, default=3,
                    help="times to run the whole command (the median is reported)")
+    p.add_argument("--shortlists", default="off,on",
+                   help="vocabulary shortlist off and/or on, run back to back per setting")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of each setting, shortlist order alternating (median reported)")
     args = p.parse_args()
     tuning.apply_process_tuning()  # the CLI's oneDNN bound; its MKL choice is timed below
+    # Before loading anything: the probe's GEMM rate is the host's, not ours.
+    peers = peer_view(device=args.device)
+    print(peers.line(), file=sys.stderr, flush=True)
     set_threads(args.threads)
 
     src_path = DATA / "test_2016_flickr.de"
@@ -157,23 +204,37 @@ def main() -> None:
         grid = [(beam, bs, w) for beam in _ints(args.beams) for w in _ints(args.workers)
                 for bs in _ints(args.batch_sizes) if w == 1 or args.device == "cpu"]
         for beam, bs, w in grid:
-            row = {"precision": "int8-dynamic" if quantize else "fp32",
-                   "load_s": round(load_s, 2), **bench(tr, src, ref, beam, bs, w)}
-            row.update(vs_peer(row))
-            runs.append(row)
-            print(f"{row['precision']:>12} beam {beam} batch {bs:>4} workers {w}: "
-                  f"{row['sentences_per_s']:>7.1f} sent/s {row['tokens_per_s']:>8.1f} tok/s"
-                  f"  BLEU {row['bleu']:5.2f}  peak RSS {row['peak_rss_mb']:.0f} MB"
-                  f"{_ratio(row)}",
-                  file=sys.stderr, flush=True)
+            modes = [m == "on" for m in args.shortlists.split(",")]
+            timed: dict[bool, list[dict]] = {m: [] for m in modes}
+            for repeat in range(max(1, args.repeats)):
+                for shortlist in modes if repeat % 2 == 0 else modes[::-1]:
+                    timed[shortlist].append(bench(tr, src, ref, beam, bs, w, shortlist))
+            for shortlist in modes:
+                row = {"precision": "int8-dynamic" if quantize else "fp32",
+                       "load_s": round(load_s, 2), **median_row(timed[shortlist])}
+                if row["shortlist"]:
+                    row["shortlist_size"] = shortlist_sizes(tr, src, bs)
+                row.update(vs_peer(row, peers))
+                runs.append(row)
+                print(f"{row['precision']:>12} beam {beam} batch {bs:>4} workers {w} "
+                      f"shortlist {'on ' if row['shortlist'] else 'off'}: "
+                      f"{row['sentences_per_s']:>7.1f} sent/s {row['tokens_per_s']:>8.1f} "
+                      f"tok/s  BLEU {row['bleu']:5.2f}  peak RSS {row['peak_rss_mb']:.0f} MB"
+                      f"{_ratio(row)}",
+                      file=sys.stderr, flush=True)
     result = {"model": args.model, "device": args.device, "threads": args.threads,
-              "sentences": len(src), "torch_threads": args.threads, "runs": runs}
+              "sentences": len(src), "torch_threads": args.threads, "runs": runs,
+              "peers": peers.summary(),
+              "peer_figures": {beam: peers.figure(key) for beam, key in PEER_KEYS.items()}}
     if not args.no_cli:
         cli = result["cli"] = cli_runs(args.model, src_path, args.threads, args.device,
-                                       args.cli_runs)
+                                       args.cli_runs, peers)
         print(f"whole command (defaults, start-up included): median {cli['seconds']} s of "
               f"{cli['seconds_each']} for {cli['lines']} lines{_ratio(cli)}, peak RSS "
               f"{cli['peak_rss_mb']:.0f} MB", file=sys.stderr)
+    print(f"{peers.line()}; peers' decoding-only sent/s by beam: {result['peer_figures']}, "
+          f"whole command s: {peers.figure(PEER_WHOLE_KEY, higher_is_better=False)}",
+          file=sys.stderr)
     print(json.dumps(result, indent=1))
 
 

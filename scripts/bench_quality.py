@@ -30,12 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_common import (  # noqa: E402
     DEFAULT_DATA,
-    PEERS_BLEU_20MIN,
     load_average,
     load_config,
     peak_rss_mb,
     pin_threads,
 )
+from _peers import peer_view  # noqa: E402
+
+# In ../shared/peers/*.json: [BLEU, chrF] on test2016 with beam 5 after the protocol's run.
+PEER_KEY, BLEU = "test2016_bleu_chrf_beam5", 0
 
 from translate import tuning  # noqa: E402
 
@@ -64,6 +67,8 @@ def main() -> None:
                      "device": args.device, "precision": args.precision,
                      "num_threads": args.threads},
     })
+    peers = peer_view(device=args.device)  # before training: its load would skew the probe
+    peers_bleu = peers.figure(PEER_KEY, pick=BLEU)
     load_start = load_average()
     t0 = time.perf_counter()
     # The trainer reports validation on stdout; here stdout carries only the JSON object.
@@ -85,14 +90,21 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb(), 1), "threads": args.threads,
         "device": str(trainer.device), "load_average_start": load_start,
         "load_average_end": load_average(), "target_bleu": 33.0,
-        "peers_bleu_20min": PEERS_BLEU_20MIN, "run_dir": str(run_dir),
+        "peers": peers.summary(), "peers_bleu": peers_bleu,
+        "bleu_vs_best_peer": peers.difference(summary.get("test_bleu"), PEER_KEY, pick=BLEU),
+        "run_dir": str(run_dir),
     }
     print(json.dumps(out, indent=2))
     print(f"quality: {args.minutes:g} min budget → test2016 BLEU {out['test_bleu']} chrF "
           f"{out['test_chrf']} (beam {out['beam_size']}), {out['steps']} steps, "
           f"{out['epochs']} epochs, {out['tokens_per_s']:,.0f} tok/s, peak RSS "
           f"{out['peak_rss_mb']:,.0f} MB, load {load_start} → {out['load_average_end']}; "
-          f"peers at 20 min: {PEERS_BLEU_20MIN}", file=sys.stderr)
+          f"peers' BLEU: {peers_bleu}{_difference(out['bleu_vs_best_peer'])}; {peers.line()}",
+          file=sys.stderr)
+
+
+def _difference(delta: float | None) -> str:
+    return "" if delta is None else f" ({delta:+.2f} vs the best peer)"
 
 
 if __name__ == "__main__":

@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from _bench_common import (  # noqa: E402
     DEFAULT_DATA,
-    PEERS_TOK_S,
     GemmProbe,
     gemm_peak_gflops,
     load_average,
@@ -58,12 +57,18 @@ from _bench_common import (  # noqa: E402
     peak_rss_mb,
     pin_threads,
 )
+from _peers import peer_view  # noqa: E402
 from _roofline import gemm_flops, step_gemms, time_floor, time_gemms  # noqa: E402
 
 from translate import tuning  # noqa: E402
 
 MODES = {"input_feeding": True, "parallel": False}
 TARGETS_TOK_S = {"input_feeding": 1600.0, "parallel": 2000.0}
+PEER_KEY = "train_tgt_tokens_per_s"  # in ../shared/peers/*.json
+
+
+def _vs_peer(ratio: float | None) -> str:
+    return "" if ratio is None else f"{ratio:.2f}x best peer; "
 
 
 def flops(model_cfg, vocab: int, src_lens: list[int], tgt_lens: list[int]) -> float:
@@ -177,8 +182,6 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
                 bound["floor_sec_per_tgt_token"] * tgt_tok / seconds, 3)},
         "peak_rss_mb": round(rss_mb, 1),
         "target_tok_s": TARGETS_TOK_S[mode],
-        "vs_peers": {k: round(tok_s / v, 3) for k, v in PEERS_TOK_S.items()},
-        "vs_best_peer": round(tok_s / max(PEERS_TOK_S.values()), 3),
         "threads": torch.get_num_threads(), "device": str(device),
         "precision": str(trainer.dtype).replace("torch.", ""),
         "vocab": vocab, "load_average": load_average(),
@@ -255,6 +258,8 @@ def main() -> None:
         print(json.dumps(run_mode(args, args.child)))
         return
 
+    # Probed before the children run, so their own load does not skew this host's rate.
+    peers = peer_view(device=args.device)
     results = {}
     for mode in args.modes:
         with tempfile.TemporaryFile("w+") as err:
@@ -269,14 +274,16 @@ def main() -> None:
             if proc.returncode:
                 err.seek(0)
                 sys.exit(f"bench_train: mode {mode} failed:\n{err.read()[-4000:]}")
-        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        r["vs_best_peer"] = peers.ratio(r["tgt_tokens_per_s"], PEER_KEY)
     out = {"benchmark": "train", "data": args.data, "modes": results,
-           "peers_tok_s": PEERS_TOK_S}
+           "peers": peers.summary(), "peers_tok_s": peers.figure(PEER_KEY)}
     print(json.dumps(out, indent=2))
+    print(f"{peers.line()}; peers' tgt tok/s: {out['peers_tok_s']}", file=sys.stderr)
     for mode, r in results.items():
         print(f"{mode:>13}: {r['tgt_tokens_per_s']:8,.0f} tgt tok/s "
               f"({r['src_tokens_per_s']:,.0f} src) target {r['target_tok_s']:,.0f}; "
-              f"{r['vs_best_peer']:.2f}x best peer; {r['achieved_gflops']:.1f} GFLOP/s = "
+              f"{_vs_peer(r['vs_best_peer'])}{r['achieved_gflops']:.1f} GFLOP/s = "
               f"{r['ratio_to_peak']:.0%} of GEMM peak {r['gemm_peak_gflops']:.0f}"
               f"{_during(r)}{_bound(r['gemm_bound'])}; "
               f"{r['flops_per_tgt_token'] / 1e6:.1f} MFLOP/tgt tok; pad tgt "

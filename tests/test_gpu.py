@@ -54,3 +54,31 @@ def test_fp16_uses_a_grad_scaler_and_resumes(multi30k, multidomain, tmp_path) ->
     raw["training"]["max_steps"] = 60
     summary = Trainer(config.from_dict(raw), resume=True).fit()
     assert summary["step"] == 60
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_shortlist_decoding_on_cuda(trained_run: Path, multi30k: Path, precision: str) -> None:
+    """Whole-vocabulary shortlist = the full search; a real one keeps outputs inside it."""
+    from translate.config import InferenceConfig
+    from translate.decoding import decode_ids
+    from translate.shortlist import Shortlist
+    from translate.translator import Translator
+
+    tr = Translator.load(trained_run, device="cuda", precision=precision)
+    lines = multi30k.joinpath("test_2016_flickr.de").read_text(encoding="utf-8").splitlines()
+    src = tr.tokenizer.encode_src(lines[:32])
+    tok = tr.tokenizer
+    special = (tok.bos_id, tok.eos_id, tok.unk_id, tok.pad_id)
+    opts = InferenceConfig(beam_size=3, n_best=3, batch_size=64)
+
+    def decode(shortlist):
+        return decode_ids(tr.model, src, opts, special=tr.special, device=tr.device,
+                          dtype=tr.dtype, shortlist=shortlist).hypotheses
+
+    assert decode(Shortlist(tr.lexicon, 0, tok.tgt_vocab_size, special)) == decode(None)
+    real = Shortlist(tr.lexicon, 3, 20, special)
+    allowed = set(real.select(src).tolist())
+    for nbest in decode(real):
+        assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
+        assert all(set(h.tokens) <= allowed for h in nbest)
+    assert {r.scores_over for r in tr.translate(lines[:4])} == {"shortlist"}

@@ -117,10 +117,31 @@ def test_jsonl_carries_scores_nbest_and_domains(trained_run, german, tmp_path, c
         assert set(row["domain_probs"]) == set(labels)
         for label, th in zip(labels, thresholds, strict=True):
             assert (label in row["domains"]) == (row["domain_probs"][label] >= th)
-    assert rows[6] == {"translation": "", "score": None, "nbest": [], "domains": {},
-                       "domain_probs": {}}
+    assert rows[6] == {"translation": "", "score": None, "scores_over": "shortlist",
+                       "nbest": [], "domains": {}, "domain_probs": {}}
     # the test set is all captions: most sentences are tagged so
     assert sum("captions" in r["domains"] for r in rows[:6]) >= 4
+
+
+def test_jsonl_says_what_the_scores_are_over(trained_run, german, tmp_path, capsys, caplog):
+    """The run's shortlist by default, the whole vocabulary with --shortlist off or for a run
+    trained without a shortlist (which keeps working, and says so in the log)."""
+    src = tmp_path / "in.de"
+    src.write_text("\n".join(german[:3]) + "\n", encoding="utf-8")
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    (old / "shortlist.pt").unlink()
+    cases = [([], trained_run, "shortlist"), (["--shortlist", "on"], trained_run, "shortlist"),
+             (["--shortlist", "off"], trained_run, "vocabulary"), ([], old, "vocabulary")]
+    for extra, model, over in cases:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="translate.translator"):
+            assert run(["--model", str(model), "--input", str(src), "--format", "jsonl",
+                        "--beam", "2", *extra]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert len(rows) == 3 and {r["scores_over"] for r in rows} == {over}
+        assert all(r["score"] < 0 for r in rows)
+        assert ("no shortlist.pt" in caplog.text) == (model == old)
 
 
 def test_reference_scores_match_sacrebleu(trained_run, german, english, tmp_path, capsys):

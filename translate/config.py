@@ -179,6 +179,15 @@ class InferenceConfig:
     # sentences/s than 1 on 2 cores but hold two batches in memory, which takes the whole
     # default command past the 0.45 GB translation budget, so the default stays 1.
     workers: int = 1
+    # Decode each batch over a vocabulary shortlist (translate.shortlist) when the run has
+    # one (shortlist.pt, written at the end of training): the ``shortlist_k`` target pieces
+    # with the highest Dice for each source piece of the batch (at most 100, the stored
+    # width), plus the ``shortlist_frequent`` most frequent target pieces. Scores are then
+    # log-probabilities over the shortlist, and outputs can depend on which sentences share
+    # a batch; ``shortlist: false`` (``--shortlist off``) scores over the whole vocabulary.
+    shortlist: bool = True
+    shortlist_k: int = 30
+    shortlist_frequent: int = 1000
 
 
 @dataclass
@@ -272,6 +281,9 @@ def validate_inference(inf: InferenceConfig, prefix: str = "inference.") -> Infe
         (inf.max_len_b >= 0, "max_len_b", "at least 0", inf.max_len_b),
         (inf.min_len >= 0, "min_len", "at least 0", inf.min_len),
         (inf.no_repeat_ngram >= 0, "no_repeat_ngram", "at least 0", inf.no_repeat_ngram),
+        (inf.shortlist_k >= 0, "shortlist_k", "at least 0", inf.shortlist_k),
+        (inf.shortlist_frequent >= 0, "shortlist_frequent", "at least 0",
+         inf.shortlist_frequent),
     ]
     for ok, name, expected, value in checks:
         _check(ok, prefix + name, expected, value)

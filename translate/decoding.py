@@ -20,6 +20,7 @@ from translate.batching import BatchSampler, EncodedSplit, collate, source_split
 from translate.config import InferenceConfig
 from translate.runtime import autocast, threads_per_worker
 from translate.search import EvalMode, Hypothesis, beam_search, greedy_search
+from translate.shortlist import Shortlist
 
 
 @dataclass
@@ -48,7 +49,7 @@ def inference_batches(split: EncodedSplit, batch_size: int, max_tokens: int = 0)
 def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: InferenceConfig,
                *, special: dict[str, int], device: torch.device,
                dtype: torch.dtype = torch.float32, greedy: bool = False,
-               max_tokens: int = 0) -> Decoded:
+               max_tokens: int = 0, shortlist: Shortlist | None = None) -> Decoded:
     """Translate already-encoded sentences, in input order.
 
     Batches are :func:`inference_batches` collated by :func:`translate.batching.collate`, so
@@ -62,6 +63,9 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
     its share of torch's threads. Search is mostly small GEMMs and elementwise ops that two
     cores split poorly; one batch per core keeps both busy (see :class:`InferenceConfig`).
     Each batch is searched exactly as alone, so the outputs do not depend on ``workers``.
+
+    ``shortlist``: search each batch over its vocabulary shortlist only
+    (:mod:`translate.shortlist`); scores are then log-probabilities over the shortlist.
     """
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
     probs: torch.Tensor | None = None
@@ -76,7 +80,12 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
         # inference_mode and autocast are thread-local: each worker enters its own.
         with torch.inference_mode(), autocast(device, dtype):
             enc = model.encode(batch.src, batch.src_lengths, batch.src_mask)
-            hyps = _search(model, batch.src, batch.src_lengths, enc, opts, special, greedy)
+            if shortlist is None:
+                hyps = _search(model, batch.src, batch.src_lengths, enc, opts, special, greedy)
+            else:
+                view = shortlist.restrict(model, [split.src_ids[i] for i in rows], device)
+                hyps = view.to_vocab(_search(view, batch.src, batch.src_lengths, enc, opts,
+                                             view.special(special), greedy))
             tag_logits = model.tag(enc)
         tag = None if tag_logits is None else torch.sigmoid(tag_logits.float()).cpu()
         return hyps, tag

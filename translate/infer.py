@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the run's inference.quantize)")
     p.add_argument("--threads", metavar="N", type=int, default=0,
                    help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--shortlist", choices=("on", "off"),
+                   help="decode each batch over a vocabulary shortlist learned from the "
+                        "training data (default: the run's inference.shortlist, on; a run "
+                        "without shortlist.pt uses the whole vocabulary); jsonl scores then "
+                        "say scores_over: shortlist")
     g = p.add_argument_group("search (defaults: the run's inference config)")
     g.add_argument("--beam", metavar="N", type=int, help="beam size; 1 = greedy")
     g.add_argument("--alpha", metavar="X", type=float, help="GNMT length penalty exponent")
@@ -132,7 +137,8 @@ def format_line(result, fmt: str, n_best: int) -> str:
     """One output line (without the newline) for one :class:`Translation`."""
     if fmt == "text":
         return result.text.translate(_BREAKS)
-    obj: dict = {"translation": result.text, "score": result.score}
+    obj: dict = {"translation": result.text, "score": result.score,
+                 "scores_over": result.scores_over}
     if n_best > 1:
         obj["nbest"] = [{"translation": t, "score": s} for t, s in result.nbest]
     obj["domains"] = result.domains
@@ -207,8 +213,10 @@ def _run(argv: list[str] | None) -> int:
     if model_dir is None:
         model_dir = RunDir.latest("runs")
         print(f"{PROG.split()[-1]}: using the most recent run {model_dir}", file=sys.stderr)
+    shortlist = None if args.shortlist is None else args.shortlist == "on"
     translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
-                                 quantize=args.quantize, precision=args.precision)
+                                 quantize=args.quantize, precision=args.precision,
+                                 shortlist=shortlist)
     if translator.quantized:  # asked for here or in the run's inference config
         # After loading: what loading and quantizing freed goes back to the OS as usual; the
         # setting is for the buffers search allocates and frees at every step.

@@ -25,7 +25,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from translate.checkpoint import CheckpointError, atomic_write_text
+from translate.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 # In the order inference prefers them: averaged exists only when it validated better than best.
 CHECKPOINT_NAMES = ("averaged.pt", "best.pt", "last.pt")
@@ -154,6 +159,20 @@ class RunDir:
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{self.labels_path}: unreadable labels file: {err}") from None
         return data
+
+    @property
+    def shortlist_path(self) -> Path:
+        return self.root / "shortlist.pt"
+
+    def write_shortlist(self, state: dict) -> None:
+        """The decoding shortlist's lexical table (:mod:`translate.shortlist`), atomically."""
+        save_checkpoint(self.shortlist_path, state)
+
+    def read_shortlist(self) -> dict | None:
+        """The saved lexical table, or None for runs trained before shortlists existed."""
+        if not self.shortlist_path.is_file():
+            return None
+        return load_checkpoint(self.shortlist_path)
 
     def read_wandb_id(self) -> str | None:
         """The W&B run id recorded by the tracker, for ``--resume``."""

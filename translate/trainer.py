@@ -41,6 +41,7 @@ from translate.runtime import (
     set_threads,
 )
 from translate.schedule import build_scheduler
+from translate.shortlist import build_lexical_table
 from translate.tracking import Tracker, resolve_mode, run_log, say
 from translate.validation import validate
 
@@ -207,6 +208,7 @@ class Trainer:
             self._validate_and_save(start)
         p.elapsed += time.time() - start
         self.save_last()
+        self._write_shortlist()
         return self._finish()
 
     def _step(self, group: list[list[int]]) -> dict | None:
@@ -395,3 +397,16 @@ class Trainer:
                        f"  {result.signatures['bleu']}\n  {result.signatures['chrf']}")
         self.tracker.summary(summary)  # also written to summary.json
         return summary
+
+    # ------------------------------------------------------------------ shortlist
+
+    def _write_shortlist(self) -> None:
+        """The decoding shortlist's lexical table (:mod:`translate.shortlist`), learned from
+        the encoded training data and stored in the run directory for inference."""
+        t0 = time.perf_counter()
+        train, tok = self.data.splits["train"], self.data.tokenizer
+        table = build_lexical_table(train.src_ids, train.tgt_ids, tok.src_vocab_size,
+                                    tok.tgt_vocab_size)
+        self.run.write_shortlist(table.state())
+        log.info("shortlist: Dice table over %d training pairs in %.1f s -> %s", len(train),
+                 time.perf_counter() - t0, self.run.shortlist_path)

@@ -15,12 +15,16 @@ Guarantees callers can build on:
   joined with a space. Silently truncating would drop content; feeding it whole would run
   the encoder on lengths it never saw. Each such result carries a warning;
 * results do not depend on the batch size or on the order of the inputs (batches are
-  length-sorted by :func:`translate.decoding.decode_ids`, and search is batch-independent).
+  length-sorted by :func:`translate.decoding.decode_ids`, and search is batch-independent)
+  - with the vocabulary shortlist off. A shortlist is chosen per batch (the union over its
+  sentences, :mod:`translate.shortlist`), so with it on, which sentences share a batch can
+  change an output or a score slightly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -37,9 +41,12 @@ from translate.decoding import decode_ids
 from translate.model import build_model
 from translate.rundir import RunDir
 from translate.runtime import resolve_device, resolve_precision
+from translate.shortlist import LexicalTable, Shortlist
 from translate.tokenizer import Tokenizer, TokenizerError
 
 __all__ = ["Translation", "Translator", "TranslatorError", "split_long"]
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_ALIASES = {"best": "best_path", "last": "last_path", "averaged": "averaged_path"}
 
@@ -67,7 +74,8 @@ class Translation:
     empty input, which is not sent through the model). ``nbest`` lists ``(text, score)``
     best first. ``domains`` holds the labels whose probability reaches the per-label
     threshold tuned on validation; ``domain_probs`` holds every label's probability.
-    ``warnings`` says when the input had to be split into pieces.
+    ``warnings`` says when the input had to be split into pieces. ``scores_over`` says what
+    the scores are log-probabilities over: ``vocabulary`` or the batch's ``shortlist``.
     """
 
     text: str
@@ -76,6 +84,7 @@ class Translation:
     domains: dict[str, float] = field(default_factory=dict)
     domain_probs: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    scores_over: str = "vocabulary"
 
 
 # --------------------------------------------------------------------------- long inputs
@@ -171,6 +180,21 @@ def _thresholds(run: RunDir, path: Path, state: dict, labels: list[str]) -> list
     return thresholds
 
 
+def _read_lexicon(run: RunDir, tokenizer: Tokenizer, wanted: bool) -> LexicalTable | None:
+    """The run's shortlist table, or None (logged) for a run trained without one."""
+    state = run.read_shortlist()
+    if state is None:
+        (log.warning if wanted else log.info)(
+            "%s: no %s (trained before shortlists existed); decoding over the whole "
+            "vocabulary", run.root, run.shortlist_path.name)
+        return None
+    try:
+        return LexicalTable.from_state(state, tokenizer.src_vocab_size,
+                                       tokenizer.tgt_vocab_size)
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise TranslatorError(f"{run.shortlist_path}: unusable shortlist: {err}") from None
+
+
 def _quantize(model: nn.Module) -> nn.Module:
     """Dynamic int8 quantization of the LSTMs and linear layers (CPU inference)."""
     with warnings.catch_warnings():
@@ -187,7 +211,7 @@ class Translator:
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, cfg: Config, labels: list[str],
                  thresholds: list[float], device: torch.device,
                  dtype: torch.dtype = torch.float32, checkpoint_path: Path | None = None,
-                 quantized: bool = False) -> None:
+                 quantized: bool = False, lexicon: LexicalTable | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.config = cfg
@@ -200,10 +224,13 @@ class Translator:
         self.max_tokens = cfg.tokenizer.max_tokens
         self.special = {"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
                         "pad_id": tokenizer.pad_id}
+        self.lexicon = lexicon  # the shortlist's table; None: always the whole vocabulary
+        self._shortlists: dict[tuple[int, int], Shortlist] = {}
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", checkpoint: str | Path = "auto",
-             quantize: bool | None = None, precision: str = "fp32") -> Translator:
+             quantize: bool | None = None, precision: str = "fp32",
+             shortlist: bool | None = None) -> Translator:
         """Load ``run_dir`` for inference.
 
         ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
@@ -214,6 +241,9 @@ class Translator:
         :func:`translate.tuning.retain_freed_memory`).
         ``precision``: ``fp32`` (default, identical results on every device) or
         ``auto``/``bf16``/``fp16`` autocast on CUDA.
+        ``shortlist``: decode over per-batch vocabulary shortlists (None: the run's
+        ``inference.shortlist``, on by default); a run without ``shortlist.pt`` decodes over
+        the whole vocabulary (logged).
         """
         run = RunDir(run_dir)
         run.check_complete()
@@ -225,6 +255,10 @@ class Translator:
         labels = _labels(run, cfg)
         if quantize is None:
             quantize = cfg.inference.quantize
+        if shortlist is not None:
+            cfg.inference.shortlist = shortlist
+        lexicon = (_read_lexicon(run, tokenizer, shortlist is True) if cfg.inference.shortlist
+                   else None)
         torch_device = resolve_device(device)
         if quantize and torch_device.type != "cpu":
             raise ConfigError(
@@ -253,7 +287,7 @@ class Translator:
             model = _quantize(model)
         model.to(torch_device)
         return cls(model, tokenizer, cfg, labels, thresholds, torch_device, dtype, path,
-                   quantize)
+                   quantize, lexicon)
 
     # ------------------------------------------------------------------ options
 
@@ -264,6 +298,17 @@ class Translator:
         opts = dataclasses.replace(self.config.inference, **changes)
         return config_mod.validate_inference(opts, prefix="")
 
+    def _shortlist(self, opts: InferenceConfig) -> Shortlist | None:
+        """The shortlist ``opts`` ask for (cached per size), None for the whole vocabulary."""
+        if not opts.shortlist or self.lexicon is None:
+            return None
+        key = (opts.shortlist_k, opts.shortlist_frequent)
+        if key not in self._shortlists:
+            tok = self.tokenizer
+            self._shortlists[key] = Shortlist(self.lexicon, *key, special=(
+                tok.bos_id, tok.eos_id, tok.unk_id, tok.pad_id))
+        return self._shortlists[key]
+
     # ------------------------------------------------------------------ translate
 
     def translate(self, texts: Sequence[str], beam: int | None = None,
@@ -271,8 +316,12 @@ class Translator:
                   max_len_a: float | None = None, max_len_b: int | None = None,
                   min_len: int | None = None, no_repeat_ngram: int | None = None,
                   batch_size: int | None = None, workers: int | None = None,
-                  on_warning: Callable[[int, str], None] | None = None) -> list[Translation]:
+                  on_warning: Callable[[int, str], None] | None = None,
+                  shortlist: bool | None = None) -> list[Translation]:
         """Translate ``texts``; options default to the run's ``inference`` config.
+
+        ``shortlist``: True/False turns the vocabulary shortlist on/off for this call (on
+        needs a run with ``shortlist.pt``; without one, the whole vocabulary is used).
 
         ``on_warning(index, message)`` is called (besides ``Translation.warnings``) for each
         input that had to be split, with its 0-based index in ``texts``.
@@ -282,8 +331,10 @@ class Translator:
         opts = self.options(beam=beam, alpha=alpha, n_best=n_best, max_len_a=max_len_a,
                             max_len_b=max_len_b, min_len=min_len,
                             no_repeat_ngram=no_repeat_ngram, batch_size=batch_size,
-                            workers=workers)
-        results = [Translation(text="", score=None) for _ in texts]
+                            workers=workers, shortlist=shortlist)
+        restrict = self._shortlist(opts)
+        over = "vocabulary" if restrict is None else "shortlist"
+        results = [Translation(text="", score=None, scores_over=over) for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]
         encoded = self.tokenizer.encode_src([texts[i].strip() for i in todo])
         segments: list[list[int]] = []  # model inputs
@@ -308,7 +359,8 @@ class Translator:
         with torch.inference_mode():
             decoded = decode_ids(self.model, segments, opts, special=self.special,
                                  device=self.device, dtype=self.dtype,
-                                 max_tokens=opts.batch_size * PIECES_PER_SENTENCE)
+                                 max_tokens=opts.batch_size * PIECES_PER_SENTENCE,
+                                 shortlist=restrict)
         flat = [h for hyps in decoded.hypotheses for h in hyps]
         texts_out = iter(self.tokenizer.decode_tgt([h.tokens for h in flat]))
         nbests = [[(next(texts_out), float(h.score)) for h in hyps]

@@ -1,0 +1,147 @@
+"""Vocabulary shortlists: the Dice table by hand, and decoding over a shortlist on the shared
+tiny de→en run (real model, real sentences): exact with the whole vocabulary, inside the
+shortlist otherwise, for greedy, beam and n-best, fp32 and int8."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from translate.checkpoint import load_checkpoint
+from translate.config import InferenceConfig
+from translate.decoding import decode_ids
+from translate.shortlist import LexicalTable, RestrictedModel, Shortlist, build_lexical_table
+from translate.translator import Translator
+
+# Five sentence pairs over source ids 4-7 and target ids 10-14 (think "Hund" 4 -> "dog" 10).
+SRC = [[4, 5], [4, 6], [4, 5], [7, 6], [7]]
+TGT = [[10, 11], [10, 12], [10, 11, 14], [13, 12], [13, 14, 14]]
+SPECIAL = (1, 2, 0, 3)  # bos, eos, unk, pad
+
+
+def test_dice_table_on_a_hand_made_corpus() -> None:
+    """Sentences holding each piece: src 4:3, 5:2, 6:2, 7:2; tgt 10:3, 11-14:2 each.
+    Dice(4,10) = 2*3/(3+3) = 1, (4,11) = 2*2/(3+2) = .8, (4,12) = (4,14) = 2/5 = .4 (a tie:
+    the lower id first); (5,11) = 1, (5,10) = .8, (5,14) = .5; (6,12) = 1, (6,13) = .5,
+    (6,10) = .4; (7,13) = 1, (7,12) = (7,14) = .5."""
+    table = build_lexical_table(SRC, TGT, src_vocab=9, tgt_vocab=16, k=4)
+    assert table.top[4].tolist() == [10, 11, 12, 14]
+    assert table.top[5].tolist() == [11, 10, 14, -1]
+    assert table.top[6].tolist() == [12, 13, 10, -1]
+    assert table.top[7].tolist() == [13, 12, 14, -1]
+    assert (table.top[[0, 1, 2, 3, 8]] == -1).all()  # never seen in the source
+    # Frequency counts tokens (14 occurs 3 times, in 2 sentences); ties: lower id first.
+    assert table.frequent[:5].tolist() == [10, 14, 11, 12, 13]
+    assert sorted(table.frequent.tolist()) == list(range(16))
+    # The stored state round-trips and is checked against the vocabulary sizes.
+    again = LexicalTable.from_state(table.state(), 9, 16)
+    assert torch.equal(again.top, table.top) and torch.equal(again.frequent, table.frequent)
+    with pytest.raises(ValueError, match="tokenizer has 9 / 8000"):
+        LexicalTable.from_state(table.state(), 9, 8000)
+
+
+def test_shortlist_is_the_union_of_translations_frequent_and_special_ids() -> None:
+    table = build_lexical_table(SRC, TGT, src_vocab=9, tgt_vocab=16, k=4)
+    shortlist = Shortlist(table, k=1, frequent=2, special=SPECIAL)
+    # specials 0-3, frequent 10 and 14, top-1 of 4 (10) and of 7 (13)
+    assert shortlist.select([[4], [7, 7]]).tolist() == [0, 1, 2, 3, 10, 13, 14]
+    assert shortlist.select([[8]]).tolist() == [0, 1, 2, 3, 10, 14]  # unseen source piece
+    whole = Shortlist(table, k=0, frequent=16, special=SPECIAL)
+    assert whole.select([[4]]).tolist() == list(range(16))
+    with pytest.raises(ValueError, match="k=-1"):
+        Shortlist(table, k=-1, frequent=2, special=SPECIAL)
+
+
+# --------------------------------------------------------------------------- on a real run
+
+
+@pytest.fixture(scope="module")
+def translator(trained_run: Path) -> Translator:
+    torch.set_num_threads(2)
+    return Translator.load(trained_run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def src_ids(translator, multi30k: Path) -> list[list[int]]:
+    lines = multi30k.joinpath("test_2016_flickr.de").read_text(encoding="utf-8").splitlines()
+    return translator.tokenizer.encode_src(lines[:24])
+
+
+def _shortlist(translator: Translator, k: int, frequent: int) -> Shortlist:
+    tok = translator.tokenizer
+    return Shortlist(translator.lexicon, k, frequent,
+                     (tok.bos_id, tok.eos_id, tok.unk_id, tok.pad_id))
+
+
+def _decode(translator: Translator, src_ids, shortlist, beam: int, n_best: int = 1):
+    opts = InferenceConfig(beam_size=beam, n_best=n_best, batch_size=64)
+    return decode_ids(translator.model, src_ids, opts, special=translator.special,
+                      device=translator.device, shortlist=shortlist).hypotheses
+
+
+def test_training_writes_a_small_shortlist(trained_run: Path, translator) -> None:
+    state = load_checkpoint(trained_run / "shortlist.pt")  # weights_only loading
+    assert state["method"] == "dice" and state["sentences"] > 1000
+    assert (trained_run / "shortlist.pt").stat().st_size < 1_000_000
+    assert translator.lexicon is not None
+
+
+@pytest.mark.parametrize("beam,n_best", [(1, 1), (3, 3)])
+def test_whole_vocabulary_shortlist_equals_the_full_search(translator, src_ids, beam,
+                                                           n_best) -> None:
+    vocab = translator.tokenizer.tgt_vocab_size
+    full = _decode(translator, src_ids, None, beam, n_best)
+    whole = _decode(translator, src_ids, _shortlist(translator, 0, vocab), beam, n_best)
+    assert whole == full  # tokens, scores and raw log-probs, every n-best entry
+
+
+@pytest.mark.parametrize("beam,n_best", [(1, 1), (4, 3)])
+def test_outputs_lie_in_the_shortlist_and_nbest_is_sorted(translator, src_ids, beam,
+                                                          n_best) -> None:
+    shortlist = _shortlist(translator, 3, 20)
+    allowed = set(shortlist.select(src_ids).tolist())  # one batch: the batch's shortlist
+    assert len(allowed) < translator.tokenizer.tgt_vocab_size / 2
+    hyps = _decode(translator, src_ids, shortlist, beam, n_best)
+    assert len(hyps) == len(src_ids)
+    for nbest in hyps:
+        assert 1 <= len(nbest) <= n_best
+        assert [h.score for h in nbest] == sorted((h.score for h in nbest), reverse=True)
+        for h in nbest:
+            assert set(h.tokens) <= allowed and math.isfinite(h.score)
+            assert translator.tokenizer.pad_id not in h.tokens
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_restricted_logits_are_the_full_logits_of_the_shortlist(trained_run, translator,
+                                                                src_ids, quantize) -> None:
+    model = Translator.load(trained_run, device="cpu", quantize=True).model if quantize \
+        else translator.model
+    ids = _shortlist(translator, 3, 20).select(src_ids[:4])
+    view = RestrictedModel(model, ids)
+    src = torch.tensor([src_ids[0]])
+    with torch.inference_mode():
+        enc = model.encode(src, torch.tensor([src.size(1)]))
+        state = model.init_decoder_state(enc)
+        full, _, _ = model.decode_step(torch.tensor([translator.tokenizer.bos_id]), state, enc)
+        bos = view.special(translator.special)["bos_id"]
+        cut, _, _ = view.decode_step(torch.tensor([bos]), state, enc)
+    torch.testing.assert_close(cut, full[:, ids], rtol=0, atol=1e-5)
+
+
+def test_translator_switch_and_quantized_shortlist(trained_run, translator, src_ids) -> None:
+    texts = translator.tokenizer.decode_src(src_ids[:8])
+    on = translator.translate(texts, beam=3, n_best=2)
+    off = translator.translate(texts, beam=3, n_best=2, shortlist=False)
+    assert {r.scores_over for r in on} == {"shortlist"}
+    assert {r.scores_over for r in off} == {"vocabulary"}
+    # Log-probabilities over a subset of the vocabulary are never lower for the same output.
+    for a, b in zip(on, off, strict=True):
+        if a.text == b.text:
+            assert a.score >= b.score - 1e-5
+    int8 = Translator.load(trained_run, device="cpu", quantize=True)
+    out = int8.translate(texts, beam=3)
+    assert {r.scores_over for r in out} == {"shortlist"} and all(r.text for r in out)
+    assert Translator.load(trained_run, device="cpu", shortlist=False).lexicon is None

@@ -1,0 +1,263 @@
+"""Vocabulary shortlists: decode over the target pieces a batch can plausibly need.
+
+Most of a CPU decoding step is the output projection and the log-softmax over the whole
+target vocabulary. For one batch, only a few hundred to a few thousand of its pieces are
+plausible. The shortlist of a batch is the union of
+
+* the ``k`` target pieces most associated with each source piece of the batch, by a lexical
+  table learned from the training data (:func:`build_lexical_table`),
+* the ``frequent`` most frequent target pieces of the training data (function words,
+  punctuation: needed whatever the source says),
+* bos, eos, unk and pad. Search bans pad and bos every step, so they are never produced;
+  they are kept so that the search's special ids have a place in the restricted space.
+
+Search then runs unchanged on a view of the model (:class:`RestrictedModel`) whose logits
+cover only the shortlist: it works in the shortlist's index space, and the results are
+mapped back to vocabulary ids. Its scores are log-probabilities *over the shortlist*
+(log-softmax over the restricted logits), so callers say which space they were taken over.
+
+**Why Dice over the encoded training corpus** (and not the model's attention): the table is
+one sparse co-occurrence product over the sentence pairs, ~1-3 s for Multi30k, exactly
+reproducible, and independent of the model's quality: a short or averaged run, or one
+whose attention is diffuse, gets the same table, and it can be built for an old run from
+its data alone without running the model over the training set. Sentence-level Dice,
+``2 c(s, t) / (c(s) + c(t))`` with ``c`` counting sentence pairs, ranks a target piece by how
+often it appears *together with* the source piece relative to how often either appears; PMI
+would rank rare pairs seen once together above everything else, and raw co-occurrence would
+rank the frequent pieces (already in the shortlist) first.
+
+Pure data: ids in, tensors out. Reading and writing the table is the run directory's job
+(:meth:`translate.checkpoint.RunDir.write_shortlist` / ``read_shortlist``).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LexicalTable", "RestrictedModel", "Shortlist", "build_lexical_table"]
+
+TABLE_VERSION = 1
+STORED_K = 100  # columns kept per source piece; inference may use fewer
+
+
+@dataclass
+class LexicalTable:
+    """``top[s]``: target ids by decreasing Dice with source id ``s`` (-1 = none);
+    ``frequent``: every target id by decreasing training frequency (ties: lower id first)."""
+
+    top: Tensor  # [src_vocab, K] int16/int32
+    frequent: Tensor  # [tgt_vocab] int32
+    sentences: int = 0
+
+    @property
+    def tgt_vocab(self) -> int:
+        return self.frequent.numel()
+
+    def state(self) -> dict:
+        """Plain data for a ``weights_only`` checkpoint."""
+        return {"table_version": TABLE_VERSION, "method": "dice", "top": self.top,
+                "frequent": self.frequent, "sentences": self.sentences}
+
+    @classmethod
+    def from_state(cls, state: dict, src_vocab: int, tgt_vocab: int) -> LexicalTable:
+        """Check a saved table against the run's vocabularies (ValueError says what is off)."""
+        if state.get("table_version") != TABLE_VERSION or state.get("method") != "dice":
+            raise ValueError(f"unknown shortlist format (version {state.get('table_version')!r}, "
+                             f"method {state.get('method')!r})")
+        top, frequent = state["top"], state["frequent"]
+        if top.dim() != 2 or top.size(0) != src_vocab or frequent.numel() != tgt_vocab:
+            raise ValueError(f"table for {top.size(0)} source / {frequent.numel()} target "
+                             f"pieces, but the tokenizer has {src_vocab} / {tgt_vocab}")
+        return cls(top=top, frequent=frequent, sentences=int(state.get("sentences", 0)))
+
+
+def _incidence(rows: Sequence[Sequence[int]], vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sentence index, piece id) of each distinct piece of each sentence, sorted."""
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
+                      count=int(lengths.sum()))
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        raise ValueError(f"piece ids must lie in [0, {vocab})")
+    sent = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    code = np.unique(sent * vocab + ids)
+    return code // vocab, code % vocab
+
+
+def _cooccurrence(src: tuple[np.ndarray, np.ndarray], tgt: tuple[np.ndarray, np.ndarray],
+                  n: int, src_vocab: int, tgt_vocab: int) -> tuple[np.ndarray, ...]:
+    """Sentence-pair counts ``c(s, t)`` as (row s, column t, count), sorted by (s, t).
+
+    One sparse product ``S^T T`` of the two sentence-by-piece incidence matrices.
+    """
+    (s_sent, s_id), (t_sent, t_id) = src, tgt
+    s_mat = torch.sparse_coo_tensor(torch.from_numpy(np.stack([s_id, s_sent])),
+                                    torch.ones(s_id.size), (src_vocab, n),
+                                    check_invariants=False).coalesce()
+    t_mat = torch.sparse_coo_tensor(torch.from_numpy(np.stack([t_sent, t_id])),
+                                    torch.ones(t_id.size), (n, tgt_vocab),
+                                    is_coalesced=True, check_invariants=False)
+    with warnings.catch_warnings():  # torch multiplies through its (beta) CSR kernels
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        both = torch.sparse.mm(s_mat, t_mat).coalesce()
+    row, col = both.indices().numpy()
+    return row, col, both.values().numpy()
+
+
+def build_lexical_table(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]],
+                        src_vocab: int, tgt_vocab: int, k: int = STORED_K) -> LexicalTable:
+    """Sentence-level Dice between every source and target piece; the top ``k`` per source.
+
+    Ties in Dice go to the pair seen together more often, then to the lower target id, so
+    the table is the same on every machine.
+    """
+    if len(src_ids) != len(tgt_ids):
+        raise ValueError(f"{len(src_ids)} source rows but {len(tgt_ids)} target rows")
+    n = len(src_ids)
+    src, tgt = _incidence(src_ids, src_vocab), _incidence(tgt_ids, tgt_vocab)
+    dtype = torch.int16 if tgt_vocab <= torch.iinfo(torch.int16).max else torch.int32
+    top = torch.full((src_vocab, k), -1, dtype=dtype)
+    if src[0].size and tgt[0].size:
+        row, col, joint = _cooccurrence(src, tgt, n, src_vocab, tgt_vocab)
+        src_count = np.bincount(src[1], minlength=src_vocab)  # sentences holding each piece
+        tgt_count = np.bincount(tgt[1], minlength=tgt_vocab)
+        dice = 2 * joint / (src_count[row] + tgt_count[col])
+        order = np.lexsort((col, -joint, -dice, row))  # by row, then best first
+        row_start = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=src_vocab))])
+        rank = np.arange(order.size) - row_start[row[order]]
+        keep = rank < k
+        picked = order[keep]
+        top[torch.from_numpy(row[picked]), torch.from_numpy(rank[keep])] = torch.from_numpy(
+            col[picked]).to(dtype)
+    tokens = np.bincount(np.fromiter(itertools.chain.from_iterable(tgt_ids), dtype=np.int64),
+                         minlength=tgt_vocab)
+    frequent = torch.from_numpy(np.argsort(-tokens, kind="stable").astype(np.int32))
+    return LexicalTable(top=top, frequent=frequent, sentences=n)
+
+
+class Shortlist:
+    """Picks the target ids of a batch from a :class:`LexicalTable`.
+
+    ``k`` translations per source piece (at most the table's width), the ``frequent`` most
+    frequent target pieces, and ``special`` ids (bos, eos, unk, pad).
+    """
+
+    def __init__(self, table: LexicalTable, k: int, frequent: int,
+                 special: Sequence[int]) -> None:
+        if k < 0 or frequent < 0:
+            raise ValueError(f"shortlist sizes must be >= 0, got k={k}, frequent={frequent}")
+        self.table, self.k, self.frequent = table, k, frequent
+        self.top = table.top[:, :k].long()
+        self.base = torch.zeros(table.tgt_vocab, dtype=torch.bool)
+        self.base[table.frequent[:frequent].long()] = True
+        self.base[torch.tensor(list(special), dtype=torch.long)] = True
+
+    def select(self, src_rows: Sequence[Sequence[int]]) -> Tensor:
+        """Sorted target ids (int64, CPU) for a batch of source rows."""
+        mask = self.base.clone()
+        src = torch.tensor(sorted({i for r in src_rows for i in r}), dtype=torch.long)
+        if src.numel() and self.k:
+            cand = self.top[src].view(-1)
+            mask[cand[cand >= 0]] = True
+        return mask.nonzero().view(-1)
+
+    def restrict(self, model: nn.Module, src_rows: Sequence[Sequence[int]],
+                 device: torch.device) -> RestrictedModel:
+        return RestrictedModel(model, self.select(src_rows).to(device))
+
+
+# Int8 output layers' unpacked weights and biases (weights do not change at inference).
+_UNPACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _rows_of_linear(proj: nn.Module, ids: Tensor) -> Callable[[Tensor], Tensor]:
+    """A function computing only output rows ``ids`` of the linear layer ``proj``.
+
+    Float layers: ``F.linear`` over the selected rows (under autocast it casts them, as the
+    full layer does). Dynamically quantized int8 layers: a quantized layer over the selected
+    int8 rows (same scale and zero point), so the int8 model keeps int8 kernels. A shortlist
+    holding every id uses ``proj`` itself: no copy, and the very same logits.
+    """
+    weight = getattr(proj, "weight", None)
+    if ids.numel() == getattr(proj, "out_features", -1) and bool(
+            (ids == torch.arange(ids.numel(), device=ids.device)).all()):
+        return proj
+    if isinstance(proj, nn.Linear):
+        return functools.partial(F.linear, weight=weight.index_select(0, ids),
+                                 bias=None if proj.bias is None else proj.bias.index_select(0, ids))
+    if callable(weight) and hasattr(proj, "set_weight_bias"):  # ao.nn.quantized.dynamic.Linear
+        if proj not in _UNPACKED:  # unpacking costs ~4 ms a call: once per layer, not batch
+            _UNPACKED[proj] = (weight(), proj.bias())
+        qweight, bias = _UNPACKED[proj]
+        cpu_ids = ids.cpu()
+        # Made with one output row (its constructor packs a zero weight of the given size),
+        # then given the real rows: one packing of the shortlist's weights per batch.
+        sub = type(proj)(proj.in_features, 1, bias_=bias is not None, dtype=qweight.dtype)
+        sub.out_features = ids.numel()
+        sub.set_weight_bias(qweight.index_select(0, cpu_ids),
+                            None if bias is None else bias.index_select(0, cpu_ids))
+        return sub
+    raise TypeError(f"cannot restrict an output layer of type {type(proj).__name__}")
+
+
+class RestrictedModel:
+    """A Seq2Seq as search sees it, with the output vocabulary cut down to ``ids``.
+
+    Search only calls ``encode``, ``init_decoder_state``, ``decode_step`` and the train/eval
+    switches; ``decode_step`` takes and returns positions in ``ids`` (token ``j`` means
+    vocabulary id ``ids[j]``). The restricted output rows are copied once per batch.
+    """
+
+    def __init__(self, model: nn.Module, ids: Tensor) -> None:
+        self.model, self.ids = model, ids
+        self.ids_list: list[int] = ids.tolist()
+        self.proj = _rows_of_linear(model.generator.proj, ids)
+
+    # train/eval switches, for search's EvalMode
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def train(self, mode: bool = True) -> RestrictedModel:
+        self.model.train(mode)
+        return self
+
+    def eval(self) -> RestrictedModel:
+        return self.train(False)
+
+    def encode(self, *args, **kwargs):
+        return self.model.encode(*args, **kwargs)
+
+    def init_decoder_state(self, enc):
+        return self.model.init_decoder_state(enc)
+
+    def decode_step(self, prev_tokens: Tensor, state, enc) -> tuple[Tensor, object, Tensor]:
+        """As :meth:`Seq2Seq.decode_step`, in shortlist positions: logits ``[N, len(ids)]``."""
+        vec, state, weights = self.model.decoder.step(
+            self.ids[prev_tokens], state, enc.states, enc.mask, enc.proj_keys)
+        return self.proj(self.model.generator.pre(vec)), state, weights
+
+    def special(self, special: dict[str, int]) -> dict[str, int]:
+        """Search's special ids (``bos_id``...) as positions in the shortlist."""
+        where = {v: j for j, v in enumerate(self.ids_list)}
+        missing = [name for name, v in special.items() if v not in where]
+        if missing:
+            raise ValueError(f"the shortlist lacks the special ids {missing}")
+        return {name: where[v] for name, v in special.items()}
+
+    def to_vocab(self, hyps: list[list]) -> list[list]:
+        """Map every hypothesis' tokens from shortlist positions back to vocabulary ids."""
+        ids = self.ids_list
+        for nbest in hyps:
+            for h in nbest:
+                h.tokens = [ids[t] for t in h.tokens]
+        return hyps
