@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import re
 import resource
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from test_train import _small
 
@@ -117,3 +119,37 @@ def test_failed_checkpoint_write_keeps_the_previous_one(multi30k, multidomain,
     assert load_checkpoint(run / "last.pt")["progress"]["step"] == 3
     assert not list(run.glob(".*.tmp"))  # no half-written temp file left behind
     assert os.path.getsize(run / "metrics.jsonl") < limit
+
+
+def test_time_based_checkpoints_between_validations(multi30k, multidomain, tmp_path,
+                                                    caplog) -> None:
+    caplog.set_level(logging.INFO, logger="translate")
+    # 0.0001 minutes: every step is due, so each one rewrites last.pt with its own position
+    raw = _small(multi30k, multidomain, tmp_path, "timed", max_steps=4, valid_every=100000,
+                 save_every_minutes=0.0001)
+    Trainer(config.from_dict(raw)).fit()
+    log = (tmp_path / "timed" / "train.log").read_text()
+    assert [int(s) for s in re.findall(r"INFO step (\d+): saved \S+last\.pt", log)] == [1, 2, 3]
+
+
+def test_bad_save_settings_are_refused_naming_the_field(multi30k, multidomain,
+                                                        tmp_path) -> None:
+    for key, value in (("save_every_minutes", -1), ("save_every_steps", -5)):
+        raw = _small(multi30k, multidomain, tmp_path, "bad", **{key: value})
+        with pytest.raises(config.ConfigError, match=rf"training\.{key}: .*0 = off"):
+            config.from_dict(raw)
+
+
+def test_progress_lines_every_n_steps_or_after_the_time_limit() -> None:
+    from translate.progress import ProgressLines
+
+    lines: list[str] = []
+    by_steps = ProgressLines(lines.append, every=3, max_minutes=60)
+    for step in range(1, 8):
+        by_steps.update(step, 2.5, 100)
+    assert [ln.split(":")[0] for ln in lines] == ["step 3", "step 6"]
+    assert re.fullmatch(r"step 3: loss 2\.500, [\d,]+ tokens/s, ETA 0:59:5\d", lines[0])
+    lines.clear()
+    by_time = ProgressLines(lines.append, every=1000, max_seconds=0.0)  # no limit: no ETA
+    by_time.update(1, 1.0, 10)
+    assert len(lines) == 1 and "ETA" not in lines[0]

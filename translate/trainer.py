@@ -194,7 +194,7 @@ class Trainer:
                 if p.step % tr.valid_every == 0:
                     stopped_early = self._validate_and_save(start)
                     saved_at = time.time()
-                elif self._save_due(saved_at):
+                elif self._save_due(saved_at) and not self._done(start):  # end saves anyway
                     self._save_resumable(start)
                     saved_at = time.time()
                 if self._stop_signal:
