@@ -153,3 +153,19 @@ def test_progress_lines_every_n_steps_or_after_the_time_limit() -> None:
     by_time = ProgressLines(lines.append, every=1000, max_seconds=0.0)  # no limit: no ETA
     by_time.update(1, 1.0, 10)
     assert len(lines) == 1 and "ETA" not in lines[0]
+
+
+def test_truncate_logs_cuts_both_logs_and_a_torn_line(tmp_path) -> None:
+    from translate.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.metrics_path.write_text("".join(json.dumps({"step": s, "train/loss": 1.0}) + "\n"
+                                        for s in (1, 2, 3, 4)) + '{"step": 5, "tr')
+    run.samples_path.write_text("".join(json.dumps({"step": s, "source": "ein Hund"}) + "\n"
+                                        for s in (2, 4)))
+    run.truncate_logs(3)
+    assert _train_steps(tmp_path) == [1, 2, 3]
+    assert [json.loads(x)["step"] for x in run.samples_path.read_text().splitlines()] == [2]
+    untouched = run.metrics_path.stat().st_mtime_ns
+    run.truncate_logs(3)  # nothing to cut: the file is left alone
+    assert run.metrics_path.stat().st_mtime_ns == untouched
