@@ -18,6 +18,7 @@ inference reads from the checkpoint it loads.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import pickle
@@ -123,7 +124,29 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict) -> None:
     path = Path(path)
     payload = {**state, "version": CHECKPOINT_VERSION}
     _check_plain(payload, "state")
-    _atomic_write(path, lambda f: torch.save(payload, f))
+    try:
+        _atomic_write(path, lambda f: torch.save(payload, f))
+    except (OSError, RuntimeError) as err:
+        cause = _os_error(err)
+        if cause is None:
+            raise
+        code = errno.errorcode.get(cause.errno or 0, "error")
+        kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was kept"
+        raise CheckpointError(
+            f"{path}: could not write the checkpoint: {os.strerror(cause.errno or 0)} "
+            f"({code}); {kept}. Free space or raise the limit, then resume"
+        ) from None
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError behind ``err``: torch.save reports a failed write (ENOSPC, EDQUOT,
+    EFBIG) as a RuntimeError whose context is the OSError that says what happened."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno:
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 # --------------------------------------------------------------------------- loading

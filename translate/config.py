@@ -155,6 +155,10 @@ class TrainingConfig:
     max_epochs: int = 10
     max_minutes: float = 0.0  # 0 = no wall-clock limit
     valid_every: int = 1000
+    # Checkpoints of the resumable state between validations, so a kill loses at most this
+    # much work; 0 turns either off.
+    save_every_minutes: float = 10.0
+    save_every_steps: int = 0
     valid_max_sentences: int = 0  # 0 = whole validation split
     early_stopping_metric: Literal["loss", "bleu", "chrf"] = "bleu"
     patience: int = 0  # validations without improvement before stopping; 0 = never
@@ -258,6 +262,10 @@ def validate(cfg: Config) -> Config:
     _check(0 <= tr.label_smoothing < 1, "training.label_smoothing", "a number in [0, 1)",
            tr.label_smoothing)
     _check(tr.valid_every > 0, "training.valid_every", "a positive integer", tr.valid_every)
+    _check(tr.save_every_minutes >= 0, "training.save_every_minutes", "a number >= 0 (0 = off)",
+           tr.save_every_minutes)
+    _check(tr.save_every_steps >= 0, "training.save_every_steps", "an integer >= 0 (0 = off)",
+           tr.save_every_steps)
     _check(tr.max_nonfinite >= 1, "training.max_nonfinite", "at least 1", tr.max_nonfinite)
     _check(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "training.max_steps",
            "a limit: one of max_steps, max_epochs, max_minutes must be positive", tr.max_steps)

@@ -20,7 +20,10 @@ is kept in two places.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +34,8 @@ from translate.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+
+log = logging.getLogger(__name__)
 
 # In the order inference prefers them: averaged exists only when it validated better than best.
 CHECKPOINT_NAMES = ("averaged.pt", "best.pt", "last.pt")
@@ -98,11 +103,36 @@ class RunDir:
     def wandb_id_path(self) -> Path:
         return self.root / "wandb_id"
 
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
     # operations ---------------------------------------------------------------
     def create(self) -> RunDir:
         """Create the run folder and its tokenizer folder; returns ``self``."""
         self.tokenizer_dir.mkdir(parents=True, exist_ok=True)
         return self
+
+    def lock(self) -> RunLock:
+        """Take the run's writer lock (see :class:`RunLock`); raises when another holds it."""
+        return RunLock(self.lock_path)
+
+    def truncate_logs(self, step: int) -> None:
+        """Cut ``metrics.jsonl`` and ``samples.jsonl`` back to records up to ``step``.
+
+        A resumed run trains the steps after its checkpoint again and logs them again; the
+        records the killed process wrote for them must go, or every kill leaves duplicates.
+        A torn last line (the process died mid-write) goes too. Rewritten atomically.
+        """
+        for path in (self.metrics_path, self.samples_path):
+            if not path.is_file():
+                continue
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if (at := _step_of(line)) is not None and at <= step]
+            if len(kept) != len(lines):
+                atomic_write_text(path, "".join(line + "\n" for line in kept))
+                log.info("%s: dropped %d record(s) after step %d (replayed on resume)",
+                         path.name, len(lines) - len(kept), step)
 
     def checkpoints(self) -> list[Path]:
         """Existing checkpoints, in the order inference prefers them: averaged, best, last."""
@@ -207,3 +237,51 @@ class RunDir:
                 "pass the run directory explicitly"
             )
         return best[1]
+
+
+def _step_of(line: str) -> int | None:
+    """The ``step`` of one JSON-lines record; None for a torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
+
+
+class RunLock:
+    """One writer per run directory: an exclusive ``flock`` held while the lock is open.
+
+    The kernel drops a ``flock`` when its process dies, so a ``kill -9`` leaves no stale
+    lock to clean up; the file keeps the holder's PID only so the error can name it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            self.release()
+            raise RunLockedError(
+                f"{path.parent}: another translate.train (PID {holder}) is writing to this "
+                "run directory; wait for it to end or choose another training.run_dir"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+
+    def release(self) -> None:
+        """Close the file, which drops the lock; safe to call twice."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+class RunLockedError(CheckpointError):
+    """Another process holds the run directory's writer lock."""

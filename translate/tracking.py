@@ -83,6 +83,7 @@ def say(text: str) -> None:
     """Print a line for the person watching a run (above the progress bar), and keep it in
     the run's ``train.log`` while :func:`run_log` is open."""
     tqdm.write(text)
+    sys.stdout.flush()  # without a terminal stdout is block-buffered; a log file shows it now
     _PRINTED.info(text)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import sys
 import time
-from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -31,6 +31,7 @@ from translate.errors import TranslateError
 from translate.loss import TranslationLoss, batch_losses
 from translate.model import build_model
 from translate.prepare import Prepared, prepare
+from translate.progress import Progress, ProgressLines
 from translate.rundir import RunDir
 from translate.runtime import (
     autocast,
@@ -52,23 +53,11 @@ class TrainingError(TranslateError, RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the message says why."""
 
 
-@dataclass
-class Progress:
-    """Where the run stands; saved in every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # next batch of this epoch to train on
-    best: float | None = None
-    bad_validations: int = 0
-    elapsed: float = 0.0
-    tokens: int = 0
-
-
 class Trainer:
     def __init__(self, cfg: Config, resume: bool = False) -> None:
         self.cfg = cfg
         self.run = RunDir(cfg.training.run_dir).create()
+        self._lock = self.run.lock()  # one writer per run directory, held until fit ends
         set_threads(cfg.training.num_threads)
         seed_everything(cfg.training.seed)
         configure_cuda()
@@ -104,6 +93,8 @@ class Trainer:
             # Loaded on the CPU: load_state_dict moves weights and optimizer state to the
             # parameters' device, and the RNG states must stay CPU tensors.
             self._restore(load_checkpoint(self.run.last_path, map_location="cpu"))
+            with run_log(self.run.log_path):  # the steps after it are replayed: cut their logs
+                self.run.truncate_logs(self.progress.step)
         self.tracker = Tracker(cfg.logging, self.run, config_mod.to_dict(cfg),
                                resume_id=self.run.read_wandb_id() if resume else None,
                                mode=tracking)
@@ -168,12 +159,16 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
             self.tracker.finish()
+            self._lock.release()
 
     def _loop(self) -> dict:
         tr, p = self.cfg.training, self.progress
         start, window_tokens, window_start = time.time(), 0, time.time()
         bar = tqdm(total=tr.max_steps or None, initial=p.step, desc="train", unit="step",
                    dynamic_ncols=True, disable=None)
+        lines = None if sys.stderr.isatty() else ProgressLines(
+            say, self.cfg.logging.log_every, tr.max_steps, tr.max_minutes, p.elapsed)
+        saved_at = time.time()
         stopped_early = False
         self.model.train()
         while not self._done(start) and not stopped_early:
@@ -188,6 +183,8 @@ class Trainer:
                 p.tokens += stats["ntokens"]
                 window_tokens += stats["ntokens"]
                 bar.update(1)
+                if lines is not None:
+                    lines.update(p.step, stats["loss"], stats["ntokens"])
                 if p.step % tr.valid_every == 0 or p.step % self.cfg.logging.log_every == 0:
                     rate = window_tokens / max(time.time() - window_start, 1e-9)
                     window_tokens, window_start = 0, time.time()
@@ -197,6 +194,10 @@ class Trainer:
                     self.tracker.log({f"train/{k}": v for k, v in stats.items()}, p.step)
                 if p.step % tr.valid_every == 0:
                     stopped_early = self._validate_and_save(start)
+                    saved_at = time.time()
+                elif self._save_due(saved_at) and not self._done(start):  # end saves anyway
+                    self._save_resumable(start)
+                    saved_at = time.time()
                 if self._stop_signal:
                     return self._interrupted(start, bar)
                 if stopped_early:
@@ -210,6 +211,22 @@ class Trainer:
         self.save_last()
         self._write_shortlist()
         return self._finish()
+
+    def _save_due(self, saved_at: float) -> bool:
+        tr = self.cfg.training
+        return bool(tr.save_every_steps and self.progress.step % tr.save_every_steps == 0) or (
+            bool(tr.save_every_minutes) and time.time() - saved_at >= tr.save_every_minutes * 60)
+
+    def _save_resumable(self, start: float) -> None:
+        """``last.pt`` between validations, so that a kill loses minutes, not a whole
+        ``valid_every``; it counts the training time so far, as a final save would."""
+        before = self.progress.elapsed
+        self.progress.elapsed += time.time() - start
+        try:
+            self.save_last()
+        finally:
+            self.progress.elapsed = before
+        log.info("step %d: saved %s", self.progress.step, self.run.last_path)
 
     def _step(self, group: list[list[int]]) -> dict | None:
         """One optimizer step over ``group`` micro-batches; None when skipped (non-finite)."""
