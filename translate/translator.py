@@ -152,6 +152,20 @@ def _quantize(model: nn.Module) -> nn.Module:
         )
 
 
+def _precision(name: str, device: torch.device, quantize: bool) -> torch.dtype:
+    """The autocast dtype; with int8 weights ``auto`` is fp32 and bf16/fp16 are refused.
+
+    Dynamic int8 layers quantize fp32 activations on the fly and have no bf16 kernels;
+    autocast would hand them bf16 activations from the unquantized products (attention).
+    """
+    if not quantize:
+        return resolve_precision(name, device)
+    if name in ("bf16", "fp16"):
+        raise ConfigError(f"precision {name!r} cannot be combined with quantize (int8 weights "
+                          "run with fp32 activations); drop one of them")
+    return torch.float32
+
+
 class Translator:
     """A loaded model with its tokenizer, labels and inference defaults."""
 
@@ -181,7 +195,8 @@ class Translator:
         ``best``, ``last``, ``averaged`` or a path (absolute, or relative to the working
         directory or the run directory). ``quantize``: dynamic int8 weights for
         the LSTMs and linear layers, CPU only. ``precision``: ``fp32`` (default, identical
-        results on every device) or ``auto``/``bf16``/``fp16`` autocast on CUDA.
+        results on every device), ``bf16`` autocast (CUDA or CPU; search scores stay fp32),
+        ``fp16`` (CUDA) or ``auto`` (see :func:`translate.runtime.choose_precision`).
         """
         run = RunDir(run_dir)
         run.check_complete()
@@ -199,7 +214,7 @@ class Translator:
                 f"quantize: dynamic int8 quantization runs on the CPU only, not on {device!r};"
                 " drop --quantize or use --device cpu"
             )
-        dtype = resolve_precision(precision, torch_device)
+        dtype = _precision(precision, torch_device, quantize)
         path = _resolve_checkpoint(run, checkpoint)
         state = load_checkpoint(path, map_location="cpu")
         if not isinstance(state.get("model"), dict):
