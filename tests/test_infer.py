@@ -85,6 +85,29 @@ def test_every_input_line_gets_one_output_line(trained_run, german, tmp_path, ca
     assert "invalid UTF-8 replaced on line(s) 6, 9" in err
 
 
+def test_bf16_precision_reports_its_choice_and_keeps_one_line_per_input(trained_run, german,
+                                                                        tmp_path, capsys):
+    data, n, _ = _messy_input(german)
+    src, out = tmp_path / "in.de", tmp_path / "out.en"
+    src.write_bytes(data)
+    for precision in ("bf16", "auto"):
+        assert run(["--model", str(trained_run), "--input", str(src), "--output", str(out),
+                    "--beam", "2", "--precision", precision, "--device", "cpu"]) == 0
+        err = capsys.readouterr().err
+        assert out.read_text(encoding="utf-8").count("\n") == n
+        prefix = "translate.infer: precision "
+        chosen = [line for line in err.splitlines() if line.startswith(prefix)]
+        assert len(chosen) == 1, err
+        if precision == "bf16":
+            assert chosen[0].startswith(prefix + "bfloat16: bf16 as configured")
+    src.write_text(german[0] + "\n", encoding="utf-8")
+    assert run(["--model", str(trained_run), "--input", str(src), "--quantize",
+                "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(ERROR) and err.count("\n") == 1
+    assert "cannot be combined with quantize" in err
+
+
 def test_stdout_carries_only_translations(trained_run, german, tmp_path):
     data, n, _ = _messy_input(german)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,14 +1,25 @@
 """Process-wide tuning (translate/tuning.py): the commands apply it, importing or loading never
-does, and each setting is checked by its effect in a fresh process, not by its variable."""
+does, and each setting is checked by its effect in a fresh process, not by its variable; and
+the precision ``auto`` picks per machine."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from translate.runtime import (
+    AUTO_BF16_CPU_UNITS,
+    RuntimeSetupError,
+    choose_precision,
+    cpu_bf16_unit,
+    resolve_precision,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNING_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "MKL_DISABLE_FAST_MM", "GLIBC_TUNABLES")
@@ -197,3 +208,62 @@ def test_infer_quantize_retains_freed_memory_but_loading_alone_does_not(trained_
     assert _reused(counts), counts
     _, counts = _faults(_LOAD, str(trained_run))
     assert _fresh_every_round(counts), counts
+
+
+# --------------------------------------------------------------------------- precision
+
+AMX_CPU = {"avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_tile": True,
+           "amx_bf16": True, "cpu_name": "Intel Xeon (Sapphire Rapids)"}
+AVX512_BF16_CPU = {"avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_tile": False,
+                   "amx_bf16": False, "cpu_name": "AMD EPYC (Zen 4)"}
+PLAIN_CPU = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_tile": False,
+             "amx_bf16": False, "cpu_name": "an AVX2-only host"}
+
+
+def test_cpu_bf16_unit_reads_the_amx_and_avx512_bf16_flags():
+    assert cpu_bf16_unit(AMX_CPU) == "amx"
+    assert cpu_bf16_unit(AVX512_BF16_CPU) == "avx512_bf16"
+    assert cpu_bf16_unit(PLAIN_CPU) is None
+    assert cpu_bf16_unit({"amx_tile": True}) is None  # tiles without bf16 (int8-only AMX)
+    assert cpu_bf16_unit(torch.cpu.get_capabilities()) in ("amx", "avx512_bf16", None)
+
+
+def test_auto_on_cuda_is_bf16_where_supported_else_fp16():
+    assert choose_precision("auto", "cuda", cuda_bf16=True)[0] == torch.bfloat16
+    dtype, reason = choose_precision("auto", "cuda", cuda_bf16=False)
+    assert dtype == torch.float16 and "GradScaler" in reason
+    assert choose_precision("fp32", "cuda", cuda_bf16=True)[0] == torch.float32
+
+
+def test_auto_on_an_amx_cpu_is_bf16():
+    dtype, reason = choose_precision("auto", "cpu", cpu_caps=AMX_CPU)
+    assert dtype == torch.bfloat16 and "amx" in reason
+
+
+def test_auto_on_a_cpu_without_native_bf16_stays_fp32():
+    dtype, reason = choose_precision("auto", "cpu", cpu_caps=PLAIN_CPU)
+    assert dtype == torch.float32 and "no native bf16" in reason
+
+
+def test_auto_with_avx512_bf16_only_follows_the_measured_choice():
+    dtype, reason = choose_precision("auto", "cpu", cpu_caps=AVX512_BF16_CPU)
+    expected = torch.bfloat16 if "avx512_bf16" in AUTO_BF16_CPU_UNITS else torch.float32
+    assert dtype == expected and "avx512_bf16" in reason
+
+
+@pytest.mark.parametrize("caps", [AMX_CPU, AVX512_BF16_CPU, PLAIN_CPU])
+def test_fp32_and_bf16_can_be_forced_on_any_cpu_and_fp16_is_refused(caps):
+    assert choose_precision("fp32", "cpu", cpu_caps=caps)[0] == torch.float32
+    dtype, reason = choose_precision("bf16", "cpu", cpu_caps=caps)
+    assert dtype == torch.bfloat16
+    assert ("emulated" in reason) == (caps is PLAIN_CPU)
+    with pytest.raises(RuntimeSetupError, match="'fp16' needs a CUDA device"):
+        choose_precision("fp16", "cpu", cpu_caps=caps)
+
+
+def test_resolve_precision_logs_the_choice_and_why_for_this_machine(caplog):
+    with caplog.at_level(logging.INFO, logger="translate.runtime"):
+        dtype = resolve_precision("auto", torch.device("cpu"))
+    expected = choose_precision("auto", "cpu", cpu_caps=torch.cpu.get_capabilities())
+    assert dtype == expected[0]
+    assert caplog.messages == [f"precision {str(dtype).removeprefix('torch.')}: {expected[1]}"]

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a path to a .pt file")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
-                   help="fp32 (default) or autocast precision on CUDA")
+                   help="fp32 (default); bf16 autocast (CPU or CUDA; scores stay fp32); "
+                        "fp16 (CUDA); auto: bf16 where the hardware has native bf16")
     p.add_argument("--quantize", action=argparse.BooleanOptionalAction,
                    help="dynamic int8 quantization of LSTM and linear layers (CPU only; "
                         "default: the run's inference.quantize)")
@@ -122,6 +123,20 @@ def _read_file(path: str, what: str) -> bytes:
     if not p.is_file():
         raise ConfigError(f"{what} {p}: file not found")
     return p.read_bytes()
+
+
+def _report_precision() -> None:
+    """Show the runtime's one line on which precision was chosen and why (on stderr)."""
+    import logging
+
+    class ToStderr(logging.Handler):  # today's sys.stderr, not the one at creation
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"{PROG.split()[-1]}: {record.getMessage()}", file=sys.stderr)
+
+    logger = logging.getLogger("translate.runtime")
+    if not any(type(h).__name__ == "ToStderr" for h in logger.handlers):
+        logger.addHandler(ToStderr())  # once, however often main() runs in a process
+    logger.setLevel(logging.INFO)
 
 
 def _warn(message: str) -> None:
@@ -213,6 +228,8 @@ def _run(argv: list[str] | None) -> int:
     if model_dir is None:
         model_dir = RunDir.latest("runs")
         print(f"{PROG.split()[-1]}: using the most recent run {model_dir}", file=sys.stderr)
+    if args.precision != "fp32":
+        _report_precision()
     shortlist = None if args.shortlist is None else args.shortlist == "on"
     translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize, precision=args.precision,

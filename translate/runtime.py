@@ -7,13 +7,17 @@ same one-line errors) without importing the training loop.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
 
 from translate.errors import TranslateError
+
+log = logging.getLogger("translate.runtime")
+
 
 
 class RuntimeSetupError(TranslateError, RuntimeError):
@@ -32,15 +36,84 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """bf16 autocast by default on CUDA (no scaler needed), fp32 on CPU."""
-    if device.type != "cuda":
+# CPU bf16 units on which ``precision: auto`` trains and translates in bf16 (see
+# :func:`choose_precision`).
+AUTO_BF16_CPU_UNITS = ("amx",)
+
+
+def cpu_bf16_unit(caps: Mapping[str, object]) -> str | None:
+    """The CPU's native bf16 matrix unit, from ``torch.cpu.get_capabilities()``-style flags.
+
+    ``"amx"``: AMX tiles with bf16 (TDPBF16PS, whole tile products; Sapphire Rapids and
+    later); ``"avx512_bf16"``: bf16 dot products in AVX-512 registers (VDPBF16PS; Cooper
+    Lake, AMD Zen 4); ``None``: bf16 is only emulated (converted to fp32 and back).
+
+    Why these flags and not a probe: torch reads them with cpuid through cpuinfo (the same
+    bits oneDNN dispatches its bf16 kernels on), for free and without timing noise; a GEMM
+    probe on a shared 2-core host drifts by 2x within a minute. ``get_cpu_capability()``
+    says only "AVX512" on both kinds, so it is reported, not used.
+    """
+    if caps.get("amx_tile") and caps.get("amx_bf16"):
+        return "amx"
+    if caps.get("avx512_bf16"):
+        return "avx512_bf16"
+    return None
+
+
+def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
+                     cpu_caps: Mapping[str, object] | None = None) -> tuple[torch.dtype, str]:
+    """The autocast dtype for ``name`` on ``device_type`` and why; pure, so tests can give
+    any machine's flags.
+
+    CUDA: ``auto`` is bf16 where supported (no scaler needed), else fp16 with a scaler.
+    CPU: ``auto`` is bf16 only on the units in ``AUTO_BF16_CPU_UNITS``; fp32 elsewhere.
+    ``bf16`` can always be forced (emulated where there is no unit: works, but slower).
+    fp16 is refused on the CPU: its CPU autocast kernels are emulated too, and its range
+    would need a GradScaler that the CPU path does not run.
+    """
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if device_type == "cuda":
+        if name != "auto":
+            return dtypes[name], f"{name} as configured"
+        if cuda_bf16:
+            return torch.bfloat16, "auto: this GPU supports bf16"
+        return torch.float16, "auto: this GPU has no bf16, fp16 with a GradScaler"
+    if device_type != "cpu":
         if name in ("bf16", "fp16"):
-            raise RuntimeSetupError(f"precision {name!r} needs a CUDA device; use fp32 on CPU")
-        return torch.float32
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+            raise RuntimeSetupError(f"precision {name!r} is not supported on {device_type!r}; "
+                                    "use fp32")
+        return torch.float32, f"fp32 on {device_type}"
+    if name == "fp16":
+        raise RuntimeSetupError("precision 'fp16' needs a CUDA device; on the CPU use bf16 "
+                                "or fp32")
+    unit = cpu_bf16_unit(cpu_caps or {})
+    if name == "fp32":
+        return torch.float32, "fp32 as configured"
+    if name == "bf16":
+        if unit is None:
+            return torch.bfloat16, ("bf16 as configured, but this CPU has no native bf16 "
+                                    "(emulated: expect it slower than fp32)")
+        return torch.bfloat16, f"bf16 as configured (CPU has {unit})"
+    if unit in AUTO_BF16_CPU_UNITS:
+        return torch.bfloat16, f"auto: this CPU has native bf16 matrix units ({unit})"
+    if unit is None:
+        return torch.float32, "auto: this CPU has no native bf16 (avx512_bf16 / amx_bf16)"
+    return torch.float32, (f"auto: this CPU's {unit} was not faster than fp32 for these "
+                           "models (BENCHMARKS.md); --precision bf16 forces it")
+
+
+def precision_choice(name: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """:func:`choose_precision` with this machine's GPU and CPU flags."""
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    caps = torch.cpu.get_capabilities() if device.type == "cpu" else None
+    return choose_precision(name, device.type, cuda_bf16=cuda_bf16, cpu_caps=caps)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype for ``name`` on ``device``; logs the choice and its reason."""
+    dtype, reason = precision_choice(name, device)
+    log.info("precision %s: %s", str(dtype).removeprefix("torch."), reason)
+    return dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

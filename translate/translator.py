@@ -205,6 +205,20 @@ def _quantize(model: nn.Module) -> nn.Module:
         )
 
 
+def _precision(name: str, device: torch.device, quantize: bool) -> torch.dtype:
+    """The autocast dtype; with int8 weights ``auto`` is fp32 and bf16/fp16 are refused.
+
+    Dynamic int8 layers quantize fp32 activations on the fly and have no bf16 kernels;
+    autocast would hand them bf16 activations from the unquantized products (attention).
+    """
+    if not quantize:
+        return resolve_precision(name, device)
+    if name in ("bf16", "fp16"):
+        raise ConfigError(f"precision {name!r} cannot be combined with quantize (int8 weights "
+                          "run with fp32 activations); drop one of them")
+    return torch.float32
+
+
 class Translator:
     """A loaded model with its tokenizer, labels and inference defaults."""
 
@@ -239,8 +253,9 @@ class Translator:
         and linear layers, CPU only; None takes the run's ``inference.quantize`` (the
         process-wide malloc setting that speeds int8 search up is the caller's:
         :func:`translate.tuning.retain_freed_memory`).
-        ``precision``: ``fp32`` (default, identical results on every device) or
-        ``auto``/``bf16``/``fp16`` autocast on CUDA.
+        ``precision``: ``fp32`` (default, identical results on every device), ``bf16``
+        autocast (CUDA or CPU; search scores stay fp32), ``fp16`` (CUDA) or ``auto`` (see
+        :func:`translate.runtime.choose_precision`).
         ``shortlist``: decode over per-batch vocabulary shortlists (None: the run's
         ``inference.shortlist``, on by default); a run without ``shortlist.pt`` decodes over
         the whole vocabulary (logged).
@@ -266,7 +281,7 @@ class Translator:
                 f"{str(torch_device)!r}; use --device cpu, or --no-quantize when the run's "
                 "inference.quantize asks for it"
             )
-        dtype = resolve_precision(precision, torch_device)
+        dtype = _precision(precision, torch_device, quantize)
         path = _resolve_checkpoint(run, checkpoint)
         state = load_checkpoint(path, map_location="cpu")
         if not isinstance(state.get("model"), dict):

@@ -47,6 +47,22 @@ class DecoderState:
         )
 
 
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast casts matrix products to on ``device`` now; None when it is off."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)
+
+
+def _cast_params(params: list[tuple[Tensor, Tensor, Tensor | None]],
+                 dtype: torch.dtype | None) -> list[tuple[Tensor, Tensor, Tensor | None]]:
+    """The step weights in autocast's dtype, cast once instead of by every step's ``addmm``
+    (autocast caches casts of parameters only, and these are concatenations of them)."""
+    if dtype is None:
+        return params
+    return [tuple(None if t is None else t.to(dtype) for t in group) for group in params]
+
+
 class Decoder(nn.Module):
     """Embeddings → LSTM → attention → h~ = tanh(W[c; h]) → dropout.
 
@@ -136,18 +152,20 @@ class Decoder(nn.Module):
         """
         if torch.is_grad_enabled():
             return self._cell_params()
-        key = tuple((p.data_ptr(), p._version) for p in self.rnn.parameters())
+        dtype = _autocast_dtype(self.rnn.weight_hh_l0.device)
+        key = (dtype, *((p.data_ptr(), p._version) for p in self.rnn.parameters()))
         if self._step_cache is None or self._step_cache[0] != key:
-            self._step_cache = (key, self._cell_params())
+            self._step_cache = (key, _cast_params(self._cell_params(), dtype))
         return self._step_cache[1]
 
     def _fusable(self, keys: Tensor) -> bool:
-        """Whether teacher forcing can use :class:`FeedRecurrence` (fp32, Luong scores)."""
-        return (
-            self.attention.kind in ("dot", "general")
-            and keys.dtype == torch.float32
-            and not torch.is_autocast_enabled(keys.device.type)
-        )
+        """Whether teacher forcing can use :class:`FeedRecurrence` (Luong scores).
+
+        Under bf16/fp16 autocast it runs in fp32 (:meth:`_fused_forward_fp32`): its
+        hand-written backward is the reason input feeding trains at a usable speed, and the
+        plain loop it replaces stays slower in bf16 than the fused fp32 loop."""
+        return self.attention.kind in ("dot", "general") and (
+            keys.dtype == torch.float32 or torch.is_autocast_enabled(keys.device.type))
 
     def _dropout_mask(self, p: float, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
         """Scaled inverted-dropout mask (one RNG call for all steps), None when inactive."""
@@ -175,6 +193,27 @@ class Decoder(nn.Module):
             pre0, state.h, state.c, state.input_feed, score_keys, keys, ~mask,
             self.combine.weight, mid, out, *weights,
         )
+
+    def _fused_forward_fp32(
+        self, pre0: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,
+        proj_keys: Tensor | None, params: list[tuple[Tensor, Tensor, Tensor | None]],
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`_fused_forward` with autocast off and its inputs in fp32.
+
+        Its preallocated buffers and ``out=`` products need one dtype; fp32 also keeps the
+        cell state, accumulated over every target step, at full precision. Autocast's
+        bf16 still runs the encoder, the embedding part of the gates and the output
+        projection (the step's largest GEMM)."""
+        if not torch.is_autocast_enabled(pre0.device.type):
+            return self._fused_forward(pre0, state, keys, mask, proj_keys, params)
+        if proj_keys is None and self.attention.kind != "dot":
+            proj_keys = self.attention.precompute(keys)
+        with torch.autocast(pre0.device.type, enabled=False):
+            state = DecoderState(*(None if t is None else t.float()
+                                   for t in (state.h, state.c, state.input_feed)))
+            return self._fused_forward(
+                pre0.float(), state, keys.float(), mask,
+                None if proj_keys is None else proj_keys.float(), params)
 
     @staticmethod
     def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,7 +309,7 @@ class Decoder(nn.Module):
         # step's slice is contiguous: [T, B, 4H].
         pre0 = nn.functional.linear(emb.transpose(0, 1), params[0][2], params[0][1])
         if self._fusable(keys):
-            return self._fused_forward(pre0, state, keys, mask, proj_keys, params)
+            return self._fused_forward_fp32(pre0, state, keys, mask, proj_keys, params)
         hs, cs = list(state.h.unbind(0)), list(state.c.unbind(0))
         feed = state.input_feed
         vecs, attns = [], []
