@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from translate import tuning
-from translate.cli import run_main
+from translate.cli import ArgumentParser, run_main
 from translate.config import ConfigError
 
 PROG = "python -m translate.infer"
@@ -28,15 +28,8 @@ _BREAKS = {ord(c): " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 _JSON_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """Usage errors in one line (no usage block), like every other error of this command."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Translate one sentence per line with a trained run directory.",
         epilog=(
@@ -56,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="auto",
                    help="auto (default: averaged if kept, else best), best, last, averaged, "
                         "or a path to a .pt file")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto (default), cpu, cuda or cuda:N (as train's --device)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
                    help="fp32 (default) or autocast precision on CUDA")
     p.add_argument("--quantize", action=argparse.BooleanOptionalAction,

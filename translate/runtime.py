@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from translate.config import DEVICE_HELP, DEVICE_PATTERN
 from translate.errors import TranslateError
 
 
@@ -21,7 +22,10 @@ class RuntimeSetupError(TranslateError, RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without a GPU is a clear error."""
+    """``auto`` picks CUDA when present; asking for CUDA without a GPU (or for a GPU index
+    that is not there) is a clear error. Training and inference both come through here."""
+    if DEVICE_PATTERN.fullmatch(name) is None:
+        raise RuntimeSetupError(f"device {name!r}: expected {DEVICE_HELP}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -29,7 +33,11 @@ def resolve_device(name: str) -> torch.device:
             f"device {name!r} was asked for, but no CUDA GPU is visible "
             "(torch.cuda.is_available() is False); use --device cpu"
         )
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeSetupError(f"device {name!r} was asked for, but only "
+                                f"{torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return device
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
