@@ -78,3 +78,63 @@ def test_infer_quantize_flag_defaults_to_the_run_config():
     assert parse([]).quantize is None  # Translator.load then reads inference.quantize
     assert parse(["--quantize"]).quantize is True
     assert parse(["--no-quantize"]).quantize is False
+
+
+def _cli(module: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    # PYTHONPATH so that a test run from another directory still imports this checkout.
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_every_cli_help_is_plain_text(tmp_path: Path) -> None:
+    """The descriptions come from module docstrings; their reST markup stays out of --help."""
+    for module in ("translate.train", "translate.data", "translate.infer"):
+        proc = _cli(module, "--help", cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stderr == "", (module, proc.stderr)
+        assert "usage: python -m " + module in proc.stdout
+        for markup in ("``", ":class:", ":func:", ":mod:", "\\\\n"):
+            assert markup not in proc.stdout, (module, markup)
+
+
+def test_every_documented_user_error_is_one_line(trained_run: Path, tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    cases = [
+        ("translate.train", ["--bogus"], "unrecognized arguments: --bogus"),
+        ("translate.train", ["--config", missing], "missing.yaml: config file not found"),
+        ("translate.train", ["--device", "gpu0"], "training.device: expected auto, cpu, cuda"),
+        ("translate.train", ["--resume", str(tmp_path)], "not a run directory to resume"),
+        ("translate.data", ["--config", missing], "missing.yaml: config file not found"),
+        ("translate.data", ["--set", "data.src_lang=en", "--set", "data.tgt_lang=en"],
+         "data.tgt_lang: expected a language other than data.src_lang"),
+        ("translate.infer", ["--model", str(trained_run), "--input", missing],
+         "--input " + missing + ": file not found"),
+        ("translate.infer", ["--model", str(tmp_path)], str(tmp_path)),
+        ("translate.infer", ["--model", str(trained_run), "--device", "gpu0"],
+         "device 'gpu0': expected auto, cpu, cuda or cuda:N"),
+        ("translate.infer", ["--beam", "two"], "argument --beam: invalid int value"),
+    ]
+    import torch
+
+    if not torch.cuda.is_available():  # train and infer agree on a GPU that is not there
+        cases += [("translate.train", ["--device", "cuda:1", "--set",
+                                       f"training.run_dir={tmp_path / 'run'}"],
+                   "device 'cuda:1' was asked for, but no CUDA GPU is visible"),
+                  ("translate.infer", ["--model", str(trained_run), "--device", "cuda:1"],
+                   "device 'cuda:1' was asked for, but no CUDA GPU is visible")]
+    for module, args, expected in cases:
+        proc = _cli(module, *args, cwd=tmp_path)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (module, args, proc.stderr[-2000:])
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, (module, args, proc.stderr)
+        assert lines[0].startswith(f"{module}: error: ") or lines[0].startswith(
+            f"python -m {module}: error: "), lines[0]
+        assert expected in lines[0], (expected, lines[0])
+
+
+def test_data_cli_runs_on_its_own_defaults_from_any_directory(tmp_path: Path) -> None:
+    """No --config: the packaged configs/default.yaml (gettext catalogs of this machine)."""
+    proc = _cli("translate.data", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "gettext:/usr/share/locale" in proc.stdout and "train " in proc.stdout
+    assert (tmp_path / ".cache").is_dir()  # its cache went under the working directory

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable
 
@@ -11,6 +13,20 @@ from translate.errors import TranslateError
 # Errors a person can act on: ours, and a path of theirs that does not exist (e.g. the
 # folder of --output). Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (TranslateError, FileNotFoundError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors in one line (no usage block), like every other error of the CLIs."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def help_text(doc: str | None) -> str:
+    """A module docstring as plain text for ``--help``: the reST markup that renders in the
+    API docs (````code````, ``:class:`x.y```) reads as noise on a terminal."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc or "")
+    return text.replace("``", "").strip()
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -8,7 +8,9 @@ mysterious failure an hour into training. Nothing else in the package parses YAM
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +19,13 @@ import yaml
 from translate.config_parse import ConfigError, apply_override, build_section
 
 __all__ = ["ConfigError", "apply_override", "from_dict", "load", "save", "to_dict"]
+
+
+# The device names training and inference both accept (checked again against the machine by
+# translate.runtime.resolve_device), so that ``train --device cuda:1`` and ``infer --device
+# cuda:1`` agree.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 
 # --------------------------------------------------------------------------- sections
@@ -135,7 +144,7 @@ class ModelConfig:
 @dataclass
 class TrainingConfig:
     run_dir: str = "runs/default"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"  # DEVICE_PATTERN
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 1234
     batch_type: Literal["tokens", "sentences"] = "tokens"
@@ -232,6 +241,8 @@ def validate(cfg: Config) -> Config:
             needed = {"text": "prefix", "tabular": "path", "hub": "name"}.get(src.kind)
             if needed and not getattr(src, needed):
                 raise ConfigError(f"{where}.{needed}: required for kind {src.kind!r}")
+    _check(DEVICE_PATTERN.fullmatch(tr.device) is not None, "training.device", DEVICE_HELP,
+           tr.device)
     if not d.train and not d.unsplit:
         raise ConfigError("data.train: at least one training source (or data.unsplit) needed")
     frac = d.split.valid_fraction + d.split.test_fraction
@@ -307,11 +318,25 @@ def from_dict(raw: dict | None) -> Config:
     return validate(build_section(Config, raw, ""))
 
 
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def resolve_path(path: str | Path) -> Path:
+    """``path`` when it exists; else, for ``configs/NAME.yaml`` or ``NAME.yaml``, the copy
+    shipped inside the package, so the README's commands work from any directory after a
+    plain (non-editable) install."""
+    p = Path(path)
+    if p.is_file() or p.parent not in (Path("."), Path("configs")):
+        return p
+    packaged = resources.files("translate") / "configs" / p.name
+    return Path(str(packaged)) if packaged.is_file() else p
+
+
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply ``--set``s."""
     raw: dict = {}
     if path is not None:
-        p = Path(path)
+        p = resolve_path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
         try:

@@ -12,12 +12,18 @@ warning. stdout carries translations only; messages and the progress bar go to s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 from translate import tuning
-from translate.cli import run_main
+from translate.cli import ArgumentParser, run_main
 from translate.config import ConfigError
 
 PROG = "python -m translate.infer"
@@ -28,15 +34,8 @@ _BREAKS = {ord(c): " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 _JSON_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """Usage errors in one line (no usage block), like every other error of this command."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Translate one sentence per line with a trained run directory.",
         epilog=(
@@ -56,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="auto",
                    help="auto (default: averaged if kept, else best), best, last, averaged, "
                         "or a path to a .pt file")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto (default), cpu, cuda or cuda:N (as train's --device)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
                    help="fp32 (default); bf16 autocast (CPU or CUDA; scores stay fp32); "
                         "fp16 (CUDA); auto: bf16 where the hardware has native bf16")
@@ -91,26 +91,75 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- reading
 
 
+def decode_line(raw: bytes, number: int) -> tuple[str, bool]:
+    """One line's bytes (with or without its ``\\n``) as text; True when UTF-8 was invalid."""
+    line = raw.removesuffix(b"\n").removesuffix(b"\r")
+    try:
+        text, bad = line.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, bad = line.decode("utf-8", errors="replace"), True
+    if number == 1:
+        text = text.removeprefix("\ufeff")
+    return text, bad
+
+
 def read_lines(data: bytes) -> tuple[list[str], list[int]]:
     """Split ``data`` into lines on ``\\n`` only; returns (lines, 1-based bad-UTF-8 lines)."""
-    if not data:
-        return [], []
-    raw = data.split(b"\n")
-    if raw[-1] == b"":  # the newline after the last line does not start another one
-        raw.pop()
     lines, bad = [], []
-    for number, line in enumerate(raw, start=1):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            text = line.decode("utf-8", errors="replace")
-            bad.append(number)
-        if number == 1:
-            text = text.removeprefix("\ufeff")
+    for number, raw in enumerate(io.BytesIO(data), start=1):
+        text, invalid = decode_line(raw, number)
         lines.append(text)
+        if invalid:
+            bad.append(number)
     return lines, bad
+
+
+class BadLines:
+    """Where invalid UTF-8 was replaced: the first few line numbers (all that a warning names)
+    and the total, so that a huge broken input does not grow a list of every number."""
+
+    KEPT = 20
+
+    def __init__(self) -> None:
+        self.first: list[int] = []
+        self.total = 0
+
+    def add(self, number: int) -> None:
+        self.total += 1
+        if len(self.first) < self.KEPT:
+            self.first.append(number)
+
+    def __str__(self) -> str:
+        more = self.total - len(self.first)
+        return ", ".join(map(str, self.first)) + (f" and {more} more" if more else "")
+
+
+def read_chunks(stream: BinaryIO, size: int, bad: BadLines) -> Iterator[list[str]]:
+    """Lines of ``stream`` in lists of ``size`` (the last may be shorter), read as they come:
+    memory stays bounded by one chunk and a pipe is answered chunk by chunk. Binary line
+    iteration splits on ``\\n`` only, like :func:`read_lines`; bad-UTF-8 lines are added
+    to ``bad``."""
+    chunk: list[str] = []
+    for number, raw in enumerate(stream, start=1):
+        text, invalid = decode_line(raw, number)
+        chunk.append(text)
+        if invalid:
+            bad.add(number)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a file, as :func:`read_lines` counts them, without holding it in memory."""
+    count, last = 0, b"\n"
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _numbers(numbers: list[int], shown: int = 20) -> str:
@@ -118,11 +167,15 @@ def _numbers(numbers: list[int], shown: int = 20) -> str:
     return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
 
 
-def _read_file(path: str, what: str) -> bytes:
+def _existing(path: str, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{what} {p}: file not found")
-    return p.read_bytes()
+    return p
+
+
+def _read_file(path: str, what: str) -> bytes:
+    return _existing(path, what).read_bytes()
 
 
 def _report_precision() -> None:
@@ -166,6 +219,21 @@ def format_line(result, fmt: str, n_best: int) -> str:
     return line
 
 
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[TextIO]:
+    """A temporary file beside ``path``, renamed onto it only when the block succeeds: a
+    failed or interrupted run never leaves a partial file under the final name."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as out:
+            yield out
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -204,14 +272,12 @@ def _run(argv: list[str] | None) -> int:
     refs = ref_domains = None
     if args.reference_domains and not args.reference:
         raise ConfigError("--reference-domains needs --reference")
-    data = _read_file(args.input, "--input") if args.input else sys.stdin.buffer.read()
-    lines, bad = read_lines(data)
+    source = args.input or "stdin"
+    src_path = _existing(args.input, "--input") if args.input else None
     if args.reference:
         refs, bad_refs = read_lines(_read_file(args.reference, "--reference"))
-        source = args.input or "stdin"
-        if len(refs) != len(lines):
-            raise ConfigError(f"--reference {args.reference} has {len(refs)} lines but the "
-                              f"input {source} has {len(lines)}")
+        if src_path is not None:  # stdin can only be counted once read (checked below)
+            _check_reference(args.reference, refs, source, count_lines(src_path))
         if bad_refs:
             _warn(f"{args.reference}: invalid UTF-8 replaced on line(s) {_numbers(bad_refs)}")
         if args.reference_domains:
@@ -221,8 +287,6 @@ def _run(argv: list[str] | None) -> int:
                                   f"{len(rows)} lines but --reference {args.reference} has "
                                   f"{len(refs)}")
             ref_domains = [[d.strip() for d in row.split(",") if d.strip()] for row in rows]
-    if bad:
-        _warn(f"{args.input or 'stdin'}: invalid UTF-8 replaced on line(s) {_numbers(bad)}")
 
     model_dir = args.model
     if model_dir is None:
@@ -246,34 +310,50 @@ def _run(argv: list[str] | None) -> int:
     if resolved.n_best > 1 and args.format == "text":
         _warn("n-best lists are only written with --format jsonl; text shows the best one")
 
-    out = open(args.output, "w", encoding="utf-8", newline="\n") if args.output else None  # noqa: SIM115
-    write = out.write if out else _stdout_writer()
-    # Chunks big enough for length-sorted batches, small enough for a live progress bar.
+    # Chunks big enough for length-sorted batches, small enough for a live progress bar, a
+    # prompt answer in a pipe and bounded memory whatever the input's length.
     chunk = max(resolved.batch_size * 8 * resolved.workers, 256)
-    hyps: list[str] = []
-    bar = tqdm(total=len(lines), unit="line", desc="translate", file=sys.stderr,
-               disable=None if args.input else True, dynamic_ncols=True)
-    try:
-        for start in range(0, len(lines), chunk):
-            def on_warning(i: int, msg: str, start: int = start) -> None:
+    hyps: list[str] | None = [] if refs is not None else None  # text only, for scoring
+    bad = BadLines()
+    bar = tqdm(total=count_lines(src_path) if src_path else None, unit="line",
+               desc="translate", file=sys.stderr, disable=None if src_path else True,
+               dynamic_ncols=True)
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        stream = stack.enter_context(src_path.open("rb")) if src_path else sys.stdin.buffer
+        if args.output:
+            out = stack.enter_context(atomic_output(args.output))
+
+            def write(text: str) -> None:
+                out.write(text)
+        else:
+            write = _stdout_writer()
+        done = 0
+        for lines in read_chunks(stream, chunk, bad):
+            def on_warning(i: int, msg: str, start: int = done) -> None:
                 _warn(f"line {start + i + 1}: {msg}")
 
-            results = translator.translate(lines[start:start + chunk], on_warning=on_warning,
-                                           **opts)
+            results = translator.translate(lines, on_warning=on_warning, **opts)
             write("".join(format_line(r, args.format, resolved.n_best) + "\n"
                           for r in results))
-            hyps.extend(r.text for r in results)
+            if hyps is not None:
+                hyps.extend(r.text for r in results)
+            done += len(results)
             bar.update(len(results))
-    finally:
-        bar.close()
-        if out:
-            out.close()
-        else:
-            sys.stdout.flush()
+        if bad.total:
+            _warn(f"{source}: invalid UTF-8 replaced on line(s) {bad}")
+        if refs is not None and src_path is None:
+            _check_reference(args.reference, refs, source, done)
     if refs is not None:
         for line in score(hyps, refs, ref_domains):
             print(line, file=sys.stderr)
     return 0
+
+
+def _check_reference(path: str, refs: list[str], source: str, count: int) -> None:
+    if len(refs) != count:
+        raise ConfigError(f"--reference {path} has {len(refs)} lines but the input {source} "
+                          f"has {count}")
 
 
 def _stdout_writer():

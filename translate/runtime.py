@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import torch
 
+from translate.config import DEVICE_HELP, DEVICE_PATTERN
 from translate.errors import TranslateError
 
 log = logging.getLogger("translate.runtime")
@@ -25,7 +26,10 @@ class RuntimeSetupError(TranslateError, RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without a GPU is a clear error."""
+    """``auto`` picks CUDA when present; asking for CUDA without a GPU (or for a GPU index
+    that is not there) is a clear error. Training and inference both come through here."""
+    if DEVICE_PATTERN.fullmatch(name) is None:
+        raise RuntimeSetupError(f"device {name!r}: expected {DEVICE_HELP}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -33,7 +37,11 @@ def resolve_device(name: str) -> torch.device:
             f"device {name!r} was asked for, but no CUDA GPU is visible "
             "(torch.cuda.is_available() is False); use --device cpu"
         )
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeSetupError(f"device {name!r} was asked for, but only "
+                                f"{torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return device
 
 
 # CPU bf16 units on which ``precision: auto`` trains and translates in bf16 (see

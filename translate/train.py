@@ -12,17 +12,20 @@ from pathlib import Path
 
 from translate import config as config_mod
 from translate import tuning
-from translate.cli import run_main, setup_logging
+from translate.cli import ArgumentParser, help_text, run_main, setup_logging
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m translate.train", description=__doc__,
+    p = ArgumentParser(prog="python -m translate.train", description=help_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (default: configs/default.yaml)")
+    p.add_argument("--config", help="YAML config; configs/NAME.yaml falls back to the copy in the "
+                        "package "
+                        "(default: configs/default.yaml)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set training.lr=5e-4 (repeatable)")
-    p.add_argument("--device", help="shortcut for --set training.device=...")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N: shortcut for "
+                   "--set training.device=...")
     p.add_argument("--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"training.run_dir={run_dir}")
         cfg = config_mod.load(saved, overrides)
     else:
-        cfg = config_mod.load(args.config or "configs/default.yaml", overrides)
+        cfg = config_mod.load(args.config or config_mod.DEFAULT_CONFIG, overrides)
 
     from translate.trainer import Trainer  # heavy imports after the config is known good
 

@@ -1,4 +1,4 @@
-"""``python -m translate.data --config FILE [--set k=v ...]``: prepare and summarise the corpus.
+"""``python -m translate.data [--config FILE] [--set k=v ...]``: prepare and summarise the corpus.
 
 Useful before a long training run: it shows what the model will see (pairs per split and
 domain, what cleaning dropped and why) and warms the cache that training then reuses.
@@ -10,28 +10,26 @@ import argparse
 import sys
 
 from translate import config, tuning
+from translate.cli import ArgumentParser, help_text, run_main
 from translate.data import format_report, load_corpus
-from translate.errors import TranslateError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m translate.data", description=__doc__)
-    parser.add_argument("--config", help="YAML config (defaults when omitted)")
+    parser = ArgumentParser(prog="python -m translate.data", description=help_text(__doc__),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config; configs/NAME.yaml falls back to the "
+                        "copy in the package (default: configs/default.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config key, e.g. data.src_lang=de")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     args = parser.parse_args(argv)
     tuning.apply_process_tuning()  # every command runs with the same process settings
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    try:
-        cfg = config.load(args.config, args.overrides)
-        corpus = load_corpus(cfg.data, log=log)
-    except TranslateError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = config.load(args.config or config.DEFAULT_CONFIG, args.overrides)
+    corpus = load_corpus(cfg.data, log=log)
     print(format_report(corpus.report))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, "translate.data")

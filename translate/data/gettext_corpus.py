@@ -4,7 +4,8 @@ Every Debian system carries gettext catalogs (``/usr/share/locale/<lang>/LC_MESS
 written by human translators, so English -> <lang> training data exists even without
 network. This module reads the binary catalogs itself (``gettext.GNUTranslations`` hides
 message contexts and plural forms), cleans the strings for one-segment-per-line training and
-labels each pair with the domains of the catalogs it came from (``data/gettext_domains.tsv``).
+labels each pair with the domains of the catalogs it came from
+(``translate/data/gettext_domains.tsv``, package data).
 
 Cleaning decisions (all counted in the manifest):
   * the header entry (empty msgid) and untranslated entries are dropped;
@@ -29,6 +30,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import datasets
@@ -37,7 +39,8 @@ from translate.config import SourceConfig
 from translate.data.schema import DataError, make_dataset
 
 FALLBACK_LABEL = "other"
-DEFAULT_DOMAIN_MAP = Path(__file__).resolve().parents[2] / "data" / "gettext_domains.tsv"
+# Package data, so that a plain (non-editable) install finds it too.
+DEFAULT_DOMAIN_MAP = Path(str(resources.files("translate.data") / "gettext_domains.tsv"))
 
 _FORMAT_SPEC = re.compile(
     r"%(?:\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|q|j|z|t|I)?"
