@@ -1,11 +1,14 @@
-"""Inference benchmark: greedy vs beam, batch sizes, fp32 vs dynamic int8, plus a full CLI run.
+"""Inference benchmark: greedy vs beam, batch sizes, fp32/bf16 vs dynamic int8, plus a full CLI run.
 
 Translates Multi30k test_2016_flickr.de with a run directory and prints one JSON object
 (stdout) and a human summary (stderr). Throughput counts decoding only (the model is loaded
 once per precision, outside the clock); the CLI number is the wall clock of a whole
-``python -m translate.infer`` command, start-up included, as a user sees it.
+``python -m translate.infer`` command, start-up included, as a user sees it. Precisions are
+interleaved: every (beam, batch, workers) point runs each of them in turn, so a change in the
+host's load hits them alike. The CPU's capability is printed with the results.
 
     python scripts/bench_infer.py --model runs/multi30k [--threads 2] [--limit 0]
+                                  [--precision fp32 bf16] [--no-quantize]
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _bench_common import PEER_INFER, peak_rss_mb  # noqa: E402
+from _bench_common import PEER_INFER, cpu_capability, cpu_line, peak_rss_mb  # noqa: E402
 
 from translate.metrics import bleu_chrf  # noqa: E402
 from translate.runtime import set_threads  # noqa: E402
@@ -132,6 +135,8 @@ def main() -> None:
     p.add_argument("--workers", default="1,2", help="concurrent CPU batches to try")
     p.add_argument("--beams", default="1,5")
     p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "auto"],
+                   help="autocast precisions to compare (int8 runs in fp32 besides them)")
     p.add_argument("--no-quantize", action="store_true", help="skip the int8 runs")
     p.add_argument("--no-cli", action="store_true", help="skip the whole-command timing")
     p.add_argument("--cli-runs", type=int, default=3,
@@ -144,26 +149,43 @@ def main() -> None:
     ref = (DATA / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
     if args.limit:
         src, ref = src[:args.limit], ref[:args.limit]
-    variants = [False] if args.no_quantize or args.device != "cpu" else [False, True]
-    runs = []
-    for quantize in variants:
+    variants = [(precision, False) for precision in args.precision]
+    if not args.no_quantize and args.device == "cpu":
+        variants.append(("fp32", True))
+    translators, load_s = {}, {}
+    for precision, quantize in variants:
         start = time.perf_counter()
-        tr = Translator.load(args.model, device=args.device, quantize=quantize)
-        load_s = time.perf_counter() - start
-        grid = [(beam, bs, w) for beam in _ints(args.beams) for w in _ints(args.workers)
-                for bs in _ints(args.batch_sizes) if w == 1 or args.device == "cpu"]
-        for beam, bs, w in grid:
-            row = {"precision": "int8-dynamic" if quantize else "fp32",
-                   "load_s": round(load_s, 2), **bench(tr, src, ref, beam, bs, w)}
+        translators[precision, quantize] = Translator.load(
+            args.model, device=args.device, quantize=quantize, precision=precision)
+        load_s[precision, quantize] = round(time.perf_counter() - start, 2)
+    grid = [(beam, bs, w) for beam in _ints(args.beams) for w in _ints(args.workers)
+            for bs in _ints(args.batch_sizes) if w == 1 or args.device == "cpu"]
+    runs = []
+    for n, (beam, bs, w) in enumerate(grid):
+        point = {}
+        for precision, quantize in variants[::-1 if n % 2 else 1]:  # ABBA: drift hits all
+            tr = translators[precision, quantize]
+            name = "int8-dynamic" if quantize else str(tr.dtype).removeprefix("torch.")
+            name = {"float32": "fp32", "bfloat16": "bf16"}.get(name, name)
+            row = {"precision": name, "precision_asked": precision,
+                   "load_s": load_s[precision, quantize], **bench(tr, src, ref, beam, bs, w)}
             row.update(vs_peer(row))
+            point[precision, quantize] = row
+        base = point.get(("fp32", False))
+        for key in variants:
+            row = point[key]
+            if base is not None and row is not base:
+                row["vs_fp32"] = round(row["sentences_per_s"] / base["sentences_per_s"], 3)
             runs.append(row)
+            vs = f"  {row['vs_fp32']:.2f}x fp32" if "vs_fp32" in row else ""
             print(f"{row['precision']:>12} beam {beam} batch {bs:>4} workers {w}: "
                   f"{row['sentences_per_s']:>7.1f} sent/s {row['tokens_per_s']:>8.1f} tok/s"
                   f"  BLEU {row['bleu']:5.2f}  peak RSS {row['peak_rss_mb']:.0f} MB"
-                  f"{_ratio(row)}",
-                  file=sys.stderr, flush=True)
+                  f"{vs}{_ratio(row)}", file=sys.stderr, flush=True)
     result = {"model": args.model, "device": args.device, "threads": args.threads,
-              "sentences": len(src), "torch_threads": args.threads, "runs": runs}
+              "sentences": len(src), "torch_threads": args.threads, "cpu": cpu_capability(),
+              "runs": runs}
+    print(cpu_line(result["cpu"]), file=sys.stderr)
     if not args.no_cli:
         cli = result["cli"] = cli_runs(args.model, src_path, args.threads, args.device,
                                        args.cli_runs)

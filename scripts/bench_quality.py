@@ -9,6 +9,11 @@ explains most of the run-to-run variation.
 
     python scripts/bench_quality.py [--minutes 20] [--threads 2] [--device cpu]
                                     [--config configs/quality.yaml] [--data DIR]
+                                    [--precision auto [fp32 bf16 ...]]
+
+Several ``--precision`` values train one after the other in the same run of the benchmark
+(each with the full budget and its own run directory), so their BLEU and step counts compare
+under the same conditions. The CPU's capability is printed with the results.
 
 Prints one JSON object (stdout) and a human summary (stderr).
 """
@@ -31,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_common import (  # noqa: E402
     DEFAULT_DATA,
     PEERS_BLEU_20MIN,
+    cpu_capability,
+    cpu_line,
     load_average,
     load_config,
     peak_rss_mb,
@@ -45,20 +52,34 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="Multi30k directory")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--precision", nargs="+", default=["auto"],
+                    choices=["auto", "fp32", "bf16", "fp16"],
+                    help="one or more; several train one after the other, same budget each")
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench_quality"))
     args = ap.parse_args()
 
-    from translate.trainer import Trainer
-
     logging.basicConfig(level=logging.WARNING)
     pin_threads(args.threads)
-    run_dir = Path(args.run_dir)
+    several = len(args.precision) > 1
+    runs = [train_once(args, precision, Path(args.run_dir) / precision if several
+                       else Path(args.run_dir)) for precision in args.precision]
+    cpu = cpu_capability()
+    if several:
+        print(json.dumps({"benchmark": "quality", "cpu": cpu, "runs": runs}, indent=2))
+    else:
+        print(json.dumps({**runs[0], "cpu": cpu}, indent=2))
+    print(cpu_line(cpu), file=sys.stderr)
+
+
+def train_once(args: argparse.Namespace, precision: str, run_dir: Path) -> dict:
+    """One fresh run of the budget in ``precision``; its summary (also printed on stderr)."""
+    from translate.trainer import Trainer
+
     if run_dir.exists():  # a fresh run every time (the tokenizer is retrained: ~seconds)
         shutil.rmtree(run_dir)
     cfg = load_config(Path(args.config), Path(args.data), run_dir, {
         "training": {"max_minutes": args.minutes, "max_epochs": 0, "max_steps": 0,
-                     "device": args.device, "precision": args.precision,
+                     "device": args.device, "precision": precision,
                      "num_threads": args.threads},
     })
     load_start = load_average()
@@ -71,6 +92,7 @@ def main() -> None:
     total_s = time.perf_counter() - t0
     out = {
         "benchmark": "quality", "config": args.config, "budget_minutes": args.minutes,
+        "precision": str(trainer.dtype).removeprefix("torch."), "precision_asked": precision,
         "train_minutes": round(summary.get("train_minutes", 0.0), 2),
         "setup_s": round(setup_s, 1),
         "test_decode_and_total_s": round(total_s, 1),
@@ -84,12 +106,12 @@ def main() -> None:
         "load_average_end": load_average(), "target_bleu": 33.0,
         "peers_bleu_20min": PEERS_BLEU_20MIN, "run_dir": str(run_dir),
     }
-    print(json.dumps(out, indent=2))
-    print(f"quality: {args.minutes:g} min budget → test2016 BLEU {out['test_bleu']} chrF "
-          f"{out['test_chrf']} (beam {out['beam_size']}), {out['steps']} steps, "
-          f"{out['epochs']} epochs, {out['tokens_per_s']:,.0f} tok/s, peak RSS "
-          f"{out['peak_rss_mb']:,.0f} MB, load {load_start} → {out['load_average_end']}; "
-          f"peers at 20 min: {PEERS_BLEU_20MIN}", file=sys.stderr)
+    print(f"quality ({out['precision']}): {args.minutes:g} min budget → test2016 BLEU "
+          f"{out['test_bleu']} chrF {out['test_chrf']} (beam {out['beam_size']}), "
+          f"{out['steps']} steps, {out['epochs']} epochs, {out['tokens_per_s']:,.0f} tok/s, "
+          f"peak RSS {out['peak_rss_mb']:,.0f} MB, load {load_start} → "
+          f"{out['load_average_end']}; peers at 20 min: {PEERS_BLEU_20MIN}", file=sys.stderr)
+    return out
 
 
 if __name__ == "__main__":

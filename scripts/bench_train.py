@@ -25,7 +25,13 @@ only (padding is overhead, not useful work):
                                                                       tied: 2·(Hd·E + E·V))
 
     python scripts/bench_train.py [--steps 30] [--warmup 5] [--threads 2] [--device cpu]
-                                  [--precision fp32] [--modes input_feeding parallel]
+                                  [--precision fp32 [bf16 ...]] [--rounds 1]
+                                  [--modes input_feeding parallel]
+
+Several ``--precision`` values are an interleaved A/B: each round runs every mode in every
+precision, one child after the other, so load changes on a shared host hit both sides alike;
+the summary gives each round's ratio to the first precision. Every result carries the CPU's
+capability (model, bf16/AMX flags, torch's dispatch level).
 
 Prints one JSON object (stdout) and a human summary (stderr).
 """
@@ -52,6 +58,8 @@ from _bench_common import (  # noqa: E402
     DEFAULT_DATA,
     PEERS_TOK_S,
     GemmProbe,
+    cpu_capability,
+    cpu_line,
     gemm_peak_gflops,
     load_average,
     load_config,
@@ -120,16 +128,17 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         torch.cuda.synchronize()
     tgt_tok = src_tok = tgt_slots = src_slots = 0
     total_flops = 0.0
-    probe, probes, seconds = GemmProbe(device), [], 0.0
+    probe, probes, seconds, cpu_seconds = GemmProbe(device), [], 0.0, 0.0
     timed = batches[args.warmup:]
     every = args.probe_every if args.probe_every > 0 else len(timed)
     for start in range(0, len(timed), every):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for ix in timed[start:start + every]:
             trainer._step([ix])
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
+        cpu_seconds += time.process_time() - c0
         if args.probe_every > 0:
             probes.append(probe.gflops())
     peak_after = gemm_peak_gflops(device)
@@ -150,6 +159,9 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     return {
         "mode": mode, "input_feeding": MODES[mode], "steps": len(timed),
         "seconds": round(seconds, 3), "tgt_tokens_per_s": round(tok_s, 1),
+        # CPU time of all threads: less sensitive than the wall clock to other jobs' load
+        "cpu_seconds": round(cpu_seconds, 3),
+        "tgt_tokens_per_cpu_s": round(tgt_tok / max(cpu_seconds, 1e-9), 1),
         "src_tokens_per_s": round(src_tok / seconds, 1),
         "sec_per_step": round(seconds / max(len(timed), 1), 4),
         "tgt_padding_fraction": round(1 - tgt_tok / tgt_slots, 4),
@@ -179,7 +191,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         "vs_best_peer": round(tok_s / max(PEERS_TOK_S.values()), 3),
         "threads": torch.get_num_threads(), "device": str(device),
         "precision": str(trainer.dtype).replace("torch.", ""),
-        "vocab": vocab, "load_average": load_average(),
+        "vocab": vocab, "load_average": load_average(), "cpu": cpu_capability(),
     }
 
 
@@ -241,7 +253,11 @@ def main() -> None:
                     help="timed batches whose GEMMs are also timed alone (the bound)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--precision", nargs="+", default=["fp32"],
+                    choices=["fp32", "bf16", "fp16", "auto"],
+                    help="one or more; several are interleaved (A/B) in every round")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every (mode, precision) child this many times, interleaved")
     ap.add_argument("--max-tokens", type=int, default=2000, help="batch budget (tokens)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--run-root", default=str(ROOT / "runs" / "bench_train"),
@@ -249,37 +265,72 @@ def main() -> None:
     ap.add_argument("--child", choices=list(MODES), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
+        args.precision = args.precision[0]
         print(json.dumps(run_mode(args, args.child)))
         return
 
-    results = {}
-    for mode in args.modes:
-        with tempfile.TemporaryFile("w+") as err:
-            cmd = [sys.executable, __file__, "--child", mode, "--data", args.data,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--probe-every", str(args.probe_every),
-                   "--roofline-batches", str(args.roofline_batches),
-                   "--threads", str(args.threads), "--device", args.device,
-                   "--precision", args.precision, "--max-tokens", str(args.max_tokens),
-                   "--run-root", args.run_root]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-            if proc.returncode:
-                err.seek(0)
-                sys.exit(f"bench_train: mode {mode} failed:\n{err.read()[-4000:]}")
-        results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-    out = {"benchmark": "train", "data": args.data, "modes": results,
-           "peers_tok_s": PEERS_TOK_S}
+    runs = []
+    for rnd in range(args.rounds):
+        for mode in args.modes:
+            # ABBA order: a drift in the host's load over a round hits both sides alike
+            for precision in args.precision[::-1 if rnd % 2 else 1]:
+                row = _child(args, mode, precision)
+                row.update(round=rnd, precision_asked=precision)
+                runs.append(row)
+                _summary(row)
+    out = {"benchmark": "train", "data": args.data, "cpu": cpu_capability(), "runs": runs,
+           "precision_ratios": _ratios(runs, args.precision), "peers_tok_s": PEERS_TOK_S}
+    if len(runs) == len(args.modes):  # one precision, one round: the mode's own result
+        out["modes"] = {r["mode"]: r for r in runs}
     print(json.dumps(out, indent=2))
-    for mode, r in results.items():
-        print(f"{mode:>13}: {r['tgt_tokens_per_s']:8,.0f} tgt tok/s "
-              f"({r['src_tokens_per_s']:,.0f} src) target {r['target_tok_s']:,.0f}; "
-              f"{r['vs_best_peer']:.2f}x best peer; {r['achieved_gflops']:.1f} GFLOP/s = "
-              f"{r['ratio_to_peak']:.0%} of GEMM peak {r['gemm_peak_gflops']:.0f}"
-              f"{_during(r)}{_bound(r['gemm_bound'])}; "
-              f"{r['flops_per_tgt_token'] / 1e6:.1f} MFLOP/tgt tok; pad tgt "
-              f"{r['tgt_padding_fraction']:.1%} src {r['src_padding_fraction']:.1%}; "
-              f"peak RSS {r['peak_rss_mb']:,.0f} MB; load {r['load_average']}",
-              file=sys.stderr)
+    print(cpu_line(out["cpu"]), file=sys.stderr)
+    for mode, ratios in out["precision_ratios"].items():
+        for name, values in ratios.items():
+            print(f"{mode:>13}: {name} tgt tok/s per round {values}", file=sys.stderr)
+
+
+def _child(args: argparse.Namespace, mode: str, precision: str) -> dict:
+    """One (mode, precision) measurement in its own process."""
+    with tempfile.TemporaryFile("w+") as err:
+        cmd = [sys.executable, __file__, "--child", mode, "--data", args.data,
+               "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--probe-every", str(args.probe_every),
+               "--roofline-batches", str(args.roofline_batches),
+               "--threads", str(args.threads), "--device", args.device,
+               "--precision", precision, "--max-tokens", str(args.max_tokens),
+               "--run-root", args.run_root]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        if proc.returncode:
+            err.seek(0)
+            sys.exit(f"bench_train: mode {mode} ({precision}) failed:\n{err.read()[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ratios(runs: list[dict], precisions: list[str]) -> dict:
+    """Per mode, each other precision's tok/s over the first one's, round by round."""
+    if len(precisions) < 2:
+        return {}
+    out: dict = {}
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        rate = {(r["round"], r["precision_asked"]): r["tgt_tokens_per_s"]
+                for r in runs if r["mode"] == mode}
+        rounds = sorted({k[0] for k in rate})
+        out[mode] = {f"{p}/{precisions[0]}": [round(rate[(n, p)] / rate[(n, precisions[0])], 3)
+                                              for n in rounds] for p in precisions[1:]}
+    return out
+
+
+def _summary(r: dict) -> None:
+    print(f"{r['mode']:>13} {r['precision']:>8}: {r['tgt_tokens_per_s']:8,.0f} tgt tok/s "
+          f"({r['src_tokens_per_s']:,.0f} src; {r['tgt_tokens_per_cpu_s']:,.0f} per CPU-s) "
+          f"target {r['target_tok_s']:,.0f}; "
+          f"{r['vs_best_peer']:.2f}x best peer; {r['achieved_gflops']:.1f} GFLOP/s = "
+          f"{r['ratio_to_peak']:.0%} of fp32 GEMM peak {r['gemm_peak_gflops']:.0f}"
+          f"{_during(r)}{_bound(r['gemm_bound'])}; "
+          f"{r['flops_per_tgt_token'] / 1e6:.1f} MFLOP/tgt tok; pad tgt "
+          f"{r['tgt_padding_fraction']:.1%} src {r['src_padding_fraction']:.1%}; "
+          f"peak RSS {r['peak_rss_mb']:,.0f} MB; load {r['load_average']}",
+          file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
