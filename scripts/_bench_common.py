@@ -95,3 +95,30 @@ def peak_rss_mb() -> float:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+# Flags that decide how fast fp32 and bf16 products run on an x86 CPU.
+_CPU_FLAGS = ("avx2", "avx512_f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
+              "amx_int8")
+
+
+def cpu_capability() -> dict:
+    """What a figure was measured on: the CPU's name and cores, its matrix-unit flags (cpuid,
+    via ``torch.cpu.get_capabilities``), torch's kernel dispatch level and the bf16 unit that
+    ``precision: auto`` sees. Printed with every result so a number says where it came from."""
+    import platform
+
+    from translate.runtime import cpu_bf16_unit
+
+    caps = torch.cpu.get_capabilities()
+    return {"model": caps.get("cpu_name") or platform.processor() or "unknown",
+            "cores": caps.get("num_physical_cores"),
+            "flags": [f for f in _CPU_FLAGS if caps.get(f)],
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_unit": cpu_bf16_unit(caps)}
+
+
+def cpu_line(cpu: dict) -> str:
+    """One human line for :func:`cpu_capability`'s result."""
+    return (f"CPU: {cpu['model']} ({cpu['cores']} cores); flags {' '.join(cpu['flags'])}; "
+            f"torch {cpu['torch_cpu_capability']}; native bf16: {cpu['bf16_unit'] or 'none'}")

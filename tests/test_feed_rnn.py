@@ -184,29 +184,32 @@ def test_cached_step_weights_are_kept_per_autocast_dtype() -> None:
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_cpu_bf16_autocast_runs_the_fused_recurrence_in_fp32(layers: int) -> None:
-    """Under bf16 autocast the fused node still runs (in fp32, its inputs rounded by the bf16
-    products before it) and agrees with the plain autograd loop under the same autocast,
-    whose per-step products are bf16. The gap is bf16 rounding (relative 2^-9 per product
-    input, compounding over 6 steps): measured at most 0.75% of each tensor's largest
-    magnitude (values, attention and every gradient), so 2% is the bound."""
+def test_cpu_bf16_autocast_takes_the_plain_loop_and_agrees_with_fp32(layers: int) -> None:
+    """Under bf16 autocast teacher forcing runs the plain loop with bf16 products (the fused
+    node is fp32 only) and must agree with the fused fp32 path, values and gradients.
+
+    The gap is bf16 rounding (relative 2^-9 per product input, compounding over 6 steps,
+    gradients of the per-batch weight casts summed in bf16): measured at most 0.94% of each
+    tensor's largest magnitude (1-3 layers), so 3% is the bound; a wrong gradient is off by
+    far more."""
     dec, enc_dim = _decoder("general", layers, dropout=0.0)
     dec = dec.float()
     (keys, h, c), mask, tgt = _inputs(enc_dim, layers)
     keys, h, c = (t.detach().float().requires_grad_() for t in (keys, h, c))
     results = []
-    for fused in (False, True):
+    for bf16 in (False, True):
         dec.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert dec._fusable(keys)
-            vecs, attn = _run(dec, fused, keys, h, c, mask, tgt)
-        assert vecs.dtype == (torch.float32 if fused else torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            assert dec._fusable(keys) != bf16
+            vecs, attn = dec(tgt, dec.init_state(h, c), keys, mask,
+                             dec.attention.precompute(keys))
+        assert vecs.dtype == (torch.bfloat16 if bf16 else torch.float32)
         (vecs.float().sum() + attn.float().pow(2).sum()).backward()
         results.append([vecs.float(), attn.float()]
                        + [p.grad.clone() for p in dec.parameters() if p.grad is not None])
-    for loop, fused in zip(*results, strict=True):
-        assert torch.isfinite(fused).all()
-        assert (fused - loop).abs().max() <= 2e-2 * loop.abs().max()
+    gaps = [float((b - a).abs().max() / a.abs().max()) for a, b in
+            zip(*([t.detach() for t in r] for r in results), strict=True)]
+    assert len(gaps) > 2 and max(gaps) <= 3e-2, gaps
 
 
 @pytest.mark.gpu

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from translate.runtime import (
-    AUTO_BF16_CPU_UNITS,
     RuntimeSetupError,
     choose_precision,
     cpu_bf16_unit,
@@ -245,10 +244,10 @@ def test_auto_on_a_cpu_without_native_bf16_stays_fp32():
     assert dtype == torch.float32 and "no native bf16" in reason
 
 
-def test_auto_with_avx512_bf16_only_follows_the_measured_choice():
+def test_auto_with_avx512_bf16_but_no_amx_is_bf16_as_measured():
+    """bf16 ran 1.4-1.7x fp32 on such a host (AMD EPYC Zen 4), training and decoding."""
     dtype, reason = choose_precision("auto", "cpu", cpu_caps=AVX512_BF16_CPU)
-    expected = torch.bfloat16 if "avx512_bf16" in AUTO_BF16_CPU_UNITS else torch.float32
-    assert dtype == expected and "avx512_bf16" in reason
+    assert dtype == torch.bfloat16 and "avx512_bf16" in reason
 
 
 @pytest.mark.parametrize("caps", [AMX_CPU, AVX512_BF16_CPU, PLAIN_CPU])

@@ -178,18 +178,28 @@ def _read_file(path: str, what: str) -> bytes:
     return _existing(path, what).read_bytes()
 
 
-def _report_precision() -> None:
-    """Show the runtime's one line on which precision was chosen and why (on stderr)."""
+@contextlib.contextmanager
+def _report_precision(enabled: bool) -> Iterator[None]:
+    """While loading, show the runtime's one line on which precision was chosen and why (on
+    stderr); removed afterwards, so the process's logging is left as it was."""
+    if not enabled:
+        yield
+        return
     import logging
 
-    class ToStderr(logging.Handler):  # today's sys.stderr, not the one at creation
+    class ToStderr(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             print(f"{PROG.split()[-1]}: {record.getMessage()}", file=sys.stderr)
 
-    logger = logging.getLogger("translate.runtime")
-    if not any(type(h).__name__ == "ToStderr" for h in logger.handlers):
-        logger.addHandler(ToStderr())  # once, however often main() runs in a process
+    logger, handler = logging.getLogger("translate.runtime"), ToStderr()
+    level = logger.level
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _warn(message: str) -> None:
@@ -292,12 +302,11 @@ def _run(argv: list[str] | None) -> int:
     if model_dir is None:
         model_dir = RunDir.latest("runs")
         print(f"{PROG.split()[-1]}: using the most recent run {model_dir}", file=sys.stderr)
-    if args.precision != "fp32":
-        _report_precision()
     shortlist = None if args.shortlist is None else args.shortlist == "on"
-    translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
-                                 quantize=args.quantize, precision=args.precision,
-                                 shortlist=shortlist)
+    with _report_precision(args.precision != "fp32"):
+        translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
+                                     quantize=args.quantize, precision=args.precision,
+                                     shortlist=shortlist)
     if translator.quantized:  # asked for here or in the run's inference config
         # After loading: what loading and quantizing freed goes back to the OS as usual; the
         # setting is for the buffers search allocates and frees at every step.

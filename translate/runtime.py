@@ -44,11 +44,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-# CPU bf16 units on which ``precision: auto`` trains and translates in bf16 (see
-# :func:`choose_precision`).
-AUTO_BF16_CPU_UNITS = ("amx",)
-
-
 def cpu_bf16_unit(caps: Mapping[str, object]) -> str | None:
     """The CPU's native bf16 matrix unit, from ``torch.cpu.get_capabilities()``-style flags.
 
@@ -74,10 +69,13 @@ def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
     any machine's flags.
 
     CUDA: ``auto`` is bf16 where supported (no scaler needed), else fp16 with a scaler.
-    CPU: ``auto`` is bf16 only on the units in ``AUTO_BF16_CPU_UNITS``; fp32 elsewhere.
-    ``bf16`` can always be forced (emulated where there is no unit: works, but slower).
-    fp16 is refused on the CPU: its CPU autocast kernels are emulated too, and its range
-    would need a GradScaler that the CPU path does not run.
+    CPU: ``auto`` is bf16 where :func:`cpu_bf16_unit` finds a native unit, fp32 elsewhere.
+    AMX is where bf16 pays most, but AVX-512 BF16 dot products alone paid too: on an AMD
+    EPYC (Zen 4, no AMX) bf16 trained and decoded the Multi30k models clearly faster than
+    fp32 in interleaved runs (README, "bf16 on CPU"). Without a unit bf16 is converted to
+    fp32 and back around every product, so it only costs; ``bf16`` can still be forced.
+    fp16 is refused on the CPU: its CPU products are emulated too, and its range would need
+    a GradScaler that the CPU path does not run.
     """
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if device_type == "cuda":
@@ -102,12 +100,9 @@ def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
             return torch.bfloat16, ("bf16 as configured, but this CPU has no native bf16 "
                                     "(emulated: expect it slower than fp32)")
         return torch.bfloat16, f"bf16 as configured (CPU has {unit})"
-    if unit in AUTO_BF16_CPU_UNITS:
-        return torch.bfloat16, f"auto: this CPU has native bf16 matrix units ({unit})"
-    if unit is None:
-        return torch.float32, "auto: this CPU has no native bf16 (avx512_bf16 / amx_bf16)"
-    return torch.float32, (f"auto: this CPU's {unit} was not faster than fp32 for these "
-                           "models (BENCHMARKS.md); --precision bf16 forces it")
+    if unit is not None:
+        return torch.bfloat16, f"auto: this CPU has native bf16 ({unit})"
+    return torch.float32, "auto: this CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)"
 
 
 def precision_choice(name: str, device: torch.device) -> tuple[torch.dtype, str]:

@@ -159,13 +159,16 @@ class Decoder(nn.Module):
         return self._step_cache[1]
 
     def _fusable(self, keys: Tensor) -> bool:
-        """Whether teacher forcing can use :class:`FeedRecurrence` (Luong scores).
+        """Whether teacher forcing can use :class:`FeedRecurrence` (fp32, Luong scores).
 
-        Under bf16/fp16 autocast it runs in fp32 (:meth:`_fused_forward_fp32`): its
-        hand-written backward is the reason input feeding trains at a usable speed, and the
-        plain loop it replaces stays slower in bf16 than the fused fp32 loop."""
-        return self.attention.kind in ("dot", "general") and (
-            keys.dtype == torch.float32 or torch.is_autocast_enabled(keys.device.type))
+        Not under bf16/fp16 autocast: its buffers and ``out=`` products are fp32, and with
+        native bf16 the plain loop's bf16 products beat running the fused loop in fp32
+        inside autocast (interleaved on an avx512_bf16 CPU; README, "bf16 on CPU")."""
+        return (
+            self.attention.kind in ("dot", "general")
+            and keys.dtype == torch.float32
+            and not torch.is_autocast_enabled(keys.device.type)
+        )
 
     def _dropout_mask(self, p: float, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
         """Scaled inverted-dropout mask (one RNG call for all steps), None when inactive."""
@@ -193,27 +196,6 @@ class Decoder(nn.Module):
             pre0, state.h, state.c, state.input_feed, score_keys, keys, ~mask,
             self.combine.weight, mid, out, *weights,
         )
-
-    def _fused_forward_fp32(
-        self, pre0: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,
-        proj_keys: Tensor | None, params: list[tuple[Tensor, Tensor, Tensor | None]],
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`_fused_forward` with autocast off and its inputs in fp32.
-
-        Its preallocated buffers and ``out=`` products need one dtype; fp32 also keeps the
-        cell state, accumulated over every target step, at full precision. Autocast's
-        bf16 still runs the encoder, the embedding part of the gates and the output
-        projection (the step's largest GEMM)."""
-        if not torch.is_autocast_enabled(pre0.device.type):
-            return self._fused_forward(pre0, state, keys, mask, proj_keys, params)
-        if proj_keys is None and self.attention.kind != "dot":
-            proj_keys = self.attention.precompute(keys)
-        with torch.autocast(pre0.device.type, enabled=False):
-            state = DecoderState(*(None if t is None else t.float()
-                                   for t in (state.h, state.c, state.input_feed)))
-            return self._fused_forward(
-                pre0.float(), state, keys.float(), mask,
-                None if proj_keys is None else proj_keys.float(), params)
 
     @staticmethod
     def _lstm_cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -309,7 +291,9 @@ class Decoder(nn.Module):
         # step's slice is contiguous: [T, B, 4H].
         pre0 = nn.functional.linear(emb.transpose(0, 1), params[0][2], params[0][1])
         if self._fusable(keys):
-            return self._fused_forward_fp32(pre0, state, keys, mask, proj_keys, params)
+            return self._fused_forward(pre0, state, keys, mask, proj_keys, params)
+        # Under autocast: cast the weights once per batch, not in every step's addmm.
+        params = _cast_params(params, _autocast_dtype(pre0.device))
         hs, cs = list(state.h.unbind(0)), list(state.c.unbind(0))
         feed = state.input_feed
         vecs, attns = [], []
