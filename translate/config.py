@@ -190,7 +190,7 @@ class InferenceConfig:
     quantize: bool = False
     # CPU batches decoded at once, torch's threads split among them. 2 workers ran more
     # sentences/s than 1 on 2 cores but hold two batches in memory, which takes the whole
-    # default command past the 0.45 GB translation budget, so the default stays 1.
+    # default command past the translation memory budget, so the default stays 1.
     workers: int = 1
     # Decode each batch over a vocabulary shortlist (translate.shortlist) when the run has
     # one (shortlist.pt, written at the end of training): the ``shortlist_k`` target pieces

@@ -195,7 +195,7 @@ def _rows_of_linear(proj: nn.Module, ids: Tensor) -> Callable[[Tensor], Tensor]:
         return functools.partial(F.linear, weight=weight.index_select(0, ids),
                                  bias=None if proj.bias is None else proj.bias.index_select(0, ids))
     if callable(weight) and hasattr(proj, "set_weight_bias"):  # ao.nn.quantized.dynamic.Linear
-        if proj not in _UNPACKED:  # unpacking costs ~4 ms a call: once per layer, not batch
+        if proj not in _UNPACKED:  # unpacking is costly: once per layer, not per batch
             _UNPACKED[proj] = (weight(), proj.bias())
         qweight, bias = _UNPACKED[proj]
         cpu_ids = ids.cpu()
