@@ -1,4 +1,4 @@
-"""The training loop: steps, AMP, clipping, validation, early stopping, resume, signals.
+"""The training loop: steps, AMP, clipping, resume, signals (validation: train_eval.py).
 
 A run is a directory (see :class:`translate.rundir.RunDir`). Everything needed to go on
 or to translate later is written there, and `--resume` restores the exact position in the
@@ -18,9 +18,8 @@ import torch
 from tqdm import tqdm
 
 from translate import config as config_mod
-from translate.batching import BatchSampler, EncodedSplit, collate
+from translate.batching import BatchSampler, collate
 from translate.checkpoint import (
-    average_checkpoints,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -42,9 +41,8 @@ from translate.runtime import (
     set_threads,
 )
 from translate.schedule import build_scheduler
-from translate.shortlist import build_lexical_table
 from translate.tracking import Tracker, resolve_mode, run_log, say
-from translate.validation import validate
+from translate.train_eval import EvaluationMixin
 
 log = logging.getLogger("translate.train")
 
@@ -53,7 +51,7 @@ class TrainingError(TranslateError, RuntimeError):
     """Training cannot go on (e.g. the loss stayed non-finite); the message says why."""
 
 
-class Trainer:
+class Trainer(EvaluationMixin):
     def __init__(self, cfg: Config, resume: bool = False) -> None:
         self.cfg = cfg
         self.run = RunDir(cfg.training.run_dir).create()
@@ -285,99 +283,6 @@ class Trainer:
     def _batch_tokens(self, indices: list[int]) -> int:
         return sum(self.train_tgt_lens[i] + 1 for i in indices)
 
-    # ------------------------------------------------------------------ validation
-
-    def _run_validation(self, name: str, greedy: bool, limit: int = 0,
-                        thresholds: list[float] | None = None):
-        """Validate on the first ``limit`` rows of split ``name`` (all when 0)."""
-        split = self.data.splits[name]
-        n = min(len(split), limit) if limit else len(split)
-        sub = EncodedSplit(split.src_ids[:n], split.tgt_ids[:n], split.label_ids[:n],
-                           split.n_labels)
-        tr = self.cfg.training
-        batches = BatchSampler(sub.src_lens, sub.tgt_lens, "tokens", tr.max_tokens * 2,
-                               tr.batch_size, shuffle=False, seed=tr.seed).batches(0)
-        return validate(self.model, sub, self.data.sources[name][:n],
-                        self.data.references[name][:n], batches, self.eval_loss_fn,
-                        self.data.tokenizer, self.cfg.inference, self.device, self.dtype,
-                        num_samples=tr.num_samples, greedy=greedy, thresholds=thresholds)
-
-    def _validate_and_save(self, start: float) -> bool:
-        """Validate, save best/last, log; returns True when early stopping triggers."""
-        if not len(self.data.splits["valid"]):
-            self.save_last()
-            return False
-        tr, p = self.cfg.training, self.progress
-        result = self._run_validation("valid", greedy=True, limit=tr.valid_max_sentences)
-        self.thresholds = result.thresholds
-        metric = result.metrics[tr.early_stopping_metric]
-        better = self._improves(metric)
-        if better:
-            p.best, p.bad_validations = metric, 0
-            self._save_weights(self.run.best_path)
-        else:
-            p.bad_validations += 1
-        self._snapshot()
-        self.run.hyps_path.write_text("\n".join(result.hypotheses) + "\n", encoding="utf-8")
-        self.scheduler.step_validation(result.metrics["loss"])
-        elapsed = p.elapsed + time.time() - start
-        self.tracker.log({f"valid/{k}": v for k, v in result.metrics.items()}
-                         | {"valid/best": p.best, "elapsed_min": elapsed / 60}, p.step)
-        self.tracker.log_samples(result.samples, p.step)
-        say(f"step {p.step}: valid loss {result.metrics['loss']:.3f} "
-                   f"ppl {result.metrics['ppl']:.1f} BLEU {result.metrics['bleu']:.2f} "
-                   f"chrF {result.metrics['chrf']:.2f}" + (" *" if better else ""))
-        if p.step <= tr.valid_every:  # once per run: what the BLEU/chrF numbers mean
-            say(f"  sacrebleu: {result.signatures['bleu']} / {result.signatures['chrf']}")
-        for sample in result.samples[:2]:
-            say(f"  src: {sample['source']}\n  ref: {sample['reference']}\n"
-                       f"  hyp: {sample['hypothesis']}")
-        self.save_last()
-        return bool(tr.patience) and p.bad_validations >= tr.patience
-
-    def _improves(self, metric: float) -> bool:
-        best = self.progress.best
-        if best is None:
-            return True
-        return metric < best if self.cfg.training.early_stopping_metric == "loss" else metric > best
-
-    def _save_weights(self, path) -> None:
-        """Weights and the thresholds tuned for them (inference reads both); no optimizer."""
-        save_checkpoint(path, {
-            "model": self.model.state_dict(), "config": config_mod.to_dict(self.cfg),
-            "thresholds": list(self.thresholds), "progress": vars(self.progress).copy()})
-
-    def _snapshot(self) -> None:
-        """Keep the weights of the last ``average_last`` validations for averaging."""
-        keep = self.cfg.training.average_last
-        if keep < 2:
-            return
-        save_checkpoint(self.run.root / f"snapshot-{self.progress.step:09d}.pt",
-                        {"model": self.model.state_dict(), "thresholds": list(self.thresholds)})
-        for old in sorted(self.run.root.glob("snapshot-*.pt"))[:-keep]:
-            old.unlink()
-
-    def _average(self) -> None:
-        """Average the kept snapshots; keep the result only if it validates better than best.
-
-        Written as ``averaged.pt``, which inference prefers, so it must never be worse.
-        """
-        snapshots = sorted(self.run.root.glob("snapshot-*.pt"))
-        if len(snapshots) < 2 or not len(self.data.splits["valid"]):
-            return
-        best_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(average_checkpoints(snapshots))
-        tr = self.cfg.training
-        result = self._run_validation("valid", greedy=True, limit=tr.valid_max_sentences)
-        metric = result.metrics[tr.early_stopping_metric]
-        say(f"average of the last {len(snapshots)} validation checkpoints: valid "
-                   f"{tr.early_stopping_metric} {metric:.2f} (best single: {self.progress.best})")
-        if self._improves(metric):
-            self.progress.best, self.thresholds = metric, result.thresholds
-            self._save_weights(self.run.averaged_path)
-        else:
-            self.model.load_state_dict(best_weights)
-
     def _interrupted(self, start: float, bar) -> dict:
         bar.close()
         self.progress.elapsed += time.time() - start
@@ -387,43 +292,3 @@ class Trainer:
                f"saved {self.run.last_path}. Resume with:\n  {cmd}")
         say(msg)
         return {"interrupted": self._stop_signal, "step": self.progress.step, "resume": cmd}
-
-    def _finish(self) -> dict:
-        """Score the best (or averaged) weights on the test split with beam search."""
-        if self.run.best_path.is_file():
-            best = load_checkpoint(self.run.best_path, map_location=self.device)
-            self.model.load_state_dict(best["model"])
-            self.thresholds = list(best["thresholds"])
-        self._average()
-        p = self.progress
-        summary: dict = {"step": p.step, "epochs": p.epoch, "best_valid": p.best,
-                         "averaged": self.run.averaged_path.is_file(),
-                         "train_minutes": p.elapsed / 60,
-                         "tokens_per_s": p.tokens / max(p.elapsed, 1e-9),
-                         "truncated": self.data.report["truncated"],
-                         "run_dir": str(self.run.root)}
-        if len(self.data.splits["test"]):
-            result = self._run_validation("test", greedy=False,
-                                          thresholds=self.thresholds or None)
-            (self.run.root / "test_hyps.txt").write_text(
-                "\n".join(result.hypotheses) + "\n", encoding="utf-8")
-            summary.update({f"test_{k}": v for k, v in result.metrics.items()})
-            summary["signatures"] = result.signatures
-            say(f"test: BLEU {result.metrics['bleu']:.2f} chrF "
-                       f"{result.metrics['chrf']:.2f} (beam {self.cfg.inference.beam_size})\n"
-                       f"  {result.signatures['bleu']}\n  {result.signatures['chrf']}")
-        self.tracker.summary(summary)  # also written to summary.json
-        return summary
-
-    # ------------------------------------------------------------------ shortlist
-
-    def _write_shortlist(self) -> None:
-        """The decoding shortlist's lexical table (:mod:`translate.shortlist`), learned from
-        the encoded training data and stored in the run directory for inference."""
-        t0 = time.perf_counter()
-        train, tok = self.data.splits["train"], self.data.tokenizer
-        table = build_lexical_table(train.src_ids, train.tgt_ids, tok.src_vocab_size,
-                                    tok.tgt_vocab_size)
-        self.run.write_shortlist(table.state())
-        log.info("shortlist: Dice table over %d training pairs in %.1f s -> %s", len(train),
-                 time.perf_counter() - t0, self.run.shortlist_path)
