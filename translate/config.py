@@ -210,6 +210,8 @@ class LoggingConfig:
     entity: str | None = None
     run_name: str | None = None
     log_every: int = 100
+    artifacts: bool = True  # the best weights, tokenizer, labels and config as a W&B artifact
+    test_sentences: int = 10  # the test set's N worst and N best sentences by chrF (0: none)
 
 
 @dataclass
@@ -280,6 +282,10 @@ def validate(cfg: Config) -> Config:
     _check(tr.max_nonfinite >= 1, "training.max_nonfinite", "at least 1", tr.max_nonfinite)
     _check(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "training.max_steps",
            "a limit: one of max_steps, max_epochs, max_minutes must be positive", tr.max_steps)
+    _check(cfg.logging.log_every > 0, "logging.log_every", "a positive integer",
+           cfg.logging.log_every)
+    _check(cfg.logging.test_sentences >= 0, "logging.test_sentences", "an integer >= 0 (0 = off)",
+           cfg.logging.test_sentences)
     validate_inference(inf)
     return cfg
 

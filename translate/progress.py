@@ -23,6 +23,7 @@ class Progress:
     bad_validations: int = 0
     elapsed: float = 0.0
     tokens: int = 0
+    skipped: int = 0  # optimizer steps skipped for a non-finite loss or gradient
 
 
 class ProgressLines:

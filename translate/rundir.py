@@ -10,7 +10,12 @@ A run directory is the unit a user moves around ("train here, translate with tha
 ``averaged.pt``               its weights and the label thresholds tuned for them
 ``metrics.jsonl`` ...         what the tracker records (:mod:`translate.tracking`)
 ``train.log``                 the trainer's log: printed lines and log records
+``wandb_id`` ``wandb/``       the W&B run id (``--resume`` continues it) and W&B's files
+``wandb_artifact.json``       the W&B model artifact logged from this run (its name)
 ============================  ==========================================================
+
+A W&B model artifact (:meth:`RunDir.model_files`) holds the part of this layout inference
+needs, so the downloaded artifact folder is itself a run directory.
 
 What belongs to the run (config, tokenizer, labels) is written once, when the run is
 prepared, and read back by a resumed run and by inference. What belongs to one set of
@@ -102,6 +107,10 @@ class RunDir:
     @property
     def wandb_id_path(self) -> Path:
         return self.root / "wandb_id"
+
+    @property
+    def model_artifact_path(self) -> Path:
+        return self.root / "wandb_artifact.json"
 
     @property
     def lock_path(self) -> Path:
@@ -203,6 +212,37 @@ class RunDir:
         if not self.shortlist_path.is_file():
             return None
         return load_checkpoint(self.shortlist_path)
+
+    def last_logged_step(self) -> int:
+        """The highest step in ``metrics.jsonl`` (0 when none): what a killed run had sent."""
+        if not self.metrics_path.is_file():
+            return 0
+        steps = (_step_of(line) for line in
+                 self.metrics_path.read_text(encoding="utf-8").splitlines())
+        return max((s for s in steps if s is not None), default=0)
+
+    def model_files(self) -> list[tuple[Path, str]]:
+        """(path, name) of what inference reads: the checkpoint it would pick (averaged,
+        else best, else last), the tokenizer, config, labels, shortlist and artifact record.
+        Laid out as here, so that a copy of them is a run directory of its own."""
+        picked = self.default_checkpoint()
+        names = ("config.yaml", "tokenizer", "labels.json", "shortlist.pt",
+                 self.model_artifact_path.name)
+        return [(picked, picked.name)] + [(self.root / n, n) for n in names
+                                          if (self.root / n).exists()]
+
+    def write_model_artifact(self, name: str, project: str, entity: str | None) -> None:
+        """Record the W&B model artifact of this run, for evaluation runs to link to."""
+        data = {"name": name, "project": project, "entity": entity}
+        atomic_write_text(self.model_artifact_path, json.dumps(data) + "\n")
+
+    def read_model_artifact(self) -> dict | None:
+        """The recorded model artifact (name, project, entity), or None (none logged)."""
+        try:
+            data = json.loads(self.model_artifact_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("name"), str) else None
 
     def read_wandb_id(self) -> str | None:
         """The W&B run id recorded by the tracker, for ``--resume``."""

@@ -4,20 +4,15 @@ Training runs for hours on machines nobody watches, so tracking must never stop 
 no login prompt (stdin may be closed), no waiting on an unreachable server, and a W&B
 failure mid-run only turns W&B off (with one warning) while the local log continues.
 
-Mode resolution (:func:`resolve_mode`), from ``logging.wandb``:
-
-- ``disabled`` / ``offline`` / ``online`` are honoured, except that the environment
-  variable ``WANDB_MODE=disabled`` (or ``WANDB_DISABLED=true``) always turns W&B off: it is
-  the kill switch test suites and clusters use.
-- ``auto``: ``WANDB_MODE`` decides when set; otherwise ``online`` when an API key is
-  configured (:func:`find_api_key`), else ``offline``.
-- ``online`` without an API key becomes ``offline`` with a warning instead of a prompt;
-  an online start that fails (e.g. no network, bounded by ``init_timeout``) also falls
-  back to ``offline``, and :meth:`Tracker.finish` prints the ``wandb sync`` command.
+Whether W&B runs, and how (``logging.wandb`` against the environment and the credentials:
+:func:`translate.wandb_run.resolve_mode`, re-exported here), and every W&B call live in
+:mod:`translate.wandb_run`; this module keeps what is written whatever W&B does. An
+offline run ends with the ``wandb sync`` command that uploads it (:meth:`Tracker.finish`).
 
 W&B files go under the run directory (``<run>/wandb/``) so it stays self-contained; the
-W&B run id is kept in ``<run>/wandb_id`` so ``--resume`` continues the same W&B run.
-``wandb`` is imported only when used, so ``disabled`` costs nothing at startup.
+W&B run id is kept in ``<run>/wandb_id`` so ``--resume`` continues the same W&B run
+(:mod:`translate.wandb_run` owns the W&B calls and the resume semantics). ``wandb`` is
+imported only when used, so ``disabled`` costs nothing at startup and writes no W&B file.
 
 Besides the metrics, the run keeps its own log, ``<run>/train.log`` (:func:`run_log`): the
 lines the trainer prints for the person watching (:func:`say`) and the package's log records.
@@ -25,48 +20,34 @@ lines the trainer prints for the person watching (:func:`say`) and the package's
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import json
 import logging
 import math
-import netrc
-import os
 import secrets
-import shlex
 import string
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
 from translate.checkpoint import atomic_write_text
 from translate.config import LoggingConfig
-from translate.errors import TranslateError
 from translate.rundir import RunDir
+from translate.wandb_run import (  # noqa: F401  (re-exported: the tracking API)
+    TrackingError,
+    WandbRun,
+    find_api_key,
+    resolve_mode,
+)
 
-log = logging.getLogger(__name__)
+__all__ = ["Tracker", "TrackingError", "find_api_key", "resolve_mode", "run_log", "say"]
 
-DEFAULT_BASE_URL = "https://api.wandb.ai"
 DEFAULT_INIT_TIMEOUT = 20.0  # seconds; wandb's own default (90 s) would stall a run start
-SAMPLE_COLUMNS = ("source", "reference", "hypothesis")
-
-_ENV_MODES = {
-    "disabled": "disabled",
-    "offline": "offline",
-    "dryrun": "offline",
-    "online": "online",
-    "run": "online",
-    "shared": "online",
-}
-
-
-class TrackingError(TranslateError, ValueError):
-    """A tracking setting a person can fix (e.g. an invalid ``WANDB_MODE``)."""
+SAMPLE_COLUMNS = ("step", "index", "source", "reference", "hypothesis", "chrf")
 
 
 # --------------------------------------------------------------------------- train.log
@@ -111,100 +92,6 @@ def run_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-# --------------------------------------------------------------------------- mode resolution
-
-
-def _settings_files() -> list[Path]:
-    """wandb's global settings file, then the workspace one in the current directory."""
-    config_dir = os.environ.get("WANDB_CONFIG_DIR")
-    base = Path(config_dir).expanduser() if config_dir else Path("~/.config/wandb").expanduser()
-    return [base / "settings", Path("wandb") / "settings"]
-
-
-def _read_settings() -> dict[str, str]:
-    values: dict[str, str] = {}
-    for path in _settings_files():
-        parser = configparser.ConfigParser()
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, OSError, UnicodeDecodeError):
-            continue
-        if parser.has_section("default"):
-            values.update(parser["default"])
-    return values
-
-
-def _netrc_path() -> Path:
-    if env := os.environ.get("NETRC"):
-        return Path(env).expanduser()
-    for name in ("~/.netrc", "~/_netrc"):
-        if (path := Path(name).expanduser()).exists():
-            return path
-    return Path("~/.netrc").expanduser()
-
-
-def find_api_key() -> str | None:
-    """Where wandb itself would find credentials, checked without prompting or network.
-
-    Mirrors wandb's lookup order: ``WANDB_API_KEY`` (or ``WANDB_IDENTITY_TOKEN_FILE``),
-    the netrc entry for the server host (``$NETRC``, ``~/.netrc``, ``~/_netrc``), then
-    ``api_key`` in wandb's settings files. Returns the key (or the token file path).
-    """
-    if key := os.environ.get("WANDB_API_KEY", "").strip():
-        return key
-    if token_file := os.environ.get("WANDB_IDENTITY_TOKEN_FILE", "").strip():
-        return token_file
-    settings = _read_settings()
-    base_url = os.environ.get("WANDB_BASE_URL") or settings.get("base_url") or DEFAULT_BASE_URL
-    host = urlsplit(base_url.strip()).netloc
-    path = _netrc_path()
-    if host and path.is_file():
-        try:
-            creds = netrc.netrc(path).authenticators(host)
-        except (netrc.NetrcParseError, OSError) as err:
-            log.warning("could not read %s: %s", path, err)
-            creds = None
-        if creds and creds[2]:
-            return creds[2]
-    return settings.get("api_key", "").strip() or None
-
-
-def _env_mode() -> str | None:
-    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
-        return "disabled"
-    raw = os.environ.get("WANDB_MODE", "").strip().lower()
-    if not raw:
-        return None
-    if raw not in _ENV_MODES:
-        raise TrackingError(
-            f"environment variable WANDB_MODE={raw!r}: expected one of "
-            + ", ".join(sorted(_ENV_MODES))
-        )
-    return _ENV_MODES[raw]
-
-
-def resolve_mode(setting: str) -> str:
-    """Turn ``logging.wandb`` plus the environment into ``online``/``offline``/``disabled``."""
-    if setting not in ("auto", "online", "offline", "disabled"):
-        raise TrackingError(
-            f"logging.wandb: expected one of 'auto', 'online', 'offline', 'disabled', "
-            f"got {setting!r}"
-        )
-    env = _env_mode()
-    if env == "disabled" or setting == "disabled":
-        return "disabled"
-    mode = setting
-    if mode == "auto":
-        mode = env or ("online" if find_api_key() else "offline")
-    if mode == "online" and not find_api_key():
-        log.warning(
-            "wandb: online logging requested but no API key found (WANDB_API_KEY, ~/.netrc, "
-            "wandb settings); logging offline instead (run `wandb login` to go online)"
-        )
-        mode = "offline"
-    return mode
-
-
 # --------------------------------------------------------------------------- tracker
 
 
@@ -236,11 +123,23 @@ def _append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            records.append(json.loads(line))
+    return [r for r in records if isinstance(r, dict)]
+
+
 class Tracker:
     """Metrics to ``run_dir.metrics_path`` and (unless disabled) to W&B.
 
     ``mode``: the result of :func:`resolve_mode`, for a caller that resolved it before
     starting long work (a bad ``WANDB_MODE`` should not wait for the corpus to be built).
+    ``resume_id``: continue that W&B run; ``resume_step``: the last step the interrupted
+    process logged (what it sent is not sent again when the resumed run replays it).
     """
 
     def __init__(
@@ -251,79 +150,38 @@ class Tracker:
         resume_id: str | None = None,
         init_timeout: float = DEFAULT_INIT_TIMEOUT,
         mode: str | None = None,
+        resume_step: int = 0,
     ) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.mode = mode or resolve_mode(cfg.wandb)
-        self.run: Any = None
-        self.sync_command: str | None = None
+        self.wandb: WandbRun | None = None
         self._finished = False
+        self._samples: list[list] = []  # every sample row so far: one table to follow them
         run_dir.root.mkdir(parents=True, exist_ok=True)
-        if self.mode != "disabled":
-            self._start(config, resume_id, init_timeout)
-
-    # wandb lifecycle -----------------------------------------------------------
-    def _start(self, config: dict, resume_id: str | None, init_timeout: float) -> None:
-        try:
-            import wandb
-        except ImportError:
-            log.warning("wandb: not installed; logging to %s only", self.run_dir.metrics_path)
+        if self.mode == "disabled":
+            return
+        self.wandb = WandbRun.start(
+            project=cfg.project, entity=cfg.entity, name=cfg.run_name, root=run_dir.root,
+            config=config, run_id=resume_id or _new_run_id(), resume=bool(resume_id),
+            init_timeout=init_timeout, mode=self.mode, floor=resume_step)
+        if self.wandb is None:
             self.mode = "disabled"
             return
-        raw = os.environ.get("WANDB_MODE")
-        if raw is not None and raw not in _ENV_MODES:
-            # wandb itself crashes on e.g. WANDB_MODE="" or "OFFLINE" even when mode= is given
-            if raw.strip():
-                os.environ["WANDB_MODE"] = _ENV_MODES[raw.strip().lower()]
-            else:
-                del os.environ["WANDB_MODE"]
-        run_id = resume_id or _new_run_id()
+        self.mode = self.wandb.mode
+        run_dir.wandb_id_path.write_text(self.wandb.run.id + "\n", encoding="utf-8")
+        if resume_id:  # the table goes on with the rows the interrupted process logged
+            self._samples = [[_plain(r.get(c)) for c in SAMPLE_COLUMNS]
+                             for r in _read_jsonl(run_dir.samples_path)]
 
-        def init(mode: str) -> Any:
-            return wandb.init(
-                project=self.cfg.project,
-                entity=self.cfg.entity,
-                name=self.cfg.run_name,
-                dir=str(self.run_dir.root),
-                config=config,
-                id=run_id,
-                resume="allow" if resume_id else None,
-                mode=mode,
-                settings=wandb.Settings(silent=True, console="off", init_timeout=init_timeout),
-            )
+    @property
+    def active(self) -> bool:
+        """True while W&B takes records (callers skip work only W&B would show)."""
+        return self.wandb is not None and self.wandb.active
 
-        try:
-            self.run = init(self.mode)
-        except Exception as err:
-            if self.mode != "online":
-                log.warning("wandb: could not start (%s); logging locally only", err)
-                self.mode = "disabled"
-                return
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            log.warning("wandb: online start failed (%s); logging offline instead", first)
-            self.mode = "offline"
-            try:
-                # the failed attempt still holds the run id inside wandb's service process
-                wandb.teardown()
-                self.run = init("offline")
-            except Exception as err2:
-                log.warning("wandb: could not start offline either (%s); local only", err2)
-                self.mode = "disabled"
-                return
-        self.run_dir.wandb_id_path.write_text(self.run.id + "\n", encoding="utf-8")
-        if self.mode == "online":
-            print(f"wandb: run {self.run.url}", file=sys.stderr)
-
-    def _wandb(self, what: str, fn: Any) -> None:
-        """Run a wandb call; a failure turns W&B off for the rest of the run, not training."""
-        if self.run is None:
-            return
-        try:
-            fn()
-        except Exception as err:
-            log.warning("wandb: %s failed (%s); W&B logging stops, %s continues",
-                        what, err, self.run_dir.metrics_path.name)
-            self.run = None
+    @property
+    def sync_command(self) -> str | None:
+        return None if self.wandb is None else self.wandb.sync_command
 
     # logging --------------------------------------------------------------------
     def log(self, metrics: dict, step: int) -> None:
@@ -331,30 +189,69 @@ class Tracker:
         record = {"step": int(step), "time": round(time.time(), 3)}
         record.update({str(k): _plain(v) for k, v in metrics.items() if k not in record})
         _append_jsonl(self.run_dir.metrics_path, record)
-        values = {k: v for k, v in record.items() if k not in ("step", "time")}
-        self._wandb("log", lambda: self.run.log(values, step=int(step)))
+        if self.active:
+            self.wandb.log({k: v for k, v in record.items() if k not in ("step", "time")},
+                           int(step))
 
     def log_samples(self, rows: list[dict], step: int) -> None:
-        """Sample translations (source, reference, hypothesis, ...) as a table."""
-        if not rows:
-            return
-        columns = list(SAMPLE_COLUMNS)
-        for row in rows:
-            columns.extend(k for k in row if k not in columns)
+        """Sample translations (index, source, reference, hypothesis, chrf) at ``step``:
+        to ``samples.jsonl``, and to W&B as one table holding every validation's rows, so
+        that filtering on ``index`` follows one sentence across training."""
         for row in rows:
             _append_jsonl(self.run_dir.samples_path,
                           {"step": int(step), **{k: _plain(v) for k, v in row.items()}})
-        if self.run is None:
+        if not rows or not self.active:
             return
+        self._samples.extend([_plain(row.get(c, step if c == "step" else None))
+                              for c in SAMPLE_COLUMNS] for row in rows)
+        self.wandb.table("valid/samples", SAMPLE_COLUMNS, self._samples, int(step))
 
-        def send() -> None:
-            import wandb
+    def log_table(self, key: str, rows: Sequence[dict], step: int | None = None) -> None:
+        """Rows of dicts as one W&B table (e.g. the test set's worst sentences)."""
+        if not rows or not self.active:
+            return
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+        self.wandb.table(key, columns, [[_plain(r.get(c)) for c in columns] for r in rows],
+                         step)
 
-            data = [[_plain(row.get(c)) for c in columns] for row in rows]
-            table = wandb.Table(columns=columns, data=data)
-            self.run.log({"samples": table}, step=int(step))
+    def log_images(self, key: str, images: Sequence[Any], step: int,
+                   captions: Sequence[str] | None = None) -> None:
+        """Images (numpy HxW[x3] arrays or PIL images) under ``key``; W&B only."""
+        if images and self.active:
+            self.wandb.images(key, images, int(step), captions)
 
-        self._wandb("log_samples", send)
+    def log_tagging(self, probs: Any, targets: Any, labels: Sequence[str], step: int) -> None:
+        """The domain head on validation: precision-recall curves per label and a confusion
+        table of the most probable against the gold domain (W&B only)."""
+        if not self.active or not len(labels):
+            return
+        from translate.dashboard import confusion_pairs, confusion_rows, pr_rows
+
+        self.wandb.chart("valid/pr_curves", "wandb/area-under-curve/v0",
+                         ("label", "threshold", "precision", "recall"),
+                         pr_rows(probs, targets, labels),
+                         {"x": "recall", "y": "precision", "class": "label"},
+                         "Domain tags: precision-recall per label", int(step))
+        gold, pred = confusion_pairs(probs, targets)
+        self.wandb.chart("valid/domain_confusion", "wandb/confusion_matrix/v1",
+                         ("gold", "predicted", "count"), confusion_rows(gold, pred, labels),
+                         {"Actual": "gold", "Predicted": "predicted", "nPredictions": "count"},
+                         "Domains: most probable (argmax) against gold", int(step))
+
+    def log_model(self, aliases: Sequence[str] = ("best", "latest")) -> int | None:
+        """The run's weights, tokenizer, labels and config as one model artifact (a valid
+        run directory once downloaded); returns its size in bytes, None when not logged."""
+        if not self.active:
+            return None
+        name = f"model-{self.wandb.run.id}"
+        self.run_dir.write_model_artifact(name, self.cfg.project, self.cfg.entity)
+        files = self.run_dir.model_files()
+        size = sum(f.stat().st_size for path, _ in files
+                   for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+        metadata = {"files": [n for _, n in files], "bytes": size}
+        return size if self.wandb.artifact(name, files, aliases, metadata) else None
 
     def summary(self, metrics: dict) -> None:
         """Final scores (e.g. test BLEU): W&B run summary and ``summary.json``."""
@@ -368,21 +265,18 @@ class Tracker:
         current.update(values)
         atomic_write_text(self.run_dir.summary_path,
                            json.dumps(current, ensure_ascii=False, indent=1) + "\n")
-        self._wandb("summary", lambda: self.run.summary.update(values))
+        if self.active:
+            self.wandb.summary(values)
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the W&B run; when offline, print the command that uploads it later."""
         if self._finished:
             return
         self._finished = True
-        if self.run is None:
+        if self.wandb is None:
             return
-        run = self.run
-        sync_dir = getattr(run.settings, "sync_dir", None) or str(Path(run.dir).parent)
-        self._wandb("finish", lambda: run.finish(exit_code=exit_code))
-        self.run = None
-        if self.mode == "offline":
-            self.sync_command = f"wandb sync {shlex.quote(str(sync_dir))}"
+        self.wandb.finish(exit_code)
+        if self.sync_command:
             print(f"wandb: offline run saved; upload it with: {self.sync_command}",
                   file=sys.stderr)
 

@@ -15,6 +15,7 @@ import time
 from translate import config as config_mod
 from translate.batching import BatchSampler, EncodedSplit
 from translate.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
+from translate.dashboard import extremes
 from translate.shortlist import build_lexical_table
 from translate.tracking import say
 from translate.validation import validate
@@ -64,6 +65,9 @@ class EvaluationMixin:
         self.tracker.log({f"valid/{k}": v for k, v in result.metrics.items()}
                          | {"valid/best": p.best, "elapsed_min": elapsed / 60}, p.step)
         self.tracker.log_samples(result.samples, p.step)
+        if result.domain_probs is not None:
+            self.tracker.log_tagging(result.domain_probs, result.domain_targets,
+                                     self.data.labels, p.step)
         say(f"step {p.step}: valid loss {result.metrics['loss']:.3f} "
                    f"ppl {result.metrics['ppl']:.1f} BLEU {result.metrics['bleu']:.2f} "
                    f"chrF {result.metrics['chrf']:.2f}" + (" *" if better else ""))
@@ -139,11 +143,32 @@ class EvaluationMixin:
                 "\n".join(result.hypotheses) + "\n", encoding="utf-8")
             summary.update({f"test_{k}": v for k, v in result.metrics.items()})
             summary["signatures"] = result.signatures
+            self._log_extremes(result.hypotheses)
             say(f"test: BLEU {result.metrics['bleu']:.2f} chrF "
                        f"{result.metrics['chrf']:.2f} (beam {self.cfg.inference.beam_size})\n"
                        f"  {result.signatures['bleu']}\n  {result.signatures['chrf']}")
         self.tracker.summary(summary)  # also written to summary.json
+        self._log_model()
         return summary
+
+    def _log_extremes(self, hyps: list[str]) -> None:
+        """The test set's worst and best sentences by chrF, as two W&B tables."""
+        k = self.cfg.logging.test_sentences
+        if not k or not self.tracker.active:
+            return
+        worst, best = extremes(self.data.sources["test"], self.data.references["test"], hyps, k)
+        self.tracker.log_table("test/worst_sentences", worst, self.progress.step)
+        self.tracker.log_table("test/best_sentences", best, self.progress.step)
+
+    def _log_model(self) -> None:
+        """The model artifact (``logging.artifacts``), its size in the log."""
+        if not self.cfg.logging.artifacts or not self.tracker.active:
+            return
+        size = self.tracker.log_model()
+        if size is not None:
+            names = ", ".join(n for _, n in self.run.model_files())
+            say(f"wandb: model artifact model-{self.run.read_wandb_id()} ({size / 1e6:.1f} MB: "
+                f"{names}), aliases best, latest")
 
     # ------------------------------------------------------------------ shortlist
 

@@ -87,15 +87,17 @@ class Trainer(EvaluationMixin):
         self.thresholds: list[float] = []
         self._nonfinite = 0
         self._stop_signal: str | None = None
+        logged = 0  # the last step the interrupted process logged: W&B has it already
         if resume:
             # Loaded on the CPU: load_state_dict moves weights and optimizer state to the
             # parameters' device, and the RNG states must stay CPU tensors.
             self._restore(load_checkpoint(self.run.last_path, map_location="cpu"))
+            logged = self.run.last_logged_step()
             with run_log(self.run.log_path):  # the steps after it are replayed: cut their logs
                 self.run.truncate_logs(self.progress.step)
         self.tracker = Tracker(cfg.logging, self.run, config_mod.to_dict(cfg),
                                resume_id=self.run.read_wandb_id() if resume else None,
-                               mode=tracking)
+                               mode=tracking, resume_step=logged)
 
     # ------------------------------------------------------------------ state
 
@@ -186,7 +188,8 @@ class Trainer(EvaluationMixin):
                 if p.step % tr.valid_every == 0 or p.step % self.cfg.logging.log_every == 0:
                     rate = window_tokens / max(time.time() - window_start, 1e-9)
                     window_tokens, window_start = 0, time.time()
-                    stats.update(tokens_per_s=rate, lr=self.optimizer.param_groups[0]["lr"])
+                    stats.update(tokens_per_s=rate, lr=self.optimizer.param_groups[0]["lr"],
+                                 skipped_steps=p.skipped)
                     bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:,.0f}",
                                     lr=f"{stats['lr']:.2e}")
                     self.tracker.log({f"train/{k}": v for k, v in stats.items()}, p.step)
@@ -231,9 +234,12 @@ class Trainer(EvaluationMixin):
         self.optimizer.zero_grad(set_to_none=True)
         ntokens = sum(self._batch_tokens(ix) for ix in group)
         totals = {"loss": 0.0, "nll": 0.0, "tag_loss": 0.0}
-        finite = True
+        finite, real, slots = True, 0, 0
         for indices in group:
             batch = collate(self.data.splits["train"], indices, **self.special)
+            # padding share: pad positions over all positions of the padded src+tgt tensors
+            real += int(batch.src_lengths.sum()) + int(batch.tgt_lengths.sum())
+            slots += batch.src.numel() + batch.tgt_out.numel()
             if self.device.type == "cuda":
                 batch = batch.pin_memory()  # lets the copy below overlap with compute
             batch = batch.to(self.device, non_blocking=True)
@@ -262,11 +268,13 @@ class Trainer(EvaluationMixin):
         self.scheduler.step_batch()
         self._nonfinite = 0
         totals.update(ntokens=ntokens, grad_norm=grad_norm, nll=totals["nll"] / ntokens,
+                      padding=1.0 - real / max(slots, 1),
                       ppl=math.exp(min(totals["nll"] / ntokens, 50.0)))
         return totals
 
     def _skip_nonfinite(self, loss: float, grad_norm: float) -> None:
         self._nonfinite += 1
+        self.progress.skipped += 1  # over the whole run, logged as train/skipped_steps
         self.optimizer.zero_grad(set_to_none=True)
         log.warning("step %d: non-finite loss %s / gradient norm %s; step skipped (%d in a row)",
                     self.progress.step + 1, loss, grad_norm, self._nonfinite)

@@ -16,6 +16,7 @@ import torch
 
 from translate.batching import EncodedSplit, collate
 from translate.config import InferenceConfig
+from translate.dashboard import sample_indices, sentence_rows
 from translate.decoding import decode_ids
 from translate.loss import TranslationLoss, batch_losses
 from translate.metrics import bleu_chrf, multilabel_scores, tune_thresholds
@@ -30,6 +31,8 @@ class ValidationResult:
     samples: list[dict[str, str]]
     thresholds: list[float] = field(default_factory=list)
     signatures: dict[str, str] = field(default_factory=dict)
+    domain_probs: np.ndarray | None = None  # [N, L] tag probabilities (runs with labels)
+    domain_targets: np.ndarray | None = None  # [N, L] gold multi-hot
 
 
 @torch.inference_mode()
@@ -84,9 +87,11 @@ def validate(model, split: EncodedSplit, sources: Sequence[str], references: Seq
         targets = np.zeros_like(probs)
         for row, labels in enumerate(split.label_ids):
             targets[row, labels] = 1.0
+        result.domain_probs, result.domain_targets = probs, targets
         result.thresholds = thresholds or tune_thresholds(probs, targets)
         tag = multilabel_scores(probs, targets, result.thresholds)
         metrics.update({f"tag_{k}": v for k, v in tag.items()})
-    result.samples = [{"source": sources[i], "reference": references[i], "hypothesis": hyps[i]}
-                      for i in range(min(num_samples, len(hyps)))]
+    # the same rows at every validation, spread over the split: followed across training
+    result.samples = sentence_rows(sample_indices(len(hyps), num_samples), sources,
+                                   references, hyps)
     return result
