@@ -9,6 +9,7 @@ layout, the sample and test tables, the domain-tag charts and the model artifact
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import struct
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from conftest import tiny_config
 from translate import config
+from translate.config import LoggingConfig
 from translate.dashboard import (
     confusion_pairs,
     confusion_rows,
@@ -27,7 +29,9 @@ from translate.dashboard import (
     sample_indices,
     sentence_chrf,
 )
+from translate.infer import main as infer_main
 from translate.rundir import RunDir
+from translate.tracking import Tracker
 from translate.trainer import Trainer
 from translate.translator import Translator
 
@@ -35,10 +39,27 @@ _BLOCK, _HEADER = 32768, 7  # wandb's .wandb framing: LevelDB log blocks, 7-byte
 
 
 def read_records(path: Path) -> list:
-    """Every record of one ``run-<id>.wandb`` file, as wandb's protobuf ``Record``s."""
+    """Every record of one finished ``run-<id>.wandb`` file, as wandb's protobuf ``Record``s.
+
+    wandb's service process writes the file on its own thread and may still be flushing it
+    when ``finish()`` has returned, so this waits (a few seconds at most) for the run's
+    ``exit`` record.
+    """
+    deadline = time.monotonic() + 15
+    while True:
+        records = _records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{path}: no exit record"
+        time.sleep(0.2)
+
+
+def _records(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = path.read_bytes()
+    if len(data) < 7:
+        return []
     assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
     pos, parts, out = 7, b"", []
     while pos + _HEADER <= len(data):
@@ -50,6 +71,8 @@ def read_records(path: Path) -> list:
         if kind == 0:  # zero-filled rest of a block
             pos += left
             continue
+        if pos + _HEADER + length > len(data):  # still being written
+            break
         chunk = data[pos + _HEADER:pos + _HEADER + length]
         pos += _HEADER + length
         parts = chunk if kind in (1, 2) else parts + chunk  # FULL/FIRST start a record
@@ -202,13 +225,78 @@ def test_test_extremes_tag_charts_and_model_artifact(offline_run: Path, tmp_path
     assert "wandb: model artifact" in (offline_run / "train.log").read_text()
 
     # The artifact's layout is a run directory: a copy of exactly its files translates.
-    folder = tmp_path / "artifact"
-    for name in paths:
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(offline_run / name, folder / name)
+    folder = _artifact_folder(offline_run, tmp_path / "artifact")
     got = Translator.load(folder, device="cpu").translate(["Ein Hund läuft."])
     want = Translator.load(offline_run, device="cpu").translate(["Ein Hund läuft."])
     assert got[0].text == want[0].text
+
+
+def _artifact_folder(run: Path, folder: Path) -> Path:
+    """The files of the run's last model artifact (its manifest), copied as W&B would
+    download them."""
+    art = [a for p in segments(run) for a in of_kind(p, "artifact") if a.type == "model"][-1]
+    for entry in art.manifest.contents:
+        (folder / entry.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run / entry.path, folder / entry.path)
+    return folder
+
+
+def test_infer_wandb_logs_an_evaluation_run(offline_run, multi30k, tmp_path, monkeypatch,
+                                            capsys) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    model = _artifact_folder(offline_run, tmp_path / "model")  # as fetched from W&B
+    src, ref, doms = tmp_path / "src.de", tmp_path / "ref.en", tmp_path / "ref.domains"
+    src.write_text("".join((multi30k / "val.de").open().readlines()[:12]))
+    refs = (multi30k / "val.en").open().readlines()[:12]
+    ref.write_text("".join(refs))
+    doms.write_text("captions\n" * 8 + "other\n" * 3 + "\n")
+    with pytest.raises(SystemExit) as done:
+        infer_main(["--model", str(model), "--input", str(src), "--reference", str(ref),
+                    "--reference-domains", str(doms), "--wandb", "--beam", "1",
+                    "--output", str(tmp_path / "hyp.en")])
+    assert done.value.code == 0
+    assert "upload it with: wandb sync" in capsys.readouterr().err
+    (folder,) = (model / "wandb").glob("offline-run-*")
+    records = read_records(next(folder.glob("run-*.wandb")))
+    (run,) = of_kind(records, "run")
+    assert run.job_type == "eval"
+    cfg = {u.key: json.loads(u.value_json) for u in run.config.update}
+    assert cfg["model_artifact"] == f"model-{RunDir(offline_run).read_wandb_id()}"
+    assert cfg["search"]["beam_size"] == 1
+    got = summary(records)
+    assert got["eval/lines"] == 12 and got["eval/bleu_signature"].startswith("nrefs:1")
+    assert set(got) >= {"eval/bleu", "eval/chrf", "eval/bleu/captions", "eval/chrf/other"}
+    hyps = (tmp_path / "hyp.en").read_text().splitlines()
+    table = json.loads(next(folder.glob("files/media/table/eval/sentences_*.json")).read_text())
+    assert [r[4] for r in table["data"]] == sentence_chrf(hyps, [r.strip() for r in refs])
+    domains = json.loads(next(folder.glob("files/media/table/eval/domains_*.json")).read_text())
+    assert [r[:2] for r in domains["data"]] == [["captions", 8], ["other", 3]]
+
+
+def test_per_domain_keys_keep_their_best_and_a_failing_call_stops_only_wandb(
+        tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run_dir = RunDir(tmp_path / "run")
+    tracker = Tracker(LoggingConfig(project="translate-tests"), run_dir, config={})
+    for step, value in ((10, 5.0), (20, 7.0), (30, 6.0)):  # issue 15's per-domain keys
+        tracker.log({"valid/bleu/captions": value, "valid/f1/general": value / 10,
+                     "valid/loss": value}, step)
+    tracker.wandb.run.finish()  # W&B breaks under the tracker's feet
+    with caplog.at_level(logging.WARNING, logger="translate.tracking"):
+        tracker.log({"valid/loss": 1.0}, 40)
+        tracker.log({"valid/loss": 0.5}, 50)
+    assert not tracker.active and caplog.text.count("W&B logging stops") == 1
+    assert [json.loads(x)["step"] for x in run_dir.metrics_path.read_text().splitlines()] == [
+        10, 20, 30, 40, 50]  # the local log goes on
+    tracker.finish()
+    (folder,) = (run_dir.root / "wandb").glob("offline-run-*")
+    got = summary(read_records(next(folder.glob("run-*.wandb"))))
+    assert got["valid/bleu/captions"] == {"max": 7.0}
+    assert got["valid/f1/general"] == {"max": 0.7}
+    assert got["valid/loss"] == {"min": 5.0}
 
 
 def test_dashboard_numbers_on_known_cases() -> None:

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", metavar="FILE", help="reference translations, one per line")
     s.add_argument("--reference-domains", metavar="FILE",
                    help="comma-separated domain labels per reference line (per-domain scores)")
+    s.add_argument("--wandb", action="store_true", help="log the scores and every sentence's "
+                   "chrF as a W&B evaluation run (needs --reference; offline without a key)")
     return p
 
 
@@ -282,6 +284,8 @@ def _run(argv: list[str] | None) -> int:
     refs = ref_domains = None
     if args.reference_domains and not args.reference:
         raise ConfigError("--reference-domains needs --reference")
+    if args.wandb and not args.reference:
+        raise ConfigError("--wandb needs --reference (an evaluation run is a scored one)")
     source = args.input or "stdin"
     src_path = _existing(args.input, "--input") if args.input else None
     if args.reference:
@@ -323,6 +327,7 @@ def _run(argv: list[str] | None) -> int:
     # prompt answer in a pipe and bounded memory whatever the input's length.
     chunk = max(resolved.batch_size * 8 * resolved.workers, 256)
     hyps: list[str] | None = [] if refs is not None else None  # text only, for scoring
+    srcs: list[str] = []  # for the --wandb sentence table only
     bad = BadLines()
     bar = tqdm(total=count_lines(src_path) if src_path else None, unit="line",
                desc="translate", file=sys.stderr, disable=None if src_path else True,
@@ -347,6 +352,8 @@ def _run(argv: list[str] | None) -> int:
                           for r in results))
             if hyps is not None:
                 hyps.extend(r.text for r in results)
+            if args.wandb:
+                srcs.extend(lines)
             done += len(results)
             bar.update(len(results))
         if bad.total:
@@ -356,6 +363,12 @@ def _run(argv: list[str] | None) -> int:
     if refs is not None:
         for line in score(hyps, refs, ref_domains):
             print(line, file=sys.stderr)
+    if args.wandb:  # after the output is written: W&B can fail, the translations stay
+        from translate.eval_tracking import log_evaluation
+
+        log_evaluation(model_dir, srcs, hyps, refs, ref_domains, {
+            "checkpoint": args.checkpoint, "input": source, "reference": args.reference,
+            "search": vars(resolved)})
     return 0
 
 

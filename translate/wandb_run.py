@@ -29,6 +29,7 @@ all of them in start order uploads one continuous run.
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import logging
 import netrc
 import os
@@ -168,13 +169,19 @@ LAYOUT: tuple[tuple[str, str | None], ...] = (
 
 
 class WandbRun:
-    """A started W&B run; ``floor``: steps up to it were logged by an earlier process."""
+    """A started W&B run; ``floor``: steps up to it were logged by an earlier process.
 
-    def __init__(self, run: Any, mode: str, floor: int = 0) -> None:
+    ``stepped``: a training run, whose records all carry the optimizer step (``train/step``)
+    that the metric layout plots against; an evaluation run has no steps.
+    """
+
+    def __init__(self, run: Any, mode: str, floor: int = 0, stepped: bool = True) -> None:
         self.run = run
         self.mode = mode
         self.floor = floor
+        self.stepped = stepped
         self.sync_command: str | None = None
+        self._warned: set[str] = set()
 
     # lifecycle -------------------------------------------------------------------
     @classmethod
@@ -228,8 +235,9 @@ class WandbRun:
             print(f"wandb: run {run.url}", file=sys.stderr)
         if resume and getattr(run, "starting_step", 0):
             floor = max(floor, int(run.starting_step) - 1)  # the server knows better
-        wrapper = cls(run, try_mode, floor)
-        wrapper.call("define_metric", wrapper._layout)
+        wrapper = cls(run, try_mode, floor, stepped=job_type == "train")
+        if wrapper.stepped:
+            wrapper.call("define_metric", wrapper._layout)
         return wrapper
 
     def _layout(self) -> None:
@@ -273,9 +281,8 @@ class WandbRun:
     # logging ---------------------------------------------------------------------
     def log(self, values: dict, step: int) -> None:
         """Scalars (or media) at optimizer step ``step``; replayed steps are not sent twice."""
-        if step <= self.floor:
-            return
-        self.call("log", lambda: self.run.log({**values, STEP_KEY: int(step)}, step=int(step)))
+        if not self._replayed(step):
+            self.call("log", lambda: self.run.log(self._stepped(values, step), step=int(step)))
 
     def table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence],
               step: int | None = None) -> None:
@@ -289,6 +296,13 @@ class WandbRun:
 
     def images(self, key: str, images: Sequence[Any], step: int,
                captions: Sequence[str] | None = None) -> None:
+        if importlib.util.find_spec("PIL") is None:  # wandb.Image needs pillow
+            if "PIL" not in self._warned:
+                self._warned.add("PIL")
+                log.warning("wandb: images need pillow (pip install pillow); %s not logged",
+                            key)
+            return
+
         def send() -> None:
             import wandb
 
@@ -311,11 +325,18 @@ class WandbRun:
 
         self.call(f"chart {key}", send)
 
+    def _replayed(self, step: int) -> bool:
+        """True for a step the interrupted process already sent (the resume replays it)."""
+        return self.floor > 0 and step <= self.floor
+
+    def _stepped(self, values: dict, step: int) -> dict:
+        return {**values, STEP_KEY: int(step)} if self.stepped else values
+
     def _send(self, values: dict, step: int | None) -> None:
         if step is None:
-            self.run.log(values)  # end-of-run tables: the run's current step
-        elif step > self.floor:
-            self.run.log({**values, STEP_KEY: int(step)}, step=int(step))
+            self.run.log(values)  # the run's current step
+        elif not self._replayed(step):
+            self.run.log(self._stepped(values, step), step=int(step))
 
     def summary(self, values: dict) -> None:
         self.call("summary", lambda: self.run.summary.update(values))
