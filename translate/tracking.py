@@ -164,7 +164,8 @@ class Tracker:
         self.wandb = WandbRun.start(
             project=cfg.project, entity=cfg.entity, name=cfg.run_name, root=run_dir.root,
             config=config, run_id=resume_id or _new_run_id(), resume=bool(resume_id),
-            init_timeout=init_timeout, mode=self.mode, floor=resume_step)
+            init_timeout=init_timeout, mode=self.mode,
+            floor=resume_step if resume_id else 0)  # a new W&B run has nothing yet
         if self.wandb is None:
             self.mode = "disabled"
             return

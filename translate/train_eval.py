@@ -63,7 +63,7 @@ class EvaluationMixin:
         self.scheduler.step_validation(result.metrics["loss"])
         elapsed = p.elapsed + time.time() - start
         self.tracker.log({f"valid/{k}": v for k, v in result.metrics.items()}
-                         | {"valid/best": p.best, "elapsed_min": elapsed / 60}, p.step)
+                         | {"valid/best": p.best, "valid/elapsed_min": elapsed / 60}, p.step)
         self.tracker.log_samples(result.samples, p.step)
         if result.domain_probs is not None:
             self.tracker.log_tagging(result.domain_probs, result.domain_targets,

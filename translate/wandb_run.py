@@ -228,7 +228,8 @@ class WandbRun:
                     log.warning("wandb: could not start (%s); logging locally only", first)
                     return None
                 log.warning("wandb: %s start failed (%s); trying %s", try_mode, first,
-                            "offline" if attempts[i + 1][0] == "offline" else "a new run")
+                            "offline" if attempts[i + 1][0] == "offline"
+                            else "online without resume='must'")
                 # the failed attempt still holds the run id inside wandb's service process
                 wandb.teardown()
         if try_mode == "online":
@@ -359,9 +360,18 @@ class WandbRun:
         return bool(self.call(f"artifact {name}", send))
 
     def use_artifact(self, name: str) -> bool:
-        """Link this run to ``name`` as an input; W&B cannot do it offline (skipped)."""
-        if self.mode != "online":
+        """Link this run to ``name`` as an input; W&B cannot do it offline (skipped).
+
+        A link that fails (e.g. the training run is still offline, never synced) only loses
+        the link: unlike other calls it leaves the run going, since the scores matter more.
+        """
+        if self.run is None or self.mode != "online":
             log.info("wandb: offline run; the model artifact %s is recorded in the config, "
                      "not linked", name)
             return False
-        return bool(self.call(f"use_artifact {name}", lambda: self.run.use_artifact(name)))
+        try:
+            self.run.use_artifact(name)
+        except Exception as err:
+            log.warning("wandb: could not link the model artifact %s (%s)", name, err)
+            return False
+        return True
