@@ -156,15 +156,18 @@ def resolve_mode(setting: str) -> str:
 
 
 STEP_KEY = "train/step"  # the optimizer step, logged with every record: the x-axis of all
-# (key or glob, summary). W&B applies the first glob that matches a key, so the per-domain
-# and per-label globs come before the catch-all ``valid/*`` and ``train/*``.
+# (key or glob, summary): the summary keeps the best value, not the last. No key may match
+# two globs: wandb's service picks one of them at random (the per-domain keys would lose
+# their "max" now and then), so there is no catch-all ``valid/*``; a key matching no entry
+# is still plotted against the optimizer step, the ``step`` every record is logged at.
 LAYOUT: tuple[tuple[str, str | None], ...] = (
-    ("valid/bleu/*", "max"), ("valid/chrf/*", "max"),
-    ("valid/f1/*", "max"), ("valid/ap/*", "max"),
+    ("valid/bleu/*", "max"), ("valid/chrf/*", "max"),  # per domain
+    ("valid/f1/*", "max"), ("valid/ap/*", "max"),  # per label
     ("valid/bleu", "max"), ("valid/chrf", "max"), ("valid/best", "last"),
-    ("valid/loss", "min"), ("valid/ppl", "min"),
+    ("valid/loss", "min"), ("valid/ppl", "min"), ("valid/tag_loss", "min"),
+    ("valid/tag_micro_f1", "max"), ("valid/tag_macro_f1", "max"), ("valid/tag_mAP", "max"),
     ("train/loss", "min"), ("train/nll", "min"),
-    ("valid/*", None), ("train/*", None), ("test/*", None),
+    ("train/*", None), ("test/*", None),
 )
 
 
