@@ -320,10 +320,11 @@ def test_dashboard_numbers_on_known_cases() -> None:
                                                ["b", "a", 1], ["b", "b", 1]]
 
 
-def test_disabled_training_writes_nothing_of_wandb(multi30k, multidomain, tmp_path,
-                                                   monkeypatch) -> None:
+def test_disabled_training_writes_nothing_of_wandb(offline_run, multi30k, multidomain,
+                                                   tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    raw = _raw(multi30k, multidomain, tmp_path / "run", tmp_path / "cache", max_steps=5)
+    raw = _raw(multi30k, multidomain, tmp_path / "run", offline_run.parent / "cache",
+               max_steps=5)
     Trainer(config.from_dict(raw)).fit()
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert not names & {"wandb", "wandb_id", "wandb_artifact.json"}
