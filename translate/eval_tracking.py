@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import string
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ from translate import config as config_mod
 from translate.dashboard import SENTENCE_COLUMNS, sentence_chrf
 from translate.metrics import bleu_chrf
 from translate.rundir import RunDir
-from translate.wandb_run import WandbRun, resolve_mode
+from translate.wandb_run import WandbRun, new_run_id, resolve_mode
 
 log = logging.getLogger("translate.tracking")
 
@@ -59,9 +57,8 @@ def log_evaluation(model_dir: str | os.PathLike[str], sources: Sequence[str],
         return None
     artifact = run_dir.read_model_artifact()
     root = run_dir.root if os.access(run_dir.root, os.W_OK) else Path.cwd()
-    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
     run = WandbRun.start(project=logging_cfg.project, entity=logging_cfg.entity, name=None,
-                         root=root, run_id=run_id, resume=False, mode=mode,
+                         root=root, run_id=new_run_id(), resume=False, mode=mode,
                          init_timeout=20.0, job_type="eval",
                          config={**settings, "model_dir": str(run_dir.root),
                                  "model_artifact": artifact and artifact["name"]})

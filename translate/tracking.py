@@ -24,8 +24,6 @@ import contextlib
 import json
 import logging
 import math
-import secrets
-import string
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -41,6 +39,7 @@ from translate.wandb_run import (  # noqa: F401  (re-exported: the tracking API)
     TrackingError,
     WandbRun,
     find_api_key,
+    new_run_id,
     resolve_mode,
 )
 
@@ -93,11 +92,6 @@ def run_log(path: Path) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- tracker
-
-
-def _new_run_id() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 def _plain(value: Any) -> Any:
@@ -163,7 +157,7 @@ class Tracker:
             return
         self.wandb = WandbRun.start(
             project=cfg.project, entity=cfg.entity, name=cfg.run_name, root=run_dir.root,
-            config=config, run_id=resume_id or _new_run_id(), resume=bool(resume_id),
+            config=config, run_id=resume_id or new_run_id(), resume=bool(resume_id),
             init_timeout=init_timeout, mode=self.mode,
             floor=resume_step if resume_id else 0)  # a new W&B run has nothing yet
         if self.wandb is None:

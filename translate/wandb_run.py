@@ -33,7 +33,9 @@ import importlib.util
 import logging
 import netrc
 import os
+import secrets
 import shlex
+import string
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,6 +171,12 @@ LAYOUT: tuple[tuple[str, str | None], ...] = (
     ("train/loss", "min"), ("train/nll", "min"),
     ("train/*", None), ("test/*", None),
 )
+
+
+def new_run_id() -> str:
+    """A W&B run id chosen here: every start attempt (online, then offline) uses the same."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 class WandbRun:
