@@ -287,3 +287,17 @@ def test_cli_domain_errors_are_one_line(cond_run, mixed, tmp_path, capsys, flags
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"{ERROR} {expected}\n"
+
+
+def test_conditioning_without_labelled_data_is_a_one_line_error(multi30k, multidomain, tmp_path):
+    from translate.data import DataError
+    from translate.trainer import Trainer
+
+    raw = tiny_config(multi30k, multidomain, tmp_path / "run", tmp_path / "cache")
+    raw["data"]["train"] = [{"kind": "text", "prefix": str(multi30k / "train"),
+                             "max_pairs": 200}]
+    raw["data"]["valid"] = raw["data"]["test"] = []
+    raw["model"]["domain_conditioning"] = {"enabled": True}
+    with pytest.raises(DataError, match=r"^model\.domain_conditioning\.enabled: the training "
+                                        "data has no domain labels to condition on"):
+        Trainer(config.from_dict(raw))

@@ -322,7 +322,7 @@ def _run(argv: list[str] | None) -> int:
                 workers=args.workers)
     resolved = translator.options(**opts)  # bad options fail before any work is done
     opts["domains"] = args.domain
-    translator.translate([], **opts)  # so does an unknown --domain label
+    translator.translate([], **opts)  # and so does a bad --domain (nothing is decoded)
     if resolved.n_best > 1 and args.format == "text":
         _warn("n-best lists are only written with --format jsonl; text shows the best one")
 

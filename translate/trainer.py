@@ -65,10 +65,6 @@ class Trainer(EvaluationMixin):
         config_mod.save(cfg, self.run.config_path)
         with run_log(self.run.log_path):
             self.data: Prepared = prepare(cfg, self.run, log=log.info)
-        if cfg.model.domain_conditioning.enabled and not self.data.labels:
-            raise config_mod.ConfigError(
-                "model.domain_conditioning.enabled: the training data has no domain labels "
-                "(give sources `domains:` or a `domains_column`)")
         tok = self.data.tokenizer
         self.special = {"pad_id": tok.pad_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id}
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, tok.pad_id,
