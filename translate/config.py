@@ -121,6 +121,22 @@ class TaggerConfig:
 
 
 @dataclass
+class DomainConditioningConfig:
+    """Tell the decoder the domain (:mod:`translate.model.conditioning`).
+
+    Off by default: a model without it is the model trained before it existed. ``dim``:
+    size of each label's learned embedding. ``label_dropout``: in training, the probability
+    that a sentence's gold-label mixture is replaced by zeros ("unknown domain"), so the
+    model also learns to translate when no label is known (``--domain none``, or a tagger
+    that passes no threshold). Needs the tagger and labelled training data.
+    """
+
+    enabled: bool = False
+    dim: int = 32
+    label_dropout: float = 0.2
+
+
+@dataclass
 class ModelConfig:
     emb_dim: int = 256
     enc_hidden: int = 256  # per direction
@@ -133,6 +149,8 @@ class ModelConfig:
     tie_output: bool = False
     share_embeddings: bool = False
     tagger: TaggerConfig = field(default_factory=TaggerConfig)
+    domain_conditioning: DomainConditioningConfig = field(
+        default_factory=DomainConditioningConfig)
     # Fast implementations (default) or their plain references, for checking and debugging.
     # Same weights and checkpoint keys either way. false: nn.LSTM called step by step instead
     # of the decoder's hand-fused recurrence (model/decoder.py, model/feed_rnn.py).
@@ -264,6 +282,7 @@ def validate(cfg: Config) -> Config:
         _check(m.dec_hidden == 2 * m.enc_hidden, "model.attention",
                "'general' or 'mlp' unless dec_hidden == 2 * enc_hidden (dot attention)",
                m.attention)
+    _validate_conditioning(m)
     if m.share_embeddings and not t.joint:
         raise ConfigError("model.share_embeddings: needs tokenizer.joint: true")
     _check(tr.lr > 0, "training.lr", "a positive number", tr.lr)
@@ -288,6 +307,18 @@ def validate(cfg: Config) -> Config:
            cfg.logging.test_sentences)
     validate_inference(inf)
     return cfg
+
+
+def _validate_conditioning(m: ModelConfig) -> None:
+    dc = m.domain_conditioning
+    if not dc.enabled:
+        return
+    if not m.tagger.enabled:
+        raise ConfigError("model.domain_conditioning.enabled: needs model.tagger.enabled: true "
+                          "(the domain mixture is over the tagger's labels)")
+    _check(dc.dim > 0, "model.domain_conditioning.dim", "a positive integer", dc.dim)
+    _check(0 <= dc.label_dropout <= 1, "model.domain_conditioning.label_dropout",
+           "a probability in [0, 1]", dc.label_dropout)
 
 
 def validate_inference(inf: InferenceConfig, prefix: str = "inference.") -> InferenceConfig:

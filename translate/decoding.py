@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from translate.batching import BatchSampler, EncodedSplit, collate, source_split
+from translate.conditioning import DomainChoice
 from translate.config import InferenceConfig
 from translate.runtime import autocast, threads_per_worker
 from translate.search import EvalMode, Hypothesis, beam_search, greedy_search
@@ -25,10 +26,12 @@ from translate.shortlist import Shortlist
 
 @dataclass
 class Decoded:
-    """Per input sentence: its n-best list and (when the model tags domains) label probs."""
+    """Per input sentence: its n-best list, (when the model tags domains) label probs and
+    (when it is domain-conditioned) the label weights it was decoded with."""
 
     hypotheses: list[list[Hypothesis]]
     domain_probs: torch.Tensor | None  # [N, L] float32 on CPU
+    domain_weights: torch.Tensor | None = None  # [N, L] float32 on CPU
 
 
 def inference_batches(split: EncodedSplit, batch_size: int, max_tokens: int = 0) -> list[list[int]]:
@@ -49,7 +52,8 @@ def inference_batches(split: EncodedSplit, batch_size: int, max_tokens: int = 0)
 def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: InferenceConfig,
                *, special: dict[str, int], device: torch.device,
                dtype: torch.dtype = torch.float32, greedy: bool = False,
-               max_tokens: int = 0, shortlist: Shortlist | None = None) -> Decoded:
+               max_tokens: int = 0, shortlist: Shortlist | None = None,
+               domains: DomainChoice | None = None) -> Decoded:
     """Translate already-encoded sentences, in input order.
 
     Batches are :func:`inference_batches` collated by :func:`translate.batching.collate`, so
@@ -66,13 +70,20 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
 
     ``shortlist``: search each batch over its vocabulary shortlist only
     (:mod:`translate.shortlist`); scores are then log-probabilities over the shortlist.
+
+    ``domains``: how a domain-conditioned model is told each sentence's domain
+    (:class:`~translate.conditioning.DomainChoice`; None: the tagger's prediction at
+    threshold 0.5). Ignored by a model without conditioning.
     """
+    conditioned = bool(getattr(model, "conditioned", False))
+    choice = domains or DomainChoice.predicted()
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
-    probs: torch.Tensor | None = None
+    probs = weights = None
     split = source_split(src_ids)
     batches = inference_batches(split, opts.batch_size, max_tokens)
 
-    def run(rows: list[int]) -> tuple[list[list[Hypothesis]], torch.Tensor | None]:
+    def run(rows: list[int]) -> tuple[list[list[Hypothesis]], torch.Tensor | None,
+                                      torch.Tensor | None]:
         batch = collate(split, rows, special["pad_id"], special["bos_id"], special["eos_id"])
         if device.type == "cuda":
             batch = batch.pin_memory()  # page-locked: the non_blocking copy is truly async
@@ -80,15 +91,19 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
         # inference_mode and autocast are thread-local: each worker enters its own.
         with torch.inference_mode(), autocast(device, dtype):
             enc = model.encode(batch.src, batch.src_lengths, batch.src_mask)
+            tag_logits = model.tag(enc)
+            tag = None if tag_logits is None else torch.sigmoid(tag_logits.float()).cpu()
+            mix = None
+            if conditioned:
+                mix = choice.weights(rows, tag, model.n_labels)
+                enc = model.condition(enc, mix.to(device))
             if shortlist is None:
                 hyps = _search(model, batch.src, batch.src_lengths, enc, opts, special, greedy)
             else:
                 view = shortlist.restrict(model, [split.src_ids[i] for i in rows], device)
                 hyps = view.to_vocab(_search(view, batch.src, batch.src_lengths, enc, opts,
                                              view.special(special), greedy))
-            tag_logits = model.tag(enc)
-        tag = None if tag_logits is None else torch.sigmoid(tag_logits.float()).cpu()
-        return hyps, tag
+        return hyps, tag, mix
 
     workers = min(opts.workers, len(batches)) if device.type == "cpu" else 1
     # One EvalMode around all batches: per-thread enter/exit pairs would race on the flag.
@@ -98,14 +113,24 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
                 outputs = list(pool.map(run, batches))
         else:
             outputs = [run(batch) for batch in batches]
-    for batch, (hyps, tag) in zip(batches, outputs, strict=True):
+    for batch, (hyps, tag, mix) in zip(batches, outputs, strict=True):
         for i, h in zip(batch, hyps, strict=True):
             results[i] = h
-        if tag is not None:
-            if probs is None:
-                probs = torch.zeros(len(src_ids), tag.shape[-1])
-            probs[torch.tensor(batch)] = tag
-    return Decoded(hypotheses=[r or [] for r in results], domain_probs=probs)
+        probs = _scatter(probs, batch, tag, len(src_ids))
+        weights = _scatter(weights, batch, mix, len(src_ids))
+    return Decoded(hypotheses=[r or [] for r in results], domain_probs=probs,
+                   domain_weights=weights)
+
+
+def _scatter(into: torch.Tensor | None, rows: list[int], values: torch.Tensor | None,
+             n: int) -> torch.Tensor | None:
+    """Put one batch's ``[B, L]`` rows in their input positions of an ``[n, L]`` table."""
+    if values is None:
+        return into
+    if into is None:
+        into = torch.zeros(n, values.shape[-1])
+    into[torch.tensor(rows)] = values
+    return into
 
 
 def _search(model, src, src_lengths, enc, opts: InferenceConfig, special: dict[str, int],

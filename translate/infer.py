@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "training data (default: the run's inference.shortlist, on; a run "
                         "without shortlist.pt uses the whole vocabulary); jsonl scores then "
                         "say scores_over: shortlist")
+    p.add_argument("--domain", metavar="LABEL", action="append",
+                   help="domain-conditioned models: condition on LABEL (repeatable: an equal "
+                        "mixture) instead of the tagger's prediction; 'none': no domain")
     g = p.add_argument_group("search (defaults: the run's inference config)")
     g.add_argument("--beam", metavar="N", type=int, help="beam size; 1 = greedy")
     g.add_argument("--alpha", metavar="X", type=float, help="GNMT length penalty exponent")
@@ -223,6 +226,8 @@ def format_line(result, fmt: str, n_best: int) -> str:
         obj["nbest"] = [{"translation": t, "score": s} for t, s in result.nbest]
     obj["domains"] = result.domains
     obj["domain_probs"] = result.domain_probs
+    if result.conditioned_by is not None:
+        obj["conditioning"] = {"by": result.conditioned_by, "weights": result.conditioning}
     if result.warnings:
         obj["warnings"] = result.warnings
     line = json.dumps(obj, ensure_ascii=False)
@@ -320,6 +325,8 @@ def _run(argv: list[str] | None) -> int:
                 no_repeat_ngram=args.no_repeat_ngram, batch_size=args.batch_size,
                 workers=args.workers)
     resolved = translator.options(**opts)  # bad options fail before any work is done
+    opts["domains"] = args.domain
+    translator.translate([], **opts)  # and so does a bad --domain (nothing is decoded)
     if resolved.n_best > 1 and args.format == "text":
         _warn("n-best lists are only written with --format jsonl; text shows the best one")
 

@@ -133,8 +133,9 @@ def batch_losses(model: nn.Module, batch: Batch, loss_fn: TranslationLoss,
     packed into one ``[N, H] → [N, V]`` call: no work and no ``[B, T, V]`` buffer for padding.
     Training and the validation loss both go through here.
     """
+    # logits [N, V], real positions only; a domain-conditioned model reads the gold labels
     out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.src_mask,
-                tgt_mask=batch.tgt_mask)  # logits [N, V], real positions only
+                tgt_mask=batch.tgt_mask, domains=batch.domains)
     trans = loss_fn(out.logits, batch.tgt_out[batch.tgt_mask])
     tag = None
     if out.domain_logits is not None and batch.domains is not None:

@@ -35,6 +35,10 @@ class Prepared:
 
 def prepare(cfg: Config, run: RunDir, log: Callable[[str], None] = print) -> Prepared:
     corpus = load_corpus(cfg.data, log=log)
+    if cfg.model.domain_conditioning.enabled and not corpus.labels:
+        raise DataError("model.domain_conditioning.enabled: the training data has no domain "
+                        "labels to condition on (give sources `domains: [...]` or a "
+                        "`domains_column`)")
     labels = _labels(run, corpus.labels) if cfg.model.tagger.enabled else []
     text = {name: columns(ds, "src", "tgt") for name, ds in corpus.splits.items()}
     if (run.tokenizer_dir / "tokenizer.json").is_file():

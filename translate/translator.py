@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +35,13 @@ from torch import nn
 
 from translate import config as config_mod
 from translate.checkpoint import CheckpointError, load_checkpoint
+from translate.conditioning import choose
 from translate.config import Config, ConfigError, InferenceConfig
 from translate.decoding import decode_ids
 from translate.model import build_model
 from translate.rundir import RunDir
 from translate.runtime import resolve_device, resolve_precision
+from translate.segments import split_long
 from translate.shortlist import LexicalTable, Shortlist
 from translate.tokenizer import Tokenizer, TokenizerError
 
@@ -57,11 +58,6 @@ CHECKPOINT_ALIASES = {"best": "best_path", "last": "last_path", "averaged": "ave
 # by the batch size alone, whatever the input holds, without slowing ordinary batches down.
 PIECES_PER_SENTENCE = 20
 
-# A sentence ends at . ! ? ; : or an ellipsis (optionally followed by closing quotes or
-# brackets), and the next one starts after whitespace.
-_SENTENCE_END = re.compile(r"(?<=[.!?;:…])[\"'»«”“)\]]*\s+")
-
-
 class TranslatorError(CheckpointError):
     """A run directory or checkpoint that cannot be used for translation (one-line message)."""
 
@@ -76,6 +72,10 @@ class Translation:
     threshold tuned on validation; ``domain_probs`` holds every label's probability.
     ``warnings`` says when the input had to be split into pieces. ``scores_over`` says what
     the scores are log-probabilities over: ``vocabulary`` or the batch's ``shortlist``.
+    A domain-conditioned model also says how it was conditioned: ``conditioned_by``
+    (``predicted``, ``forced`` or ``none``; None for a model without conditioning) and
+    ``conditioning``, each label with a non-zero weight in the mixture (an input split into
+    pieces: the mean over its pieces).
     """
 
     text: str
@@ -85,48 +85,8 @@ class Translation:
     domain_probs: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     scores_over: str = "vocabulary"
-
-
-# --------------------------------------------------------------------------- long inputs
-
-
-def _pack(units: list[list[int]], limit: int) -> list[list[int]]:
-    """Greedily concatenate consecutive id lists into chunks of at most ``limit`` ids."""
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    for ids in units:
-        if current and len(current) + len(ids) > limit:
-            chunks.append(current)
-            current = []
-        current = current + ids
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def split_long(text: str, encode: Callable[[list[str]], list[list[int]]],
-               limit: int) -> list[list[int]]:
-    """Split ``text`` into id sequences of at most ``limit`` pieces each.
-
-    Sentences are kept whole where they fit, then words, and a single word longer than the
-    limit is cut between pieces. Each unit is encoded on its own: with sentencepiece's dummy
-    prefix, a unit encodes as it would after a space, so concatenated units reproduce the
-    pieces of the joined text.
-    """
-    units: list[list[int]] = []
-    for sentence in (s for s in _SENTENCE_END.split(text) if s.strip()):
-        (ids,) = encode([sentence])
-        if len(ids) <= limit:
-            units.append(ids)
-            continue
-        words: list[list[int]] = []
-        for word_ids in encode(sentence.split()):
-            if len(word_ids) <= limit:
-                words.append(word_ids)
-            else:
-                words.extend(word_ids[i:i + limit] for i in range(0, len(word_ids), limit))
-        units.extend(_pack(words, limit))
-    return _pack(units, limit)
+    conditioned_by: str | None = None
+    conditioning: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- translator
@@ -332,11 +292,16 @@ class Translator:
                   min_len: int | None = None, no_repeat_ngram: int | None = None,
                   batch_size: int | None = None, workers: int | None = None,
                   on_warning: Callable[[int, str], None] | None = None,
-                  shortlist: bool | None = None) -> list[Translation]:
+                  shortlist: bool | None = None,
+                  domains: Sequence[str] | str | None = None) -> list[Translation]:
         """Translate ``texts``; options default to the run's ``inference`` config.
 
         ``shortlist``: True/False turns the vocabulary shortlist on/off for this call (on
         needs a run with ``shortlist.pt``; without one, the whole vocabulary is used).
+
+        ``domains`` (domain-conditioned models, :mod:`translate.conditioning`): None
+        conditions each sentence on the tagger's thresholded prediction, label names force
+        those labels, ``"none"`` switches conditioning off (unknown domain).
 
         ``on_warning(index, message)`` is called (besides ``Translation.warnings``) for each
         input that had to be split, with its 0-based index in ``texts``.
@@ -347,9 +312,12 @@ class Translator:
                             max_len_b=max_len_b, min_len=min_len,
                             no_repeat_ngram=no_repeat_ngram, batch_size=batch_size,
                             workers=workers, shortlist=shortlist)
+        conditioned = bool(getattr(self.model, "conditioned", False))
+        choice = choose(domains, self.labels, self.thresholds, conditioned)
         restrict = self._shortlist(opts)
         over = "vocabulary" if restrict is None else "shortlist"
-        results = [Translation(text="", score=None, scores_over=over) for _ in texts]
+        results = [Translation(text="", score=None, scores_over=over,
+                               conditioned_by=choice.mode if choice else None) for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]
         encoded = self.tokenizer.encode_src([texts[i].strip() for i in todo])
         segments: list[list[int]] = []  # model inputs
@@ -375,12 +343,12 @@ class Translator:
             decoded = decode_ids(self.model, segments, opts, special=self.special,
                                  device=self.device, dtype=self.dtype,
                                  max_tokens=opts.batch_size * PIECES_PER_SENTENCE,
-                                 shortlist=restrict)
+                                 shortlist=restrict, domains=choice)
         flat = [h for hyps in decoded.hypotheses for h in hyps]
         texts_out = iter(self.tokenizer.decode_tgt([h.tokens for h in flat]))
         nbests = [[(next(texts_out), float(h.score)) for h in hyps]
                   for hyps in decoded.hypotheses]
-        probs = decoded.domain_probs
+        probs, mixes = decoded.domain_probs, decoded.domain_weights
         start = 0
         for i, count in owners:
             parts = [sorted(nb, key=lambda x: -x[1])[:opts.n_best] for nb in
@@ -398,5 +366,8 @@ class Translator:
                 res.domain_probs = dict(zip(self.labels, row, strict=True))
                 res.domains = {label: p for label, p, th in
                                zip(self.labels, row, self.thresholds, strict=True) if p >= th}
+            if mixes is not None:
+                mix = mixes[start:start + count].mean(dim=0).tolist()
+                res.conditioning = {lab: w for lab, w in zip(self.labels, mix, strict=True) if w}
             start += count
         return results

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from translate.batching import EncodedSplit, collate
+from translate.conditioning import DomainChoice
 from translate.config import InferenceConfig
 from translate.dashboard import sample_indices, sentence_rows
 from translate.decoding import decode_ids
@@ -74,8 +75,9 @@ def validate(model, split: EncodedSplit, sources: Sequence[str], references: Seq
     """
     special = {"pad_id": tok.pad_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id}
     metrics = teacher_forced_loss(model, split, batches, loss_fn, special, device, dtype)
+    # A domain-conditioned model decodes with the tagger's prediction, as at inference.
     decoded = decode_ids(model, split.src_ids, opts, special=special, device=device, dtype=dtype,
-                         greedy=greedy)
+                         greedy=greedy, domains=DomainChoice.predicted(thresholds))
     hyps = tok.decode_tgt([h[0].tokens if h else [] for h in decoded.hypotheses])
     scores = bleu_chrf(hyps, list(references))
     metrics.update(bleu=scores["bleu"], chrf=scores["chrf"])

@@ -16,6 +16,9 @@ module's weights (:meth:`Decoder._cell_params`), and input-feeding teacher forci
 one autograd node (:class:`~translate.model.feed_rnn.FeedRecurrence`). With
 ``fused_rnn=False`` (config ``model.fused_decoder_rnn: false``) the ``nn.LSTM`` itself is
 called one step at a time: the plain reference the tests compare the fused paths against.
+
+With ``domain_dim`` > 0 (domain conditioning) layer 0's input is ``[embedding; domain;
+input feed]``; see :class:`Decoder` for why the domain enters there.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from translate.model.feed_rnn import FeedRecurrence
 
 @dataclass
 class DecoderState:
-    """Recurrent state between steps: h, c ``[layers, N, H]``; input_feed ``[N, H]`` or None."""
+    """Recurrent state between steps: h, c ``[layers, N, H]``; input_feed ``[N, H]`` or None;
+    domain: the sentence's domain mixture ``[N, domain_dim]`` (None without conditioning)."""
 
     h: Tensor
     c: Tensor
     input_feed: Tensor | None = None
+    domain: Tensor | None = None
 
     def index_select(self, idx: Tensor) -> DecoderState:
         """Pick / repeat / reorder hypotheses (beam search) along the batch dimension."""
@@ -44,6 +49,7 @@ class DecoderState:
             h=self.h.index_select(1, idx),
             c=self.c.index_select(1, idx),
             input_feed=None if self.input_feed is None else self.input_feed.index_select(0, idx),
+            domain=None if self.domain is None else self.domain.index_select(0, idx),
         )
 
 
@@ -68,6 +74,14 @@ class Decoder(nn.Module):
 
     Returns attentional vectors h~; the output projection (generator) lives in the model so a
     trainer can project only the non-pad positions.
+
+    Domain conditioning (``domain_dim`` > 0) feeds the sentence's domain mixture to layer 0
+    at *every* step, not only into the initial state: an initial-state signal has to survive
+    the recurrence and fades over a long output, while an input seen at each step conditions
+    every prediction. It costs almost nothing: the mixture is constant over a sentence, so
+    in teacher forcing its gate contribution is one ``[B, dim] x [dim, 4H]`` product added to
+    the embeddings' (hoisted out of the time loop, fused recurrence included); the zero
+    mixture ("unknown domain") adds exactly nothing to the gates.
     """
 
     def __init__(
@@ -82,6 +96,7 @@ class Decoder(nn.Module):
         *,
         fused_rnn: bool = True,
         fast_dropout: bool = True,
+        domain_dim: int = 0,
     ) -> None:
         super().__init__()
         self.embedding = embedding
@@ -90,7 +105,8 @@ class Decoder(nn.Module):
         self.input_feeding = input_feeding
         self.fused_rnn = fused_rnn
         self.fast_dropout = fast_dropout
-        in_dim = embedding.embedding_dim + (hidden if input_feeding else 0)
+        self.domain_dim = domain_dim
+        in_dim = embedding.embedding_dim + domain_dim + (hidden if input_feeding else 0)
         self.emb_dropout = Dropout(dropout, fast_dropout)
         self.rnn = nn.LSTM(
             in_dim, hidden, num_layers=layers, batch_first=True,
@@ -101,9 +117,21 @@ class Decoder(nn.Module):
         self.out_dropout = Dropout(dropout, fast_dropout)
         self._step_cache: tuple[tuple, list] | None = None
 
-    def init_state(self, h: Tensor, c: Tensor) -> DecoderState:
+    def init_state(self, h: Tensor, c: Tensor, domain: Tensor | None = None) -> DecoderState:
+        """``domain [N, domain_dim]``: the mixture; None on a conditioned decoder = unknown."""
         feed = h.new_zeros(h.size(1), self.hidden) if self.input_feeding else None
-        return DecoderState(h=h, c=c, input_feed=feed)
+        if self.domain_dim and domain is None:
+            domain = h.new_zeros(h.size(1), self.domain_dim)
+        return DecoderState(h=h, c=c, input_feed=feed, domain=domain if self.domain_dim else None)
+
+    @staticmethod
+    def _with_domain(x: Tensor, domain: Tensor | None) -> Tensor:
+        """``[x; domain]`` along the last dim (domain broadcast over time for ``[B, T, E]``)."""
+        if domain is None:
+            return x
+        if x.dim() == 3:
+            domain = domain.unsqueeze(1).expand(-1, x.size(1), -1)
+        return torch.cat([x, domain.to(x.dtype)], dim=-1)
 
     def _attend(
         self, rnn_out: Tensor, keys: Tensor, mask: Tensor, proj_keys: Tensor | None
@@ -124,20 +152,21 @@ class Decoder(nn.Module):
         a length-1 sequence costs two GEMMs + oneDNN set-up per layer and step, forward and
         backward. Instead each layer's gates are one ``addmm`` of ``[x; h]`` against
         ``W_rec = [W_ih | W_hh]`` (concatenated once per batch), and for layer 0 the part of
-        ``W_ih`` that multiplies the *embedding* (``W_emb``) is applied to all target
-        positions up front in one large GEMM — only the input-feed and recurrent parts stay in
-        the loop. Same parameters, same math (gate order i, f, g, o; inter-layer dropout on
-        all but the top layer), so checkpoints and the step API are unchanged.
+        ``W_ih`` that multiplies the *embedding* (``W_emb``; with conditioning also the
+        domain's columns after it) is applied to all target positions up front in one large
+        GEMM — only the input-feed and recurrent parts stay in the loop. Same parameters,
+        same math (gate order i, f, g, o; inter-layer dropout on all but the top layer), so
+        checkpoints and the step API are unchanged.
         """
-        emb_dim = self.embedding.embedding_dim
+        ext = self.embedding.embedding_dim + self.domain_dim  # inputs from outside the loop
         out = []
         for layer in range(self.layers):
             w_ih = getattr(self.rnn, f"weight_ih_l{layer}")
             w_hh = getattr(self.rnn, f"weight_hh_l{layer}")
             bias = getattr(self.rnn, f"bias_ih_l{layer}") + getattr(self.rnn, f"bias_hh_l{layer}")
             if layer == 0:
-                w_rec = torch.cat([w_ih[:, emb_dim:], w_hh], 1) if self.input_feeding else w_hh
-                out.append((w_rec, bias, w_ih[:, :emb_dim]))
+                w_rec = torch.cat([w_ih[:, ext:], w_hh], 1) if self.input_feeding else w_hh
+                out.append((w_rec, bias, w_ih[:, :ext]))
             else:
                 out.append((torch.cat([w_ih, w_hh], 1), bias, None))
         return out
@@ -238,7 +267,7 @@ class Decoder(nn.Module):
         proj_keys: Tensor | None,
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One step: prev_tokens ``[N]`` → (h~ ``[N, H]``, new state, attention ``[N, S]``)."""
-        x = self.emb_dropout(self.embedding(prev_tokens))  # [N, E]
+        x = self._with_domain(self.emb_dropout(self.embedding(prev_tokens)), state.domain)
         # Plain path, or an LSTM replacement (e.g. dynamically quantized) with its own kernels.
         if not self.fused_rnn or not isinstance(self.rnn, nn.LSTM):
             return self._module_step(x, state, keys, mask, proj_keys)
@@ -248,13 +277,15 @@ class Decoder(nn.Module):
         out = self._feed_step(pre0, state.input_feed, hs, cs, params)
         att_vec, weights = self._attend(out, keys, mask, proj_keys)
         feed = att_vec if self.input_feeding else None
-        return att_vec, DecoderState(h=torch.stack(hs), c=torch.stack(cs), input_feed=feed), weights
+        new = DecoderState(torch.stack(hs), torch.stack(cs), feed, state.domain)
+        return att_vec, new, weights
 
     def _module_step(
         self, x: Tensor, state: DecoderState, keys: Tensor, mask: Tensor,
         proj_keys: Tensor | None,
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """:meth:`step` through ``self.rnn`` itself (input ``[embedding; input feed]``): the
+        """:meth:`step` through ``self.rnn`` itself (input ``[x; input feed]``, ``x`` the
+        embedding with the domain already appended): the
         plain path, and the one for LSTM replacements without the float parameters
         :meth:`_cell_params` reads."""
         if self.input_feeding:
@@ -262,7 +293,7 @@ class Decoder(nn.Module):
         out, (h, c) = self.rnn(x.unsqueeze(1), (state.h, state.c))
         att_vec, weights = self._attend(out.squeeze(1), keys, mask, proj_keys)
         feed = att_vec if self.input_feeding else None
-        return att_vec, DecoderState(h=h, c=c, input_feed=feed), weights
+        return att_vec, DecoderState(h=h, c=c, input_feed=feed, domain=state.domain), weights
 
     def forward(
         self,
@@ -279,7 +310,7 @@ class Decoder(nn.Module):
         """
         emb = self.emb_dropout(self.embedding(tgt_in))  # [B, T, E]
         if not self.input_feeding:
-            out, _ = self.rnn(emb, (state.h, state.c))
+            out, _ = self.rnn(self._with_domain(emb, state.domain), (state.h, state.c))
             return self._attend(out, keys, mask, proj_keys)
         if tgt_in.size(1) == 0:
             b, s = tgt_in.size(0), keys.size(1)
@@ -288,8 +319,11 @@ class Decoder(nn.Module):
             return self._plain_forward(emb, state, keys, mask, proj_keys)
         params = self._cell_params()
         # Embedding part of layer 0's gates for every step at once, time-major so that each
-        # step's slice is contiguous: [T, B, 4H].
-        pre0 = nn.functional.linear(emb.transpose(0, 1), params[0][2], params[0][1])
+        # step's slice is contiguous: [T, B, 4H]; the domain's part once per sentence.
+        w_in, emb_dim = params[0][2], emb.size(-1)
+        pre0 = nn.functional.linear(emb.transpose(0, 1), w_in[:, :emb_dim], params[0][1])
+        if state.domain is not None:
+            pre0 = pre0 + nn.functional.linear(state.domain, w_in[:, emb_dim:]).unsqueeze(0)
         if self._fusable(keys):
             return self._fused_forward(pre0, state, keys, mask, proj_keys, params)
         # Under autocast: cast the weights once per batch, not in every step's addmm.
@@ -312,7 +346,8 @@ class Decoder(nn.Module):
         ``nn.LSTM`` on ``[embedding; previous h~]``, then attention) once per position."""
         vecs, attns = [], []
         for t in range(emb.size(1)):
-            vec, state, weights = self._module_step(emb[:, t], state, keys, mask, proj_keys)
+            x = self._with_domain(emb[:, t], state.domain)
+            vec, state, weights = self._module_step(x, state, keys, mask, proj_keys)
             vecs.append(vec)
             attns.append(weights)
         return torch.stack(vecs, dim=1), torch.stack(attns, dim=1)

@@ -1,12 +1,17 @@
-"""The full model: embeddings, encoder, attentional decoder, generator, optional tagger.
+"""The full model: embeddings, encoder, attentional decoder, generator, optional tagger and
+optional domain conditioning (:mod:`translate.model.conditioning`).
 
 The step API (:meth:`Seq2Seq.encode`, :meth:`Seq2Seq.init_decoder_state`,
 :meth:`Seq2Seq.decode_step`) is what search uses; :meth:`Seq2Seq.forward` is teacher forcing
 for training. Both run the same math, so a step-by-step decode reproduces ``forward``.
+A conditioned model's search adds :meth:`Seq2Seq.condition` between ``encode`` and the rest:
+the domain mixture rides in the encoder output into the decoder state, so search code never
+sees it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +19,7 @@ from torch import Tensor, nn
 
 from translate.config import ModelConfig
 from translate.masks import lengths_to_mask
+from translate.model.conditioning import DomainMixer
 from translate.model.decoder import Decoder, DecoderState
 from translate.model.encoder import Encoder
 from translate.model.tagger import DomainTagger
@@ -33,7 +39,8 @@ class EncoderOutput:
     init_h / init_c ``[dec_layers, B, dec_hidden]``; proj_keys: the attention's key
     projection ``[B, S, dec_hidden]`` computed once per sentence (None for dot attention).
     Domain pooling is not stored: it has learned parameters and lives in the tagger
-    (:meth:`Seq2Seq.tag`).
+    (:meth:`Seq2Seq.tag`). domain: the domain mixture ``[B, dim]`` set by
+    :meth:`Seq2Seq.condition` (None: unconditioned, or unknown on a conditioned model).
     """
 
     states: Tensor
@@ -41,6 +48,7 @@ class EncoderOutput:
     init_h: Tensor
     init_c: Tensor
     proj_keys: Tensor | None = None
+    domain: Tensor | None = None
 
     def index_select(self, idx: Tensor) -> EncoderOutput:
         """Repeat / reorder / drop sentences (beam search); idx on the states' device."""
@@ -50,6 +58,7 @@ class EncoderOutput:
             init_h=self.init_h.index_select(1, idx),
             init_c=self.init_c.index_select(1, idx),
             proj_keys=None if self.proj_keys is None else self.proj_keys.index_select(0, idx),
+            domain=None if self.domain is None else self.domain.index_select(0, idx),
         )
 
 
@@ -101,10 +110,12 @@ class Seq2Seq(nn.Module):
             self.src_embed, cfg.enc_hidden, cfg.enc_layers, cfg.dropout,
             cfg.dec_hidden, cfg.dec_layers, fast_dropout=cfg.fast_dropout,
         )
+        cond = cfg.domain_conditioning
         self.decoder = Decoder(
             self.tgt_embed, cfg.dec_hidden, cfg.dec_layers, self.encoder.output_dim,
             cfg.attention, cfg.input_feeding, cfg.dropout,
             fused_rnn=cfg.fused_decoder_rnn, fast_dropout=cfg.fast_dropout,
+            domain_dim=cond.dim if cond.enabled else 0,
         )
         self.generator = Generator(
             cfg.dec_hidden, tgt_vocab, self.tgt_embed if cfg.tie_output else None
@@ -115,12 +126,24 @@ class Seq2Seq(nn.Module):
                 self.encoder.output_dim, cfg.tagger.hidden, n_labels, cfg.tagger.pooling,
                 cfg.dropout,
             )
+        # Registered last: without conditioning, parameters (and their initialisation
+        # order) are exactly those of a model from before conditioning existed.
+        self.domain_mixer: DomainMixer | None = None
+        if cond.enabled:
+            if self.tagger is None:
+                raise ValueError("domain conditioning needs the tagger and at least one label")
+            self.domain_mixer = DomainMixer(n_labels, cond.dim, cond.label_dropout)
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the decoder takes a domain mixture (:meth:`condition`)."""
+        return self.domain_mixer is not None
 
     # ------------------------------------------------------------------ training
 
     def forward(
         self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None,
-        tgt_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None, domains: Tensor | None = None,
     ) -> ModelOutput:
         """Teacher forcing: logits ``[B, T, V]`` and domain logits ``[B, L]`` (or None).
 
@@ -128,8 +151,14 @@ class Seq2Seq(nn.Module):
         the real positions, packed row-major into ``[N, V]`` (N = mask.sum()): the output
         projection — the largest GEMM of a step — then does no work for padding, and the
         loss gets exactly the rows it scores (``tgt_out[tgt_mask]`` are their targets).
+
+        ``domains``: gold multi-hot labels ``[B, L]`` (None: unknown), used by a conditioned
+        model only, as normalised mixtures with label dropout in training mode.
         """
         enc = self.encode(src, src_lengths, src_mask)
+        if self.domain_mixer is not None:
+            enc = self.condition(enc, self.domain_mixer.from_gold(domains, src.size(0),
+                                                                  src.device))
         hidden, _ = self.decode(tgt_in, enc)
         if tgt_mask is not None:
             hidden = hidden[tgt_mask]
@@ -164,8 +193,15 @@ class Seq2Seq(nn.Module):
             return None
         return self.tagger(enc.states, enc.mask)
 
+    def condition(self, enc: EncoderOutput, weights: Tensor) -> EncoderOutput:
+        """``enc`` with the domain mixture of label ``weights [B, L]`` (rows of zeros: unknown
+        domain); unchanged for a model without conditioning."""
+        if self.domain_mixer is None:
+            return enc
+        return dataclasses.replace(enc, domain=self.domain_mixer(weights))
+
     def init_decoder_state(self, enc: EncoderOutput) -> DecoderState:
-        return self.decoder.init_state(enc.init_h, enc.init_c)
+        return self.decoder.init_state(enc.init_h, enc.init_c, enc.domain)
 
     def decode_step(
         self, prev_tokens: Tensor, state: DecoderState, enc: EncoderOutput
@@ -196,6 +232,8 @@ def _init_weights(model: Seq2Seq) -> None:
             nn.init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+        elif isinstance(module, DomainMixer):
+            module.reset_parameters()
         elif isinstance(module, nn.Embedding):
             nn.init.uniform_(module.weight, -0.1, 0.1)
             if module.padding_idx is not None:
