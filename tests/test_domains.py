@@ -12,7 +12,7 @@ import pytest
 import sacrebleu
 import torch
 
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from translate import config
 from translate.checkpoint import load_checkpoint
 from translate.config import ConfigError, DataConfig, SamplingConfig, SourceConfig
@@ -20,6 +20,19 @@ from translate.data import load_corpus
 from translate.data.schema import columns
 from translate.sampling import DomainSampler
 from translate.trainer import Trainer
+
+
+def test_multidomain_config_names_every_domain_with_its_dev_set(shared_data: Path) -> None:
+    cfg = config.load(ROOT / "configs" / "multidomain.yaml")
+    labels = ["captions", "religion", "it", "legal", "medical", "subtitles", "chat", "general",
+              "news"]
+    for split in ("train", "valid"):
+        sources = getattr(cfg.data, split)
+        assert [s.domains for s in sources] == [[lab] for lab in labels]
+        for s in sources:  # the paths are the repo root's; the corpora are in shared_data
+            rel = Path(s.prefix).relative_to("../shared/data")
+            assert (shared_data / rel).with_suffix(".de").is_file(), s.prefix
+    assert cfg.model.tagger.enabled and cfg.data.sampling.temperature > 1
 
 
 def _quiet(_msg: str) -> None:
