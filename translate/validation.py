@@ -107,7 +107,7 @@ def validate(model, split: EncodedSplit, sources: Sequence[str], references: Seq
         metrics.update({f"tag_{k}": v for k, v in tag.items()})
         result.labels = _label_scores(probs, targets, result.thresholds, label_names)
         for name, sc in result.labels.items():
-            metrics.update({f"{k}/{name}": v for k, v in sc.items() if k != "threshold"})
+            metrics.update({f"{k}/{name}": v for k, v in sc.items()})
     result.samples = [{"source": sources[i], "reference": references[i], "hypothesis": hyps[i]}
                       for i in range(min(num_samples, len(hyps)))]
     return result
