@@ -8,11 +8,12 @@ tagger's probabilities on the same sentences give micro/macro-F1 and mAP over th
 the thresholds the run tuned on validation, per-label F1 and the confusion between domains
 (for each gold domain, how often each label was predicted).
 
-Modes: ``plain`` translates as ``Translator.translate`` does by default. A run whose model
-is domain-conditioned (``model.conditioned``, issue 15 item 3) is also decoded with
-``none`` (conditioning off), ``predicted`` (the tagger's labels) and ``gold`` (each
-sentence's own labels); this goes through ``Translator.translate(domains=...)`` and is
-skipped for runs and code versions without it. ``--modes`` picks a subset.
+Modes: ``plain`` translates as ``Translator.translate`` does by default (the only mode of a
+run without domain conditioning). A domain-conditioned run (``model.conditioned``, issue 15
+item 3) is decoded with ``none`` (conditioning off), ``predicted`` (the tagger's labels,
+what plain does for it) and ``gold`` (each sentence's own labels, one call per label set);
+these go through ``Translator.translate(domains=...)`` and are skipped (listed in
+``skipped_modes``) for runs and code versions without it. ``--modes`` picks a subset.
 
     python scripts/bench_domains.py --runs runs/plain runs/cond --names plain cond
     python scripts/bench_domains.py --train --minutes 20 --threads 2 --names multidomain
@@ -135,7 +136,8 @@ def score_run(run: str, args: argparse.Namespace, modes: list[str]) -> dict:
     tr = Translator.load(run, device="cpu")
     cfg_path = args.config if args.config_given else Path(run) / "config.yaml"
     src, refs, gold = load_split(cfg_path, args.overrides, "valid", args.max_pairs)
-    wanted = modes or (["plain", "none", "predicted", "gold"] if supports_conditioning(tr)
+    # A conditioned run's plain decode is its predicted one: not run twice by default.
+    wanted = modes or (["none", "predicted", "gold"] if supports_conditioning(tr)
                        else ["plain"])
     out: dict = {"run": run, "checkpoint": str(tr.checkpoint_path), "sentences": len(src),
                  "modes": {}, "skipped_modes": []}

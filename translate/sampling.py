@@ -69,10 +69,10 @@ class DomainSampler:
     def __init__(self, domains: Sequence[Sequence[str]], cfg: SamplingConfig,
                  seed: int = 0) -> None:
         groups = row_groups(domains)
-        self.members: dict[str, np.ndarray] = {}
-        for d in sorted(set(groups)):
-            self.members[d] = np.array([i for i, g in enumerate(groups) if g == d],
-                                       dtype=np.int64)
+        rows: dict[str, list[int]] = {}
+        for i, g in enumerate(groups):
+            rows.setdefault(g, []).append(i)
+        self.members = {d: np.array(rows[d], dtype=np.int64) for d in sorted(rows)}
         sizes = {d: len(rows) for d, rows in self.members.items()}
         self.probs = domain_probabilities(sizes, cfg)
         self.quotas = _quotas(self.probs, len(groups))
