@@ -36,7 +36,8 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
     wheel = next((tmp_path / "dist").glob("translate-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {"translate/configs/default.yaml", "translate/configs/multi30k.yaml",
-            "translate/data/gettext_domains.tsv"} <= set(names)
+            "translate/configs/multidomain.yaml", "translate/data/gettext_domains.tsv"} \
+        <= set(names)
 
     # A fresh venv without the checkout; the dependencies (torch, datasets...) come from this
     # interpreter's site-packages, added after the venv's own, so the wheel's copy wins.

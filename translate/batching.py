@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -253,6 +253,10 @@ class BatchSampler:
 
     ``max_sentences`` (``"tokens"`` only; 0 = none) also caps the sentences per batch:
     search keeps per-sentence state (beams, finished hypotheses), so inference bounds both.
+
+    ``rows`` (training only): a function of the epoch giving the row indices that epoch holds,
+    repeats allowed (:class:`translate.sampling.DomainSampler`); it must depend on the epoch
+    alone, so that resume rebuilds the same batches. None: every row once.
     """
 
     def __init__(
@@ -267,6 +271,7 @@ class BatchSampler:
         *,
         max_sentences: int = 0,
         longest_first: bool = False,
+        rows: Callable[[int], np.ndarray] | None = None,
     ) -> None:
         if len(src_lens) != len(tgt_lens):
             raise ValueError(f"{len(src_lens)} source lengths but {len(tgt_lens)} target lengths")
@@ -290,26 +295,31 @@ class BatchSampler:
         self.seed = seed
         self.max_sentences = max_sentences
         self.longest_first = longest_first
+        self.rows = rows
         self._cache: tuple[int, list[list[int]]] | None = None
 
     def __len__(self) -> int:
         """Number of batches in epoch 0 (other epochs differ by at most a few batches)."""
         return len(self.batches(0))
 
-    def _order(self, rng: np.random.Generator | None) -> np.ndarray:
-        cost = np.maximum(self.src_lens, self.tgt_lens)
+    def _order(self, rng: np.random.Generator | None, rows: np.ndarray | None) -> np.ndarray:
+        src, tgt = self.src_lens, self.tgt_lens
+        if rows is not None:
+            src, tgt = src[rows], tgt[rows]
+        cost = np.maximum(src, tgt)
         tie = rng.random(len(cost)) if rng is not None else np.arange(len(cost))
         # np.lexsort sorts by the last key first: cost, then target, then source length.
         # Longest first negates the lengths, so equal lengths stay in input order either way.
         sign = -1 if self.longest_first else 1
-        return np.lexsort((tie, sign * self.src_lens, sign * self.tgt_lens, sign * cost))
+        order = np.lexsort((tie, sign * src, sign * tgt, sign * cost))
+        return order if rows is None else rows[order]
 
     def batches(self, epoch: int) -> list[list[int]]:
         """All batches of ``epoch`` (lists of row indices); the same for the same (seed, epoch)."""
         if self._cache is not None and self._cache[0] == epoch:
             return [list(b) for b in self._cache[1]]
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
-        order = self._order(rng)
+        order = self._order(rng, None if self.rows is None else self.rows(epoch))
         if self.batch_type == "sentences":
             out = [order[i : i + self.batch_size].tolist()
                    for i in range(0, len(order), self.batch_size)]

@@ -85,6 +85,22 @@ class SplitConfig:
 
 
 @dataclass
+class SamplingConfig:
+    """How often each domain's training pairs are drawn (translate.sampling).
+
+    A row's domain is its label (the rarest one when it has several; unlabelled rows form a
+    group of their own). Each epoch draws as many rows as the training split holds, domain
+    ``i`` getting a share ``p_i`` proportional to ``(weights[i] * n_i) ** (1 / temperature)``
+    (fairseq / OpenNMT-py style): 1 keeps the corpus proportions, larger values flatten them
+    towards uniform, so that a 1.5k-pair domain is not drowned by a 46k-pair one. With
+    ``temperature: 1`` and no weights the epoch is the corpus itself, as without sampling.
+    """
+
+    temperature: float = 1.0
+    weights: dict[str, float] = field(default_factory=dict)  # domain label -> multiplier
+
+
+@dataclass
 class DataConfig:
     src_lang: str = "de"
     tgt_lang: str = "en"
@@ -98,6 +114,7 @@ class DataConfig:
     cache_dir: str = ".cache/translate"
     # For quick experiments: keep only the first N training pairs (0 = all).
     max_train_pairs: int = 0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
 @dataclass
@@ -265,6 +282,10 @@ def validate(cfg: Config) -> Config:
            tr.device)
     if not d.train and not d.unsplit:
         raise ConfigError("data.train: at least one training source (or data.unsplit) needed")
+    _check(d.sampling.temperature > 0, "data.sampling.temperature",
+           "a positive number (1 = corpus proportions)", d.sampling.temperature)
+    for label, weight in d.sampling.weights.items():
+        _check(weight > 0, f"data.sampling.weights.{label}", "a positive number", weight)
     frac = d.split.valid_fraction + d.split.test_fraction
     _check(0 <= frac < 1, "data.split.valid_fraction", "fractions summing to less than 1", frac)
     _check(d.cleaning.max_chars > 0, "data.cleaning.max_chars", "a positive number",

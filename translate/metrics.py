@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
-__all__ = ["average_precision", "bleu_chrf", "multilabel_scores", "tune_thresholds"]
+__all__ = ["average_precision", "bleu_chrf", "domain_scores", "multilabel_scores",
+           "per_label_scores", "tune_thresholds"]
 
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05..0.95
 
@@ -44,6 +45,20 @@ def bleu_chrf(hyps: Sequence[str], refs: Sequence[str], digits: int = 2) -> dict
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
     }
+
+
+def domain_scores(hyps: Sequence[str], refs: Sequence[str],
+                  domains: Sequence[Sequence[str]]) -> dict[str, dict]:
+    """:func:`bleu_chrf` of each domain on the rows carrying its label, plus ``n`` (rows).
+
+    A row with several labels counts in each of its domains; unlabelled rows in none.
+    """
+    out = {}
+    for label in sorted({d for row in domains for d in row}):
+        rows = [i for i, row in enumerate(domains) if label in row]
+        out[label] = bleu_chrf([hyps[i] for i in rows], [refs[i] for i in rows])
+        out[label]["n"] = len(rows)
+    return out
 
 
 # --------------------------------------------------------------------------- multilabel
@@ -122,6 +137,29 @@ def multilabel_scores(probs, targets, thresholds=0.5) -> dict:
         "mAP": float(np.mean(aps)),
         "rows": int(n_rows),
     }
+
+
+def per_label_scores(probs, targets, thresholds=0.5) -> list[dict | None]:
+    """Precision, recall, F1 and average precision of each label (None: not in the gold rows).
+
+    Same conventions as :func:`multilabel_scores` (unlabelled rows ignored; precision is 0
+    when nothing is predicted), whose macro F1 is the mean of these F1s.
+    """
+    p, t = _as_arrays(probs, targets)
+    n_labels = t.shape[1]
+    pred = p >= _thresholds(thresholds, n_labels)
+    out: list[dict | None] = []
+    for j in range(n_labels):
+        if not t[:, j].any():
+            out.append(None)
+            continue
+        tp = int((pred[:, j] & t[:, j]).sum())
+        fp = int((pred[:, j] & ~t[:, j]).sum())
+        fn = int((~pred[:, j] & t[:, j]).sum())
+        out.append({"precision": tp / (tp + fp) if tp + fp else 0.0,
+                    "recall": tp / (tp + fn), "f1": float(_f1(tp, fp, fn)),
+                    "ap": average_precision(p[:, j], t[:, j])})
+    return out
 
 
 def tune_thresholds(probs, targets, grid: Sequence[float] = DEFAULT_GRID) -> list[float]:

@@ -29,6 +29,9 @@ class Prepared:
     splits: dict[str, EncodedSplit]
     sources: dict[str, list[str]]
     references: dict[str, list[str]]
+    # Each row's domain labels as the corpus has them, kept whether or not the run has a
+    # tagger: sampling balances the training domains and validation scores each domain.
+    domains: dict[str, list[list[str]]]
     pos_weight: torch.Tensor | None
     report: dict  # the corpus report plus ``truncated``: pieces cut per split and side
 
@@ -55,6 +58,8 @@ def prepare(cfg: Config, run: RunDir, log: Callable[[str], None] = print) -> Pre
         tokenizer=tok, labels=labels, splits=splits,
         sources={name: src for name, (src, _) in text.items()},
         references={name: tgt for name, (_, tgt) in text.items()},
+        domains={name: [list(d) for d in columns(ds, "domains")[0]]
+                 for name, ds in corpus.splits.items()},
         pos_weight=_pos_weight(splits["train"], len(labels)), report=report)
 
 

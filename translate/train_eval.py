@@ -18,7 +18,7 @@ from translate.checkpoint import average_checkpoints, load_checkpoint, save_chec
 from translate.dashboard import extremes
 from translate.shortlist import build_lexical_table
 from translate.tracking import say
-from translate.validation import validate
+from translate.validation import breakdown_lines, validate
 
 log = logging.getLogger("translate.train")
 
@@ -41,7 +41,8 @@ class EvaluationMixin:
         return validate(self.model, sub, self.data.sources[name][:n],
                         self.data.references[name][:n], batches, self.eval_loss_fn,
                         self.data.tokenizer, self.cfg.inference, self.device, self.dtype,
-                        num_samples=tr.num_samples, greedy=greedy, thresholds=thresholds)
+                        num_samples=tr.num_samples, greedy=greedy, thresholds=thresholds,
+                        domains=self.data.domains[name][:n], label_names=self.data.labels)
 
     def _validate_and_save(self, start: float) -> bool:
         """Validate, save best/last, log; returns True when early stopping triggers."""
@@ -71,6 +72,8 @@ class EvaluationMixin:
         say(f"step {p.step}: valid loss {result.metrics['loss']:.3f} "
                    f"ppl {result.metrics['ppl']:.1f} BLEU {result.metrics['bleu']:.2f} "
                    f"chrF {result.metrics['chrf']:.2f}" + (" *" if better else ""))
+        for line in breakdown_lines(result):
+            say(line)
         if p.step <= tr.valid_every:  # once per run: what the BLEU/chrF numbers mean
             say(f"  sacrebleu: {result.signatures['bleu']} / {result.signatures['chrf']}")
         for sample in result.samples[:2]:
@@ -147,6 +150,8 @@ class EvaluationMixin:
             say(f"test: BLEU {result.metrics['bleu']:.2f} chrF "
                        f"{result.metrics['chrf']:.2f} (beam {self.cfg.inference.beam_size})\n"
                        f"  {result.signatures['bleu']}\n  {result.signatures['chrf']}")
+            for line in breakdown_lines(result):
+                say(line)
         self.tracker.summary(summary)  # also written to summary.json
         self._log_model()
         return summary

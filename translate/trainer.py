@@ -40,6 +40,7 @@ from translate.runtime import (
     seed_everything,
     set_threads,
 )
+from translate.sampling import DomainSampler, is_active
 from translate.schedule import build_scheduler
 from translate.tracking import Tracker, resolve_mode, run_log, say
 from translate.train_eval import EvaluationMixin
@@ -80,8 +81,14 @@ class Trainer(EvaluationMixin):
         self.pos_weight = self.data.pos_weight.to(self.device) if (
             cfg.model.tagger.pos_weight and self.data.pos_weight is not None) else None
         train = self.data.splits["train"]
+        rows = None
+        if is_active(cfg.data.sampling):
+            domains = DomainSampler(self.data.domains["train"], cfg.data.sampling, tr.seed)
+            log.info(domains.describe())
+            rows = domains.rows
         self.sampler = BatchSampler(train.src_lens, train.tgt_lens, tr.batch_type,
-                                    tr.max_tokens, tr.batch_size, shuffle=True, seed=tr.seed)
+                                    tr.max_tokens, tr.batch_size, shuffle=True, seed=tr.seed,
+                                    rows=rows)
         self.train_tgt_lens = train.tgt_lens
         self.progress = Progress()
         self.thresholds: list[float] = []

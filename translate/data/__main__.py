@@ -1,7 +1,8 @@
 """``python -m translate.data [--config FILE] [--set k=v ...]``: prepare and summarise the corpus.
 
 Useful before a long training run: it shows what the model will see (pairs per split and
-domain, what cleaning dropped and why) and warms the cache that training then reuses.
+domain, what cleaning dropped and why, each domain's share of an epoch under
+``data.sampling``) and warms the cache that training then reuses.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 from translate import config, tuning
 from translate.cli import ArgumentParser, help_text, run_main
 from translate.data import format_report, load_corpus
+from translate.data.schema import columns
+from translate.sampling import DomainSampler, is_active
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config.load(args.config or config.DEFAULT_CONFIG, args.overrides)
     corpus = load_corpus(cfg.data, log=log)
     print(format_report(corpus.report))
+    if is_active(cfg.data.sampling):
+        (domains,) = columns(corpus.splits["train"], "domains")
+        print(DomainSampler(domains, cfg.data.sampling, cfg.training.seed).describe())
     return 0
 
 

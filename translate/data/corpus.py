@@ -59,7 +59,9 @@ def cache_key(cfg: DataConfig) -> str:
     for group in ("train", "valid", "test", "unsplit"):
         for source in getattr(cfg, group):
             files += [_fingerprint(p) for p in input_files(source, cfg.src_lang, cfg.tgt_lang)]
-    blob = json.dumps({"v": CACHE_VERSION, "cfg": dataclasses.asdict(cfg), "files": files},
+    fields = dataclasses.asdict(cfg)
+    fields.pop("sampling")  # how pairs are drawn in training, not which pairs there are
+    blob = json.dumps({"v": CACHE_VERSION, "cfg": fields, "files": files},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
