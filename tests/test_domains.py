@@ -151,7 +151,7 @@ def test_run_without_labels_validates_as_before(multi30k, multidomain, tmp_path,
     valid = [r for r in records if "valid/loss" in r]
     assert len(valid) == 1
     assert set(valid[0]) == {"step", "time", "valid/loss", "valid/ppl", "valid/bleu",
-                             "valid/chrf", "valid/best", "elapsed_min"}
+                             "valid/chrf", "valid/best", "valid/elapsed_min"}
     assert not any(line.startswith("  domain ") for line in capsys.readouterr().err.splitlines())
 
 
