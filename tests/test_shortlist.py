@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from translate.batching import source_split
 from translate.checkpoint import load_checkpoint
 from translate.config import InferenceConfig
-from translate.decoding import decode_ids
+from translate.decoding import decode_ids, inference_batches
 from translate.shortlist import LexicalTable, RestrictedModel, Shortlist, build_lexical_table
-from translate.translator import Translator
+from translate.translator import PIECES_PER_SENTENCE, Translator
 
 # Five sentence pairs over source ids 4-7 and target ids 10-14 (think "Hund" 4 -> "dog" 10).
 SRC = [[4, 5], [4, 6], [4, 5], [7, 6], [7]]
@@ -145,3 +146,19 @@ def test_translator_switch_and_quantized_shortlist(trained_run, translator, src_
     out = int8.translate(texts, beam=3)
     assert {r.scores_over for r in out} == {"shortlist"} and all(r.text for r in out)
     assert Translator.load(trained_run, device="cpu", shortlist=False).lexicon is None
+
+
+def test_shortlist_sizes_are_the_batches_shortlists(translator, src_ids) -> None:
+    """The public sizes are those of the shortlists of the batches translate() decodes: one
+    batch for all 24 sentences at batch size 64, length-sorted batches of 8 at size 8."""
+    texts = translator.tokenizer.decode_src(src_ids)
+    inf = translator.config.inference
+    shortlist = _shortlist(translator, inf.shortlist_k, inf.shortlist_frequent)
+    assert translator.shortlist_sizes(texts, batch_size=64) == [
+        shortlist.select(src_ids).numel()]
+    batches = inference_batches(source_split(src_ids), 8, 8 * PIECES_PER_SENTENCE)
+    assert len(batches) == 3
+    assert translator.shortlist_sizes(texts, batch_size=8) == [
+        shortlist.select([src_ids[i] for i in rows]).numel() for rows in batches]
+    assert translator.shortlist_sizes(texts, shortlist=False) == []
+    assert translator.shortlist_sizes(["", "  "]) == []  # nothing to decode

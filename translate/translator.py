@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +34,14 @@ import torch
 from torch import nn
 
 from translate import config as config_mod
+from translate.batching import source_split
 from translate.checkpoint import CheckpointError, load_checkpoint
 from translate.config import Config, ConfigError, InferenceConfig
-from translate.decoding import decode_ids
+from translate.decoding import decode_ids, inference_batches
 from translate.model import build_model
 from translate.rundir import RunDir
 from translate.runtime import resolve_device, resolve_precision
+from translate.segment import split_long
 from translate.shortlist import LexicalTable, Shortlist
 from translate.tokenizer import Tokenizer, TokenizerError
 
@@ -56,11 +57,6 @@ CHECKPOINT_ALIASES = {"best": "best_path", "last": "last_path", "averaged": "ave
 # source piece for the default model sizes, shared by its beams), so this bounds peak memory
 # by the batch size alone, whatever the input holds, without slowing ordinary batches down.
 PIECES_PER_SENTENCE = 20
-
-# A sentence ends at . ! ? ; : or an ellipsis (optionally followed by closing quotes or
-# brackets), and the next one starts after whitespace.
-_SENTENCE_END = re.compile(r"(?<=[.!?;:…])[\"'»«”“)\]]*\s+")
-
 
 class TranslatorError(CheckpointError):
     """A run directory or checkpoint that cannot be used for translation (one-line message)."""
@@ -85,48 +81,6 @@ class Translation:
     domain_probs: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     scores_over: str = "vocabulary"
-
-
-# --------------------------------------------------------------------------- long inputs
-
-
-def _pack(units: list[list[int]], limit: int) -> list[list[int]]:
-    """Greedily concatenate consecutive id lists into chunks of at most ``limit`` ids."""
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    for ids in units:
-        if current and len(current) + len(ids) > limit:
-            chunks.append(current)
-            current = []
-        current = current + ids
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def split_long(text: str, encode: Callable[[list[str]], list[list[int]]],
-               limit: int) -> list[list[int]]:
-    """Split ``text`` into id sequences of at most ``limit`` pieces each.
-
-    Sentences are kept whole where they fit, then words, and a single word longer than the
-    limit is cut between pieces. Each unit is encoded on its own: with sentencepiece's dummy
-    prefix, a unit encodes as it would after a space, so concatenated units reproduce the
-    pieces of the joined text.
-    """
-    units: list[list[int]] = []
-    for sentence in (s for s in _SENTENCE_END.split(text) if s.strip()):
-        (ids,) = encode([sentence])
-        if len(ids) <= limit:
-            units.append(ids)
-            continue
-        words: list[list[int]] = []
-        for word_ids in encode(sentence.split()):
-            if len(word_ids) <= limit:
-                words.append(word_ids)
-            else:
-                words.extend(word_ids[i:i + limit] for i in range(0, len(word_ids), limit))
-        units.extend(_pack(words, limit))
-    return _pack(units, limit)
 
 
 # --------------------------------------------------------------------------- translator
@@ -324,6 +278,45 @@ class Translator:
                 tok.bos_id, tok.eos_id, tok.unk_id, tok.pad_id))
         return self._shortlists[key]
 
+    def shortlist_sizes(self, texts: Sequence[str], batch_size: int | None = None,
+                        shortlist: bool | None = None) -> list[int]:
+        """How many target pieces the shortlist holds for each batch that
+        ``translate(texts, batch_size=..., shortlist=...)`` decodes, in decoding order; empty
+        when it decodes over the whole vocabulary. For benchmarks and for tuning the run's
+        ``shortlist_k`` / ``shortlist_frequent``: nothing is decoded."""
+        opts = self.options(batch_size=batch_size, shortlist=shortlist)
+        restrict = self._shortlist(opts)
+        if restrict is None:
+            return []
+        segments, _ = self._segments(texts, lambda i, msg: None)
+        if not segments:
+            return []
+        batches = inference_batches(source_split(segments), opts.batch_size,
+                                    opts.batch_size * PIECES_PER_SENTENCE)
+        return [restrict.select([segments[i] for i in rows]).numel() for rows in batches]
+
+    def _segments(self, texts: Sequence[str], warn: Callable[[int, str], None]
+                  ) -> tuple[list[list[int]], list[tuple[int, int]]]:
+        """The model inputs for ``texts``, and per non-empty text (its index, how many
+        inputs it became); ``warn(index, message)`` for each text split to fit the model."""
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        encoded = self.tokenizer.encode_src([texts[i].strip() for i in todo])
+        segments: list[list[int]] = []
+        owners: list[tuple[int, int]] = []
+        for i, ids in zip(todo, encoded, strict=True):
+            if not ids:
+                continue
+            if len(ids) <= self.max_tokens:
+                parts = [ids]
+            else:
+                parts = split_long(texts[i].strip(), self.tokenizer.encode_src, self.max_tokens)
+                warn(i, f"input of {len(ids)} pieces exceeds the model's limit of "
+                        f"{self.max_tokens} (tokenizer.max_tokens); translated in "
+                        f"{len(parts)} parts split at sentence/word boundaries")
+            segments.extend(parts)
+            owners.append((i, len(parts)))
+        return segments, owners
+
     # ------------------------------------------------------------------ translate
 
     def translate(self, texts: Sequence[str], beam: int | None = None,
@@ -350,25 +343,13 @@ class Translator:
         restrict = self._shortlist(opts)
         over = "vocabulary" if restrict is None else "shortlist"
         results = [Translation(text="", score=None, scores_over=over) for _ in texts]
-        todo = [i for i, t in enumerate(texts) if t.strip()]
-        encoded = self.tokenizer.encode_src([texts[i].strip() for i in todo])
-        segments: list[list[int]] = []  # model inputs
-        owners: list[tuple[int, int]] = []  # (text index, number of segments)
-        for i, ids in zip(todo, encoded, strict=True):
-            if not ids:
-                continue
-            if len(ids) <= self.max_tokens:
-                parts = [ids]
-            else:
-                parts = split_long(texts[i].strip(), self.tokenizer.encode_src, self.max_tokens)
-                msg = (f"input of {len(ids)} pieces exceeds the model's limit of "
-                       f"{self.max_tokens} (tokenizer.max_tokens); translated in "
-                       f"{len(parts)} parts split at sentence/word boundaries")
-                results[i].warnings.append(msg)
-                if on_warning is not None:
-                    on_warning(i, msg)
-            segments.extend(parts)
-            owners.append((i, len(parts)))
+
+        def warn(i: int, msg: str) -> None:
+            results[i].warnings.append(msg)
+            if on_warning is not None:
+                on_warning(i, msg)
+
+        segments, owners = self._segments(texts, warn)
         if not segments:
             return results
         with torch.inference_mode():
