@@ -148,17 +148,22 @@ def test_translator_switch_and_quantized_shortlist(trained_run, translator, src_
     assert Translator.load(trained_run, device="cpu", shortlist=False).lexicon is None
 
 
-def test_shortlist_sizes_are_the_batches_shortlists(translator, src_ids) -> None:
-    """The public sizes are those of the shortlists of the batches translate() decodes: one
-    batch for all 24 sentences at batch size 64, length-sorted batches of 8 at size 8."""
-    texts = translator.tokenizer.decode_src(src_ids)
-    inf = translator.config.inference
-    shortlist = _shortlist(translator, inf.shortlist_k, inf.shortlist_frequent)
-    assert translator.shortlist_sizes(texts, batch_size=64) == [
-        shortlist.select(src_ids).numel()]
-    batches = inference_batches(source_split(src_ids), 8, 8 * PIECES_PER_SENTENCE)
-    assert len(batches) == 3
-    assert translator.shortlist_sizes(texts, batch_size=8) == [
-        shortlist.select([src_ids[i] for i in rows]).numel() for rows in batches]
-    assert translator.shortlist_sizes(texts, shortlist=False) == []
-    assert translator.shortlist_sizes(["", "  "]) == []  # nothing to decode
+def test_shortlist_sizes_are_the_batches_shortlists(trained_run, multi30k: Path) -> None:
+    """The public sizes are those of the shortlists of the batches translate() decodes
+    (length-sorted, at most batch_size sentences and batch_size * 20 source pieces)."""
+    tr = Translator.load(trained_run, device="cpu")
+    tr.config.inference.shortlist_k, tr.config.inference.shortlist_frequent = 3, 20
+    lines = multi30k.joinpath("test_2016_flickr.de").read_text(encoding="utf-8").splitlines()
+    texts = lines[:24]
+    src_ids = tr.tokenizer.encode_src(texts)
+    shortlist = _shortlist(tr, 3, 20)
+    for batch_size in (64, 8):
+        batches = inference_batches(source_split(src_ids), batch_size,
+                                    batch_size * PIECES_PER_SENTENCE)
+        sizes = tr.shortlist_sizes(texts, batch_size=batch_size)
+        assert sizes == [shortlist.select([src_ids[i] for i in rows]).numel()
+                         for rows in batches]
+        assert 0 < max(sizes) < tr.tokenizer.tgt_vocab_size
+    assert len(sizes) >= 3  # batch size 8: 24 sentences
+    assert tr.shortlist_sizes(texts, shortlist=False) == []
+    assert tr.shortlist_sizes(["", "  "]) == []  # nothing to decode
