@@ -78,3 +78,15 @@ def test_cpu_capability_of_this_host() -> None:
         "default", "DEFAULT", "AVX2", "AVX512", "ZVECTOR", "NO AVX", "SVE256")
     assert cpu["auto_precision"] in ("bfloat16", "float32")
     assert (cpu["bf16_unit"] is None) == (cpu["auto_precision"] == "float32")
+
+
+def test_quality_comparison_round_by_round() -> None:
+    from bench_quality import compare
+
+    runs = [{"round": 0, "precision_asked": "fp32", "tokens_per_s": 1000.0, "test_bleu": 30.0},
+            {"round": 0, "precision_asked": "bf16", "tokens_per_s": 1500.0, "test_bleu": 30.4},
+            {"round": 1, "precision_asked": "bf16", "tokens_per_s": 1400.0, "test_bleu": 29.9},
+            {"round": 1, "precision_asked": "fp32", "tokens_per_s": 1000.0, "test_bleu": 30.1}]
+    assert compare(runs, ["fp32", "bf16"]) == {"bf16/fp32": {
+        "tokens_per_s": {"per_round": [1.5, 1.4], "median": 1.45},
+        "test_bleu_difference_per_round": [0.4, -0.2]}}
