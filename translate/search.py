@@ -100,14 +100,18 @@ def _row_topk(x: Tensor, n: int, chunk: int = 100) -> tuple[Tensor, Tensor]:
     if x.device.type != "cpu" or n >= n_chunks or rows == 0:
         return x.topk(n, dim=1)
     whole = n_chunks * chunk
-    top_chunks = x[:, :whole].view(rows, n_chunks, chunk).amax(dim=2).topk(n, dim=1).indices
-    # The chosen chunks are copied as whole rows of a view in which row i is the ``chunk``
-    # values from flat position i on: one contiguous copy per chunk, where a gather over
-    # the [R, n_chunks, chunk] blocks would read an index per element.
-    starts = top_chunks * chunk + torch.arange(0, rows * vocab, vocab,
-                                               device=x.device).unsqueeze(1)
-    windows = x.reshape(-1).unfold(0, chunk, 1)
-    cand = windows.index_select(0, starts.view(-1)).view(rows, n * chunk)
+    blocks = x[:, :whole].view(rows, n_chunks, chunk)
+    top_chunks = blocks.amax(dim=2).topk(n, dim=1).indices  # [R, n]
+    if n == 1:  # one chunk per row: the gather is as cheap as anything
+        cand = blocks.gather(1, top_chunks.unsqueeze(2).expand(-1, -1, chunk)).view(rows, chunk)
+    else:
+        # The chosen chunks are copied as rows of a view whose row i holds the ``chunk``
+        # values from flat position i on: one contiguous copy per chunk, where a gather over
+        # the blocks would read an index per element.
+        starts = top_chunks * chunk + torch.arange(0, rows * vocab, vocab,
+                                                   device=x.device).unsqueeze(1)
+        windows = x.reshape(-1).unfold(0, chunk, 1)
+        cand = windows.index_select(0, starts.view(-1)).view(rows, n * chunk)
     if whole < vocab:
         cand = torch.cat([cand, x[:, whole:]], dim=1)
     values, pos = cand.topk(n, dim=1)
