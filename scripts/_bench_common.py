@@ -1,4 +1,5 @@
-"""Shared pieces of the training benchmarks: config with data overrides, GEMM peak, RSS, load.
+"""Shared pieces of the benchmarks: config with data overrides, GEMM peak, RSS, load, the
+precision axis (parsing, interleaved order, ratios to fp32) and the CPU's capability.
 
 Both benchmarks build the real :class:`translate.trainer.Trainer` from a YAML config, so what
 they time is exactly what ``python -m translate.train`` runs. Peer figures are not here: they
@@ -7,9 +8,12 @@ are read, with the host they were measured on, by ``_peers.py``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
+import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -100,25 +104,77 @@ def load_average() -> list[float]:
 # Flags that decide how fast fp32 and bf16 products run on an x86 CPU.
 _CPU_FLAGS = ("avx2", "avx512_f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16",
               "amx_int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+BASE_PRECISION = "fp32"
 
 
-def cpu_capability() -> dict:
+def parse_precisions(text: str, allowed: Sequence[str] = PRECISIONS) -> list[str]:
+    """``"fp32,bf16"`` -> ``["fp32", "bf16"]``, in the order given (the first round runs them
+    in that order). An argparse ``type``: a bad value is a one-line usage error."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no precision given (e.g. fp32,bf16)")
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown)}; choose "
+                                         f"from {', '.join(allowed)}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"precision listed twice in {text!r}")
+    return names
+
+
+def abba(items: Sequence, round_index: int) -> list:
+    """``items`` in round ``round_index``'s order: as given in even rounds, reversed in odd
+    ones, so a drift of a shared host's load over two rounds hits every item alike."""
+    return list(items) if round_index % 2 == 0 else list(items)[::-1]
+
+
+def base_precision(precisions: Sequence[str]) -> str:
+    """What ratios are taken against: fp32 when measured, else the first precision given."""
+    return BASE_PRECISION if BASE_PRECISION in precisions else precisions[0]
+
+
+def round_ratios(rates: dict[tuple[int, str], float], precisions: Sequence[str]) -> dict:
+    """Each precision's rate over the base precision's (:func:`base_precision`), round by
+    round (``rates`` maps (round, precision) to a rate measured in that round), and their
+    median: a ratio within one round compares runs that met the same load. Rounds missing a
+    side are left out."""
+    base = base_precision(precisions)
+    rounds = sorted({rnd for rnd, _ in rates})
+    out = {}
+    for name in precisions:
+        if name == base:
+            continue
+        each = [round(rates[rnd, name] / rates[rnd, base], 3) for rnd in rounds
+                if rates.get((rnd, name)) and rates.get((rnd, base))]
+        out[f"{name}/{base}"] = {"per_round": each,
+                                 "median": round(statistics.median(each), 3) if each else None}
+    return out
+
+
+def cpu_capability(caps: dict | None = None) -> dict:
     """What a figure was measured on: the CPU's name and cores, its matrix-unit flags (cpuid,
     via ``torch.cpu.get_capabilities``), torch's kernel dispatch level and the bf16 unit that
-    ``precision: auto`` sees. Printed with every result so a number says where it came from."""
+    ``precision: auto`` sees. Printed with every result so a number says where it came from.
+    ``caps``: another machine's ``torch.cpu.get_capabilities()`` (tests); the model name then
+    comes from it alone."""
     import platform
 
-    from translate.runtime import cpu_bf16_unit
+    from translate.runtime import choose_precision, cpu_bf16_unit
 
-    caps = torch.cpu.get_capabilities()
-    return {"model": caps.get("cpu_name") or platform.processor() or "unknown",
+    own = caps is None
+    caps = torch.cpu.get_capabilities() if own else caps
+    auto, _ = choose_precision("auto", "cpu", cpu_caps=caps)
+    return {"model": caps.get("cpu_name") or (platform.processor() if own else "") or "unknown",
             "cores": caps.get("num_physical_cores"),
             "flags": [f for f in _CPU_FLAGS if caps.get(f)],
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_unit": cpu_bf16_unit(caps)}
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability() if own else None,
+            "bf16_unit": cpu_bf16_unit(caps),
+            "auto_precision": str(auto).removeprefix("torch.")}
 
 
 def cpu_line(cpu: dict) -> str:
     """One human line for :func:`cpu_capability`'s result."""
     return (f"CPU: {cpu['model']} ({cpu['cores']} cores); flags {' '.join(cpu['flags'])}; "
-            f"torch {cpu['torch_cpu_capability']}; native bf16: {cpu['bf16_unit'] or 'none'}")
+            f"torch {cpu['torch_cpu_capability']}; native bf16: {cpu['bf16_unit'] or 'none'} "
+            f"(precision auto: {cpu['auto_precision']})")

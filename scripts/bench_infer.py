@@ -1,18 +1,26 @@
-"""Inference benchmark: greedy vs beam, batch sizes, fp32 vs dynamic int8, vocabulary
+"""Inference benchmark: greedy vs beam, batch sizes, fp32/bf16 vs dynamic int8, vocabulary
 shortlist off vs on, plus a full CLI run.
 
 Translates Multi30k test_2016_flickr.de with a run directory and prints one JSON object
-(stdout) and a human summary (stderr). Throughput counts decoding only (the model is loaded
-once per precision, outside the clock); the CLI number is the wall clock of a whole
-``python -m translate.infer`` command, start-up included, as a user sees it. The shortlist
-variants of one setting run back to back (their order alternating over ``--repeats``), so
-a shared host's drift hits both alike; each row reports the median of its repeats.
+(stdout) and a human summary (stderr). Throughput counts decoding only (each precision's
+model is loaded once, outside the clock); the CLI number is the wall clock of a whole
+``python -m translate.infer`` command, start-up included, as a user sees it.
+
+Interleaving: at every (beam, batch, workers) point the ``--precisions`` and shortlist
+variants run back to back, their order reversed every other repeat (ABBA), so a shared
+host's drift hits them alike; each row reports the median of its repeats and, for every
+precision but fp32, its ratio to the fp32 row of the same point (``vs_fp32``: per repeat and
+median). Dynamic int8 runs after them (it changes the process's malloc settings, as
+``infer --quantize`` does), so its ``vs_fp32`` compares runs apart in time. The CPU's
+capability (model, bf16/AMX flags, torch's dispatch level, the bf16 unit) comes with the
+results.
 
 Ratios to the peers (``../shared/peers/*.json``) are printed only when this host matches the
 one they were measured on (``_peers.py``); otherwise the absolute figures and why not.
 
     python scripts/bench_infer.py --model runs/multi30k [--threads 2] [--limit 0]
-                                  [--shortlists off,on] [--repeats 1]
+                                  [--precisions fp32,bf16] [--shortlists off,on]
+                                  [--repeats 1] [--no-quantize]
 """
 
 from __future__ import annotations
@@ -30,15 +38,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _bench_common import peak_rss_mb  # noqa: E402
+from _bench_common import (  # noqa: E402
+    abba,
+    base_precision,
+    cpu_capability,
+    cpu_line,
+    parse_precisions,
+    peak_rss_mb,
+    round_ratios,
+)
 from _peers import PeerView, peer_view  # noqa: E402
 
 from translate import tuning  # noqa: E402
-from translate.batching import source_split  # noqa: E402
-from translate.decoding import inference_batches  # noqa: E402
 from translate.metrics import bleu_chrf  # noqa: E402
 from translate.runtime import set_threads  # noqa: E402
-from translate.translator import PIECES_PER_SENTENCE, Translator  # noqa: E402
+from translate.translator import Translator  # noqa: E402
 
 DATA = Path(os.environ.get("BENCH_DATA", ROOT.parent / "shared" / "data" / "multi30k"))
 
@@ -72,13 +86,9 @@ def bench(translator: Translator, src: list[str], ref: list[str], beam: int,
 
 def shortlist_sizes(translator: Translator, src: list[str], batch_size: int) -> dict | None:
     """Mean and largest shortlist over the batches ``translate`` forms from ``src``."""
-    shortlist = translator._shortlist(translator.options(shortlist=True))
-    if shortlist is None:
+    sizes = translator.shortlist_sizes(src, batch_size=batch_size, shortlist=True)
+    if not sizes:
         return None
-    rows = translator.tokenizer.encode_src(src)
-    batches = inference_batches(source_split(rows), batch_size,
-                                batch_size * PIECES_PER_SENTENCE)
-    sizes = [shortlist.select([rows[i] for i in b]).numel() for b in batches]
     return {"mean": round(statistics.mean(sizes), 1), "max": max(sizes),
             "vocab": translator.tokenizer.tgt_vocab_size}
 
@@ -164,6 +174,56 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
+def _precision_name(tr: Translator) -> str:
+    if tr.quantized:
+        return "int8-dynamic"
+    name = str(tr.dtype).removeprefix("torch.")
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, name)
+
+
+def run_point(translators: dict[str, Translator], src: list[str], ref: list[str],
+              point: tuple[int, int, int], shortlists: list[bool], repeats: int,
+              base: dict | None = None) -> list[dict]:
+    """Every (precision, shortlist) variant at one (beam, batch, workers) point, interleaved
+    over ``repeats`` (ABBA); one median row per variant with its ratio to fp32 (the fp32 runs
+    of this point, repeat by repeat, or ``base``: fp32 rows measured earlier, by shortlist).
+    Without fp32 among them, the ratios are to the first precision (``vs_<name>``)."""
+    beam, bs, w = point
+    variants = [(name, sl) for name in translators for sl in shortlists]
+    timed: dict[tuple[str, bool], list[dict]] = {v: [] for v in variants}
+    for repeat in range(max(1, repeats)):
+        for name, sl in abba(variants, repeat):
+            timed[name, sl].append(bench(translators[name], src, ref, beam, bs, w, sl))
+    ref_name = base_precision(list(translators))
+    rows = []
+    for name, sl in variants:
+        tr = translators[name]
+        row = {"precision": _precision_name(tr), "precision_asked": name,
+               **median_row(timed[name, sl]), "shortlist_asked": sl}
+        if row["shortlist"]:
+            row["shortlist_size"] = shortlist_sizes(tr, src, bs)
+        if base is not None and sl in base:  # int8: the fp32 runs came earlier
+            row["vs_fp32"] = {"per_round": [], "median": round(
+                row["sentences_per_s"] / base[sl]["sentences_per_s"], 3)}
+        elif base is None and name != ref_name:
+            rates = {(i, n): r["sentences_per_s"] for n in (ref_name, name)
+                     for i, r in enumerate(timed[n, sl])}
+            row[f"vs_{ref_name}"] = round_ratios(rates, [ref_name, name])[f"{name}/{ref_name}"]
+        rows.append(row)
+    return rows
+
+
+def _print_row(row: dict, point: tuple[int, int, int]) -> None:
+    beam, bs, w = point
+    vs = "".join(f"  {v['median']:.2f}x {k[3:]}" for k, v in row.items()
+                 if k.startswith("vs_") and isinstance(v, dict) and v.get("median"))
+    print(f"{row['precision']:>12} beam {beam} batch {bs:>4} workers {w} "
+          f"shortlist {'on ' if row['shortlist'] else 'off'}: "
+          f"{row['sentences_per_s']:>7.1f} sent/s {row['tokens_per_s']:>8.1f} "
+          f"tok/s  BLEU {row['bleu']:5.2f}  peak RSS {row['peak_rss_mb']:.0f} MB{vs}"
+          f"{_ratio(row)}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="run directory")
@@ -173,6 +233,9 @@ def main() -> None:
     p.add_argument("--workers", default="1,2", help="concurrent CPU batches to try")
     p.add_argument("--beams", default="1,5")
     p.add_argument("--limit", type=int, default=0, help="first N test sentences (0 = all)")
+    p.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
+                   default=["fp32"], metavar="P[,P...]",
+                   help="autocast precisions (fp32, bf16, fp16, auto), interleaved per point")
     p.add_argument("--no-quantize", action="store_true", help="skip the int8 runs")
     p.add_argument("--no-cli", action="store_true", help="skip the whole-command timing")
     p.add_argument("--cli-runs", type=int, default=3,
@@ -180,12 +243,14 @@ def main() -> None:
     p.add_argument("--shortlists", default="off,on",
                    help="vocabulary shortlist off and/or on, run back to back per setting")
     p.add_argument("--repeats", type=int, default=1,
-                   help="runs of each setting, shortlist order alternating (median reported)")
+                   help="runs of each setting, variant order alternating (median reported)")
     args = p.parse_args()
     tuning.apply_process_tuning()  # the CLI's oneDNN bound; its MKL choice is timed below
     # Before loading anything: the probe's GEMM rate is the host's, not ours.
     peers = peer_view(device=args.device)
     print(peers.line(), file=sys.stderr, flush=True)
+    cpu = cpu_capability()
+    print(cpu_line(cpu), file=sys.stderr, flush=True)
     set_threads(args.threads)
 
     src_path = DATA / "test_2016_flickr.de"
@@ -193,37 +258,35 @@ def main() -> None:
     ref = (DATA / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
     if args.limit:
         src, ref = src[:args.limit], ref[:args.limit]
-    variants = [False] if args.no_quantize or args.device != "cpu" else [False, True]
-    runs = []
-    for quantize in variants:
-        start = time.perf_counter()
-        tr = Translator.load(args.model, device=args.device, quantize=quantize)
-        load_s = time.perf_counter() - start
-        if quantize:  # as `infer --quantize` does, after loading (fp32 runs come first)
+    shortlists = [m == "on" for m in args.shortlists.split(",")]
+    grid = [(beam, bs, w) for beam in _ints(args.beams) for w in _ints(args.workers)
+            for bs in _ints(args.batch_sizes) if w == 1 or args.device == "cpu"]
+    passes = [{name: False for name in args.precisions}]
+    if not args.no_quantize and args.device == "cpu":
+        passes.append({"int8": True})
+    runs, fp32_rows = [], {}
+    for variants in passes:
+        translators, load_s = {}, {}
+        for name, quantize in variants.items():
+            start = time.perf_counter()
+            translators[name] = Translator.load(args.model, device=args.device,
+                                                quantize=quantize,
+                                                precision="fp32" if quantize else name)
+            load_s[name] = round(time.perf_counter() - start, 2)
+        if any(variants.values()):  # as `infer --quantize` does, after loading
             tuning.retain_freed_memory()
-        grid = [(beam, bs, w) for beam in _ints(args.beams) for w in _ints(args.workers)
-                for bs in _ints(args.batch_sizes) if w == 1 or args.device == "cpu"]
-        for beam, bs, w in grid:
-            modes = [m == "on" for m in args.shortlists.split(",")]
-            timed: dict[bool, list[dict]] = {m: [] for m in modes}
-            for repeat in range(max(1, args.repeats)):
-                for shortlist in modes if repeat % 2 == 0 else modes[::-1]:
-                    timed[shortlist].append(bench(tr, src, ref, beam, bs, w, shortlist))
-            for shortlist in modes:
-                row = {"precision": "int8-dynamic" if quantize else "fp32",
-                       "load_s": round(load_s, 2), **median_row(timed[shortlist])}
-                if row["shortlist"]:
-                    row["shortlist_size"] = shortlist_sizes(tr, src, bs)
+        for point in grid:
+            rows = run_point(translators, src, ref, point, shortlists, args.repeats,
+                             base=fp32_rows.get(point) if any(variants.values()) else None)
+            for row in rows:
+                row["load_s"] = load_s[row["precision_asked"]]
                 row.update(vs_peer(row, peers))
+                if row["precision"] == "fp32" and not any(variants.values()):
+                    fp32_rows.setdefault(point, {})[row["shortlist_asked"]] = row
                 runs.append(row)
-                print(f"{row['precision']:>12} beam {beam} batch {bs:>4} workers {w} "
-                      f"shortlist {'on ' if row['shortlist'] else 'off'}: "
-                      f"{row['sentences_per_s']:>7.1f} sent/s {row['tokens_per_s']:>8.1f} "
-                      f"tok/s  BLEU {row['bleu']:5.2f}  peak RSS {row['peak_rss_mb']:.0f} MB"
-                      f"{_ratio(row)}",
-                      file=sys.stderr, flush=True)
+                _print_row(row, point)
     result = {"model": args.model, "device": args.device, "threads": args.threads,
-              "sentences": len(src), "torch_threads": args.threads, "runs": runs,
+              "sentences": len(src), "torch_threads": args.threads, "cpu": cpu, "runs": runs,
               "peers": peers.summary(),
               "peer_figures": {beam: peers.figure(key) for beam, key in PEER_KEYS.items()}}
     if not args.no_cli:
@@ -235,6 +298,7 @@ def main() -> None:
     print(f"{peers.line()}; peers' decoding-only sent/s by beam: {result['peer_figures']}, "
           f"whole command s: {peers.figure(PEER_WHOLE_KEY, higher_is_better=False)}",
           file=sys.stderr)
+    print(cpu_line(cpu), file=sys.stderr)
     print(json.dumps(result, indent=1))
 
 

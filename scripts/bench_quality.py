@@ -9,6 +9,14 @@ explains most of the run-to-run variation.
 
     python scripts/bench_quality.py [--minutes 20] [--threads 2] [--device cpu]
                                     [--config configs/quality.yaml] [--data DIR]
+                                    [--precisions auto[,fp32,bf16...]] [--rounds 1]
+
+Several ``--precisions`` train one after the other in the same run of the benchmark, each
+with the full budget and its own run directory, their order reversed every other round
+(ABBA over ``--rounds``), so their BLEU and step counts compare under the same conditions;
+the output gives each round's BLEU difference and tokens/s ratio to fp32. The CPU's
+capability (model, bf16/AMX flags, torch's dispatch level, the bf16 unit) comes with the
+results.
 
 Prints one JSON object (stdout) and a human summary (stderr).
 """
@@ -30,10 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_common import (  # noqa: E402
     DEFAULT_DATA,
+    abba,
+    base_precision,
+    cpu_capability,
+    cpu_line,
     load_average,
     load_config,
+    parse_precisions,
     peak_rss_mb,
     pin_threads,
+    round_ratios,
 )
 from _peers import peer_view  # noqa: E402
 
@@ -50,24 +64,68 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="Multi30k directory")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
+                    default=["auto"], metavar="P[,P...]",
+                    help="fp32, bf16, fp16, auto; several train one after the other")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="train every precision this many times, ABBA order")
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench_quality"))
     args = ap.parse_args()
     tuning.apply_process_tuning()  # what `python -m translate.train` runs with
 
-    from translate.trainer import Trainer
-
     logging.basicConfig(level=logging.WARNING)
     pin_threads(args.threads)
-    run_dir = Path(args.run_dir)
+    peers = peer_view(device=args.device)  # before training: its load would skew the probe
+    cpu = cpu_capability()
+    print(cpu_line(cpu), file=sys.stderr, flush=True)
+    rounds = max(1, args.rounds)
+    single = rounds == 1 and len(args.precisions) == 1
+    runs = []
+    for rnd in range(rounds):
+        for precision in abba(args.precisions, rnd):
+            run_dir = Path(args.run_dir)
+            if not single:
+                run_dir = run_dir / (precision if rounds == 1 else f"{precision}-r{rnd}")
+            out = train_once(args, precision, run_dir, peers)
+            out.update(round=rnd, cpu=cpu)
+            runs.append(out)
+    if single:
+        print(json.dumps(runs[0], indent=2))
+    else:
+        print(json.dumps({"benchmark": "quality", "cpu": cpu, "runs": runs,
+                          "precision_comparison": compare(runs, args.precisions)}, indent=2))
+    print(cpu_line(cpu), file=sys.stderr)
+
+
+def compare(runs: list[dict], precisions: list[str]) -> dict:
+    """Per precision against the base one (fp32 when trained): tokens/s ratios and test BLEU
+    differences, round by round (runs of one round met the same conditions)."""
+    base = base_precision(precisions)
+    key = {(r["round"], r["precision_asked"]): r for r in runs}
+    speed = round_ratios({k: r["tokens_per_s"] for k, r in key.items()}, precisions)
+    out = {}
+    for name in precisions:
+        if name == base:
+            continue
+        diffs = [round(key[rnd, name]["test_bleu"] - key[rnd, base]["test_bleu"], 2)
+                 for rnd, n in key if n == name and key[rnd, name].get("test_bleu") is not None
+                 and key.get((rnd, base), {}).get("test_bleu") is not None]
+        out[f"{name}/{base}"] = {"tokens_per_s": speed[f"{name}/{base}"],
+                                 "test_bleu_difference_per_round": diffs}
+    return out
+
+
+def train_once(args: argparse.Namespace, precision: str, run_dir: Path, peers) -> dict:
+    """One fresh run of the budget in ``precision``; its summary (also printed on stderr)."""
+    from translate.trainer import Trainer
+
     if run_dir.exists():  # a fresh run every time (the tokenizer is retrained: ~seconds)
         shutil.rmtree(run_dir)
     cfg = load_config(Path(args.config), Path(args.data), run_dir, {
         "training": {"max_minutes": args.minutes, "max_epochs": 0, "max_steps": 0,
-                     "device": args.device, "precision": args.precision,
+                     "device": args.device, "precision": precision,
                      "num_threads": args.threads},
     })
-    peers = peer_view(device=args.device)  # before training: its load would skew the probe
     peers_bleu = peers.figure(PEER_KEY, pick=BLEU)
     load_start = load_average()
     t0 = time.perf_counter()
@@ -77,8 +135,11 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         summary = trainer.fit()
     total_s = time.perf_counter() - t0
+    name = str(trainer.dtype).removeprefix("torch.")
     out = {
         "benchmark": "quality", "config": args.config, "budget_minutes": args.minutes,
+        "precision": {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, name),
+        "precision_asked": precision,
         "train_minutes": round(summary.get("train_minutes", 0.0), 2),
         "setup_s": round(setup_s, 1),
         "test_decode_and_total_s": round(total_s, 1),
@@ -94,13 +155,13 @@ def main() -> None:
         "bleu_vs_best_peer": peers.difference(summary.get("test_bleu"), PEER_KEY, pick=BLEU),
         "run_dir": str(run_dir),
     }
-    print(json.dumps(out, indent=2))
-    print(f"quality: {args.minutes:g} min budget → test2016 BLEU {out['test_bleu']} chrF "
-          f"{out['test_chrf']} (beam {out['beam_size']}), {out['steps']} steps, "
-          f"{out['epochs']} epochs, {out['tokens_per_s']:,.0f} tok/s, peak RSS "
-          f"{out['peak_rss_mb']:,.0f} MB, load {load_start} → {out['load_average_end']}; "
-          f"peers' BLEU: {peers_bleu}{_difference(out['bleu_vs_best_peer'])}; {peers.line()}",
-          file=sys.stderr)
+    print(f"quality ({out['precision']}): {args.minutes:g} min budget → test2016 BLEU "
+          f"{out['test_bleu']} chrF {out['test_chrf']} (beam {out['beam_size']}), "
+          f"{out['steps']} steps, {out['epochs']} epochs, {out['tokens_per_s']:,.0f} tok/s, "
+          f"peak RSS {out['peak_rss_mb']:,.0f} MB (of the benchmark's process so far), "
+          f"load {load_start} → {out['load_average_end']}; peers' BLEU: {peers_bleu}"
+          f"{_difference(out['bleu_vs_best_peer'])}; {peers.line()}", file=sys.stderr)
+    return out
 
 
 def _difference(delta: float | None) -> str:

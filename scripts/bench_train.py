@@ -25,7 +25,16 @@ only (padding is overhead, not useful work):
                                                                       tied: 2·(Hd·E + E·V))
 
     python scripts/bench_train.py [--steps 30] [--warmup 5] [--threads 2] [--device cpu]
-                                  [--precision fp32] [--modes input_feeding parallel]
+                                  [--precisions fp32[,bf16,...]] [--rounds 1]
+                                  [--modes input_feeding parallel]
+
+Several ``--precisions`` are an interleaved A/B: each round runs every mode in every
+precision, one child after the other, in ABBA order over rounds, so a change in a shared
+host's load hits both sides alike; the output gives each round's ratio to fp32 (tokens/s
+over the fp32 child of the same mode and round, by the wall clock and per CPU-second of the
+child) and their median. Every result carries the CPU's capability (model, bf16/AMX flags,
+torch's dispatch level, the bf16 unit that ``precision: auto`` sees), and the CPU time of the
+timed steps besides the wall clock.
 
 Prints one JSON object (stdout) and a human summary (stderr).
 """
@@ -51,11 +60,16 @@ import torch  # noqa: E402
 from _bench_common import (  # noqa: E402
     DEFAULT_DATA,
     GemmProbe,
+    abba,
+    cpu_capability,
+    cpu_line,
     gemm_peak_gflops,
     load_average,
     load_config,
+    parse_precisions,
     peak_rss_mb,
     pin_threads,
+    round_ratios,
 )
 from _peers import peer_view  # noqa: E402
 from _roofline import gemm_flops, step_gemms, time_floor, time_gemms  # noqa: E402
@@ -127,16 +141,17 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         torch.cuda.synchronize()
     tgt_tok = src_tok = tgt_slots = src_slots = 0
     total_flops = 0.0
-    probe, probes, seconds = GemmProbe(device), [], 0.0
+    probe, probes, seconds, cpu_seconds = GemmProbe(device), [], 0.0, 0.0
     timed = batches[args.warmup:]
     every = args.probe_every if args.probe_every > 0 else len(timed)
     for start in range(0, len(timed), every):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for ix in timed[start:start + every]:
             trainer._step([ix])
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
+        cpu_seconds += time.process_time() - c0
         if args.probe_every > 0:
             probes.append(probe.gflops())
     peak_after = gemm_peak_gflops(device)
@@ -157,6 +172,9 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
     return {
         "mode": mode, "input_feeding": MODES[mode], "steps": len(timed),
         "seconds": round(seconds, 3), "tgt_tokens_per_s": round(tok_s, 1),
+        # CPU time of all threads: less sensitive than the wall clock to other jobs' load
+        "cpu_seconds": round(cpu_seconds, 3),
+        "tgt_tokens_per_cpu_s": round(tgt_tok / max(cpu_seconds, 1e-9), 1),
         "src_tokens_per_s": round(src_tok / seconds, 1),
         "sec_per_step": round(seconds / max(len(timed), 1), 4),
         "tgt_padding_fraction": round(1 - tgt_tok / tgt_slots, 4),
@@ -184,7 +202,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         "target_tok_s": TARGETS_TOK_S[mode],
         "threads": torch.get_num_threads(), "device": str(device),
         "precision": str(trainer.dtype).replace("torch.", ""),
-        "vocab": vocab, "load_average": load_average(),
+        "vocab": vocab, "load_average": load_average(), "cpu": cpu_capability(),
     }
 
 
@@ -246,7 +264,11 @@ def main() -> None:
                     help="timed batches whose GEMMs are also timed alone (the bound)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
+                    default=["fp32"], metavar="P[,P...]",
+                    help="fp32, bf16, fp16, auto; several are interleaved in every round")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every (mode, precision) child this many times, ABBA order")
     ap.add_argument("--max-tokens", type=int, default=2000, help="batch budget (tokens)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--run-root", default=str(ROOT / "runs" / "bench_train"),
@@ -255,41 +277,73 @@ def main() -> None:
     args = ap.parse_args()
     tuning.apply_process_tuning()  # what `python -m translate.train` runs with
     if args.child:
+        args.precision = args.precisions[0]
         print(json.dumps(run_mode(args, args.child)))
         return
 
     # Probed before the children run, so their own load does not skew this host's rate.
     peers = peer_view(device=args.device)
-    results = {}
-    for mode in args.modes:
-        with tempfile.TemporaryFile("w+") as err:
-            cmd = [sys.executable, __file__, "--child", mode, "--data", args.data,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--probe-every", str(args.probe_every),
-                   "--roofline-batches", str(args.roofline_batches),
-                   "--threads", str(args.threads), "--device", args.device,
-                   "--precision", args.precision, "--max-tokens", str(args.max_tokens),
-                   "--run-root", args.run_root]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-            if proc.returncode:
-                err.seek(0)
-                sys.exit(f"bench_train: mode {mode} failed:\n{err.read()[-4000:]}")
-        r = results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
-        r["vs_best_peer"] = peers.ratio(r["tgt_tokens_per_s"], PEER_KEY)
-    out = {"benchmark": "train", "data": args.data, "modes": results,
-           "peers": peers.summary(), "peers_tok_s": peers.figure(PEER_KEY)}
+    cpu = cpu_capability()
+    print(cpu_line(cpu), file=sys.stderr, flush=True)
+    runs = []
+    for rnd in range(max(1, args.rounds)):
+        for mode in args.modes:
+            for precision in abba(args.precisions, rnd):
+                r = _child(args, mode, precision)
+                r.update(round=rnd, precision_asked=precision,
+                         vs_best_peer=peers.ratio(r["tgt_tokens_per_s"], PEER_KEY))
+                runs.append(r)
+                _summary(r)
+    # Per mode: ratios of the wall-clock rate and of the rate per CPU-second of the process
+    # (the latter hardly moves with other jobs' load on a shared host).
+    ratios = {mode: {basis: round_ratios({(r["round"], r["precision_asked"]): r[key]
+                                          for r in runs if r["mode"] == mode}, args.precisions)
+                     for basis, key in (("wall", "tgt_tokens_per_s"),
+                                        ("cpu_time", "tgt_tokens_per_cpu_s"))}
+              for mode in args.modes} if len(args.precisions) > 1 else {}
+    out = {"benchmark": "train", "data": args.data, "cpu": cpu, "runs": runs,
+           "precision_ratios": ratios, "peers": peers.summary(),
+           "peers_tok_s": peers.figure(PEER_KEY)}
+    if len(runs) == len(args.modes):  # one precision, one round: each mode's own result
+        out["modes"] = {r["mode"]: r for r in runs}
     print(json.dumps(out, indent=2))
     print(f"{peers.line()}; peers' tgt tok/s: {out['peers_tok_s']}", file=sys.stderr)
-    for mode, r in results.items():
-        print(f"{mode:>13}: {r['tgt_tokens_per_s']:8,.0f} tgt tok/s "
-              f"({r['src_tokens_per_s']:,.0f} src) target {r['target_tok_s']:,.0f}; "
-              f"{_vs_peer(r['vs_best_peer'])}{r['achieved_gflops']:.1f} GFLOP/s = "
-              f"{r['ratio_to_peak']:.0%} of GEMM peak {r['gemm_peak_gflops']:.0f}"
-              f"{_during(r)}{_bound(r['gemm_bound'])}; "
-              f"{r['flops_per_tgt_token'] / 1e6:.1f} MFLOP/tgt tok; pad tgt "
-              f"{r['tgt_padding_fraction']:.1%} src {r['src_padding_fraction']:.1%}; "
-              f"peak RSS {r['peak_rss_mb']:,.0f} MB; load {r['load_average']}",
-              file=sys.stderr)
+    print(cpu_line(cpu), file=sys.stderr)
+    for mode, by_basis in ratios.items():
+        for basis, by_name in by_basis.items():
+            for name, r in by_name.items():
+                print(f"{mode:>13}: {name} tgt tok/s ({basis}) per round {r['per_round']}, "
+                      f"median {r['median']}", file=sys.stderr)
+
+
+def _child(args: argparse.Namespace, mode: str, precision: str) -> dict:
+    """One (mode, precision) measurement in its own process."""
+    with tempfile.TemporaryFile("w+") as err:
+        cmd = [sys.executable, __file__, "--child", mode, "--data", args.data,
+               "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--probe-every", str(args.probe_every),
+               "--roofline-batches", str(args.roofline_batches),
+               "--threads", str(args.threads), "--device", args.device,
+               "--precisions", precision, "--max-tokens", str(args.max_tokens),
+               "--run-root", args.run_root]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        if proc.returncode:
+            err.seek(0)
+            sys.exit(f"bench_train: mode {mode} ({precision}) failed:\n{err.read()[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _summary(r: dict) -> None:
+    print(f"{r['mode']:>13} {r['precision']:>8} (round {r['round']}): "
+          f"{r['tgt_tokens_per_s']:8,.0f} tgt tok/s ({r['src_tokens_per_s']:,.0f} src; "
+          f"{r['tgt_tokens_per_cpu_s']:,.0f} per CPU-s) target {r['target_tok_s']:,.0f}; "
+          f"{_vs_peer(r['vs_best_peer'])}{r['achieved_gflops']:.1f} GFLOP/s = "
+          f"{r['ratio_to_peak']:.0%} of fp32 GEMM peak {r['gemm_peak_gflops']:.0f}"
+          f"{_during(r)}{_bound(r['gemm_bound'])}; "
+          f"{r['flops_per_tgt_token'] / 1e6:.1f} MFLOP/tgt tok; pad tgt "
+          f"{r['tgt_padding_fraction']:.1%} src {r['src_padding_fraction']:.1%}; "
+          f"peak RSS {r['peak_rss_mb']:,.0f} MB; load {r['load_average']}",
+          file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

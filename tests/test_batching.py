@@ -91,6 +91,7 @@ def test_collate_layout(train_split: EncodedSplit):
         assert b.src[r, : len(x)].tolist() == x
         assert (b.src[r, len(x):] == PAD_ID).all()
         assert b.tgt_in[r, : len(y) + 1].tolist() == [BOS_ID, *y]
+        assert (b.tgt_in[r, len(y) + 1:] == PAD_ID).all()
         assert b.tgt_out[r, : len(y) + 1].tolist() == [*y, EOS_ID]
         assert (b.tgt_out[r, len(y) + 1:] == PAD_ID).all()
         assert b.src_lengths[r] == len(x) and b.tgt_lengths[r] == len(y) + 1

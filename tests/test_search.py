@@ -334,6 +334,9 @@ def test_row_topk_matches_torch_topk(vocab, n):
         cols = idx[row][finite[row]].tolist()
         assert len(cols) == len(set(cols))
     assert idx[3, 0].item() == vocab - 1
+    strided = x.t().contiguous().t()  # same values, column-major: not viewable as one row
+    assert all(torch.equal(a, b) for a, b in zip(_row_topk(strided, n), (values, idx),
+                                                  strict=True))
 
 
 def test_exhaustive_beam_on_a_tiny_vocabulary(src):

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from translate.batching import source_split
 from translate.checkpoint import load_checkpoint
 from translate.config import InferenceConfig
-from translate.decoding import decode_ids
+from translate.decoding import decode_ids, inference_batches
 from translate.shortlist import LexicalTable, RestrictedModel, Shortlist, build_lexical_table
-from translate.translator import Translator
+from translate.translator import PIECES_PER_SENTENCE, Translator
 
 # Five sentence pairs over source ids 4-7 and target ids 10-14 (think "Hund" 4 -> "dog" 10).
 SRC = [[4, 5], [4, 6], [4, 5], [7, 6], [7]]
@@ -145,3 +146,24 @@ def test_translator_switch_and_quantized_shortlist(trained_run, translator, src_
     out = int8.translate(texts, beam=3)
     assert {r.scores_over for r in out} == {"shortlist"} and all(r.text for r in out)
     assert Translator.load(trained_run, device="cpu", shortlist=False).lexicon is None
+
+
+def test_shortlist_sizes_are_the_batches_shortlists(trained_run, multi30k: Path) -> None:
+    """The public sizes are those of the shortlists of the batches translate() decodes
+    (length-sorted, at most batch_size sentences and batch_size * 20 source pieces)."""
+    tr = Translator.load(trained_run, device="cpu")
+    tr.config.inference.shortlist_k, tr.config.inference.shortlist_frequent = 3, 20
+    lines = multi30k.joinpath("test_2016_flickr.de").read_text(encoding="utf-8").splitlines()
+    texts = lines[:24]
+    src_ids = tr.tokenizer.encode_src(texts)
+    shortlist = _shortlist(tr, 3, 20)
+    for batch_size in (64, 8):
+        batches = inference_batches(source_split(src_ids), batch_size,
+                                    batch_size * PIECES_PER_SENTENCE)
+        sizes = tr.shortlist_sizes(texts, batch_size=batch_size)
+        assert sizes == [shortlist.select([src_ids[i] for i in rows]).numel()
+                         for rows in batches]
+        assert 0 < max(sizes) < tr.tokenizer.tgt_vocab_size
+    assert len(sizes) >= 3  # batch size 8: 24 sentences
+    assert tr.shortlist_sizes(texts, shortlist=False) == []
+    assert tr.shortlist_sizes(["", "  "]) == []  # nothing to decode

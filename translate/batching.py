@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 
 from translate.masks import lengths_to_mask
 
@@ -185,6 +184,14 @@ class Batch:
         )
 
 
+def _padded(rows: list[list[int]], pad_id: int) -> Tensor:
+    """``[len(rows), longest]`` int64, each row right-padded with ``pad_id``: one tensor made
+    from padded lists (a tensor per row and ``pad_sequence`` cost more per batch)."""
+    width = max(map(len, rows))
+    return torch.tensor([[*row, *[pad_id] * (width - len(row))] for row in rows],
+                        dtype=torch.long)
+
+
 def collate(
     split: EncodedSplit, indices: Sequence[int], pad_id: int, bos_id: int, eos_id: int
 ) -> Batch:
@@ -196,21 +203,9 @@ def collate(
     tgt_rows = [split.tgt_ids[i] for i in idx]
     src_lengths = torch.tensor([len(x) for x in src_rows], dtype=torch.long)
     tgt_lengths = torch.tensor([len(y) + 1 for y in tgt_rows], dtype=torch.long)
-    src = pad_sequence(
-        [torch.tensor(x, dtype=torch.long) for x in src_rows],
-        batch_first=True,
-        padding_value=pad_id,
-    )
-    tgt_in = pad_sequence(
-        [torch.tensor([bos_id, *y], dtype=torch.long) for y in tgt_rows],
-        batch_first=True,
-        padding_value=pad_id,
-    )
-    tgt_out = pad_sequence(
-        [torch.tensor([*y, eos_id], dtype=torch.long) for y in tgt_rows],
-        batch_first=True,
-        padding_value=pad_id,
-    )
+    src = _padded(src_rows, pad_id)
+    tgt_in = _padded([[bos_id, *y] for y in tgt_rows], pad_id)
+    tgt_out = _padded([[*y, eos_id] for y in tgt_rows], pad_id)
     domains = domain_mask = None
     if split.n_labels > 0:
         domains = torch.zeros(len(idx), split.n_labels, dtype=torch.float)

@@ -91,8 +91,8 @@ def _row_topk(x: Tensor, n: int, chunk: int = 100) -> tuple[Tensor, Tensor]:
     on the CPU. The columns are cut into chunks of ``chunk``; a row's ``n`` largest values
     all lie in its ``n`` chunks with the largest maxima (any value outside them is beaten by
     the ``n`` chunk maxima), so one vectorised max per chunk, a small top-k over the chunk
-    maxima and a top-k over ``n * chunk`` gathered candidates give the same values. Columns
-    past the last whole chunk are always candidates. Exact ties may pick a different
+    maxima and a top-k over the ``n * chunk`` values of those chunks give the same values.
+    Columns past the last whole chunk are always candidates. Exact ties may pick a different
     (equally scored) index than ``torch.topk``; both searches use this one function.
     """
     rows, vocab = x.shape
@@ -102,7 +102,16 @@ def _row_topk(x: Tensor, n: int, chunk: int = 100) -> tuple[Tensor, Tensor]:
     whole = n_chunks * chunk
     blocks = x[:, :whole].view(rows, n_chunks, chunk)
     top_chunks = blocks.amax(dim=2).topk(n, dim=1).indices  # [R, n]
-    cand = blocks.gather(1, top_chunks.unsqueeze(2).expand(-1, -1, chunk)).view(rows, n * chunk)
+    if n == 1:  # one chunk per row: the gather is as cheap as anything
+        cand = blocks.gather(1, top_chunks.unsqueeze(2).expand(-1, -1, chunk)).view(rows, chunk)
+    else:
+        # The chosen chunks are copied as rows of a view whose row i holds the ``chunk``
+        # values from flat position i on: one contiguous copy per chunk, where a gather over
+        # the blocks would read an index per element.
+        starts = top_chunks * chunk + torch.arange(0, rows * vocab, vocab,
+                                                   device=x.device).unsqueeze(1)
+        windows = x.reshape(-1).unfold(0, chunk, 1)
+        cand = windows.index_select(0, starts.view(-1)).view(rows, n * chunk)
     if whole < vocab:
         cand = torch.cat([cand, x[:, whole:]], dim=1)
     values, pos = cand.topk(n, dim=1)

@@ -34,10 +34,11 @@ import torch
 from torch import nn
 
 from translate import config as config_mod
+from translate.batching import source_split
 from translate.checkpoint import CheckpointError, load_checkpoint
 from translate.conditioning import choose
 from translate.config import Config, ConfigError, InferenceConfig
-from translate.decoding import decode_ids
+from translate.decoding import decode_ids, inference_batches
 from translate.model import build_model
 from translate.rundir import RunDir
 from translate.runtime import resolve_device, resolve_precision
@@ -284,6 +285,45 @@ class Translator:
                 tok.bos_id, tok.eos_id, tok.unk_id, tok.pad_id))
         return self._shortlists[key]
 
+    def shortlist_sizes(self, texts: Sequence[str], batch_size: int | None = None,
+                        shortlist: bool | None = None) -> list[int]:
+        """How many target pieces the shortlist holds for each batch that
+        ``translate(texts, batch_size=..., shortlist=...)`` decodes, in decoding order; empty
+        when it decodes over the whole vocabulary. For benchmarks and for tuning the run's
+        ``shortlist_k`` / ``shortlist_frequent``: nothing is decoded."""
+        opts = self.options(batch_size=batch_size, shortlist=shortlist)
+        restrict = self._shortlist(opts)
+        if restrict is None:
+            return []
+        segments, _ = self._segments(texts, lambda i, msg: None)
+        if not segments:
+            return []
+        batches = inference_batches(source_split(segments), opts.batch_size,
+                                    opts.batch_size * PIECES_PER_SENTENCE)
+        return [restrict.select([segments[i] for i in rows]).numel() for rows in batches]
+
+    def _segments(self, texts: Sequence[str], warn: Callable[[int, str], None]
+                  ) -> tuple[list[list[int]], list[tuple[int, int]]]:
+        """The model inputs for ``texts``, and per non-empty text (its index, how many
+        inputs it became); ``warn(index, message)`` for each text split to fit the model."""
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        encoded = self.tokenizer.encode_src([texts[i].strip() for i in todo])
+        segments: list[list[int]] = []
+        owners: list[tuple[int, int]] = []
+        for i, ids in zip(todo, encoded, strict=True):
+            if not ids:
+                continue
+            if len(ids) <= self.max_tokens:
+                parts = [ids]
+            else:
+                parts = split_long(texts[i].strip(), self.tokenizer.encode_src, self.max_tokens)
+                warn(i, f"input of {len(ids)} pieces exceeds the model's limit of "
+                        f"{self.max_tokens} (tokenizer.max_tokens); translated in "
+                        f"{len(parts)} parts split at sentence/word boundaries")
+            segments.extend(parts)
+            owners.append((i, len(parts)))
+        return segments, owners
+
     # ------------------------------------------------------------------ translate
 
     def translate(self, texts: Sequence[str], beam: int | None = None,
@@ -318,25 +358,13 @@ class Translator:
         over = "vocabulary" if restrict is None else "shortlist"
         results = [Translation(text="", score=None, scores_over=over,
                                conditioned_by=choice.mode if choice else None) for _ in texts]
-        todo = [i for i, t in enumerate(texts) if t.strip()]
-        encoded = self.tokenizer.encode_src([texts[i].strip() for i in todo])
-        segments: list[list[int]] = []  # model inputs
-        owners: list[tuple[int, int]] = []  # (text index, number of segments)
-        for i, ids in zip(todo, encoded, strict=True):
-            if not ids:
-                continue
-            if len(ids) <= self.max_tokens:
-                parts = [ids]
-            else:
-                parts = split_long(texts[i].strip(), self.tokenizer.encode_src, self.max_tokens)
-                msg = (f"input of {len(ids)} pieces exceeds the model's limit of "
-                       f"{self.max_tokens} (tokenizer.max_tokens); translated in "
-                       f"{len(parts)} parts split at sentence/word boundaries")
-                results[i].warnings.append(msg)
-                if on_warning is not None:
-                    on_warning(i, msg)
-            segments.extend(parts)
-            owners.append((i, len(parts)))
+
+        def warn(i: int, msg: str) -> None:
+            results[i].warnings.append(msg)
+            if on_warning is not None:
+                on_warning(i, msg)
+
+        segments, owners = self._segments(texts, warn)
         if not segments:
             return results
         with torch.inference_mode():
