@@ -210,6 +210,7 @@ class LoggingConfig:
     entity: str | None = None
     run_name: str | None = None
     log_every: int = 100
+    attention_samples: int = 3  # validation sentences whose attention is logged (0: none)
 
 
 @dataclass
@@ -280,6 +281,8 @@ def validate(cfg: Config) -> Config:
     _check(tr.max_nonfinite >= 1, "training.max_nonfinite", "at least 1", tr.max_nonfinite)
     _check(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "training.max_steps",
            "a limit: one of max_steps, max_epochs, max_minutes must be positive", tr.max_steps)
+    _check(cfg.logging.attention_samples >= 0, "logging.attention_samples",
+           "an integer >= 0 (0 = off)", cfg.logging.attention_samples)
     validate_inference(inf)
     return cfg
 

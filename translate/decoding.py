@@ -49,7 +49,8 @@ def inference_batches(split: EncodedSplit, batch_size: int, max_tokens: int = 0)
 def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: InferenceConfig,
                *, special: dict[str, int], device: torch.device,
                dtype: torch.dtype = torch.float32, greedy: bool = False,
-               max_tokens: int = 0, shortlist: Shortlist | None = None) -> Decoded:
+               max_tokens: int = 0, shortlist: Shortlist | None = None,
+               attention: bool = False) -> Decoded:
     """Translate already-encoded sentences, in input order.
 
     Batches are :func:`inference_batches` collated by :func:`translate.batching.collate`, so
@@ -66,6 +67,9 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
 
     ``shortlist``: search each batch over its vocabulary shortlist only
     (:mod:`translate.shortlist`); scores are then log-probabilities over the shortlist.
+
+    ``attention``: fill every hypothesis' :attr:`~translate.search.Hypothesis.attention`
+    (off by default: the search then keeps no attention at all).
     """
     results: list[list[Hypothesis] | None] = [None] * len(src_ids)
     probs: torch.Tensor | None = None
@@ -81,11 +85,12 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
         with torch.inference_mode(), autocast(device, dtype):
             enc = model.encode(batch.src, batch.src_lengths, batch.src_mask)
             if shortlist is None:
-                hyps = _search(model, batch.src, batch.src_lengths, enc, opts, special, greedy)
+                hyps = _search(model, batch.src, batch.src_lengths, enc, opts, special, greedy,
+                               attention)
             else:
                 view = shortlist.restrict(model, [split.src_ids[i] for i in rows], device)
                 hyps = view.to_vocab(_search(view, batch.src, batch.src_lengths, enc, opts,
-                                             view.special(special), greedy))
+                                             view.special(special), greedy, attention))
             tag_logits = model.tag(enc)
         tag = None if tag_logits is None else torch.sigmoid(tag_logits.float()).cpu()
         return hyps, tag
@@ -109,9 +114,9 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
 
 
 def _search(model, src, src_lengths, enc, opts: InferenceConfig, special: dict[str, int],
-            greedy: bool) -> list[list[Hypothesis]]:
+            greedy: bool, attention: bool = False) -> list[list[Hypothesis]]:
     common = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
-                  enc=enc, **special)
+                  enc=enc, attention=attention, **special)
     if greedy or (opts.beam_size == 1 and opts.no_repeat_ngram == 0):
         return greedy_search(model, src, src_lengths, alpha=opts.alpha, **common)
     return beam_search(model, src, src_lengths, beam_size=opts.beam_size, n_best=opts.n_best,

@@ -356,6 +356,27 @@ class Tracker:
 
         self._wandb("log_samples", send)
 
+    # images (attention heatmaps) ------------------------------------------------
+    @property
+    def active(self) -> bool:
+        """Whether W&B is logging (work done only for W&B can be skipped otherwise)."""
+        return self.run is not None
+
+    def log_images(self, key: str, images: list, step: int, captions: list[str]) -> None:
+        """PIL images under ``key`` at ``step``, one caption each; W&B only (a picture has
+        no place in ``metrics.jsonl``)."""
+        if not images or self.run is None:
+            return
+
+        def send() -> None:
+            import wandb
+
+            pictures = [wandb.Image(image, caption=caption)
+                        for image, caption in zip(images, captions, strict=True)]
+            self.run.log({key: pictures}, step=int(step))
+
+        self._wandb("log_images", send)
+
     def summary(self, metrics: dict) -> None:
         """Final scores (e.g. test BLEU): W&B run summary and ``summary.json``."""
         values = {str(k): _plain(v) for k, v in metrics.items()}

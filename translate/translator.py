@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from translate import config as config_mod
+from translate.attention_view import AttentionView, attach_attention
 from translate.checkpoint import CheckpointError, load_checkpoint
 from translate.config import Config, ConfigError, InferenceConfig
 from translate.decoding import decode_ids
@@ -76,6 +77,8 @@ class Translation:
     threshold tuned on validation; ``domain_probs`` holds every label's probability.
     ``warnings`` says when the input had to be split into pieces. ``scores_over`` says what
     the scores are log-probabilities over: ``vocabulary`` or the batch's ``shortlist``.
+    ``attention`` / ``nbest_attention`` (parallel to ``nbest``): only with
+    ``translate(..., attention=True)`` (:class:`~translate.attention_view.AttentionView`).
     """
 
     text: str
@@ -85,6 +88,8 @@ class Translation:
     domain_probs: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     scores_over: str = "vocabulary"
+    attention: AttentionView | None = None
+    nbest_attention: list[AttentionView] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- long inputs
@@ -332,11 +337,12 @@ class Translator:
                   min_len: int | None = None, no_repeat_ngram: int | None = None,
                   batch_size: int | None = None, workers: int | None = None,
                   on_warning: Callable[[int, str], None] | None = None,
-                  shortlist: bool | None = None) -> list[Translation]:
+                  shortlist: bool | None = None, attention: bool = False) -> list[Translation]:
         """Translate ``texts``; options default to the run's ``inference`` config.
 
         ``shortlist``: True/False turns the vocabulary shortlist on/off for this call (on
         needs a run with ``shortlist.pt``; without one, the whole vocabulary is used).
+        ``attention``: fill each result's ``attention`` (output x source pieces).
 
         ``on_warning(index, message)`` is called (besides ``Translation.warnings``) for each
         input that had to be split, with its 0-based index in ``texts``.
@@ -375,7 +381,7 @@ class Translator:
             decoded = decode_ids(self.model, segments, opts, special=self.special,
                                  device=self.device, dtype=self.dtype,
                                  max_tokens=opts.batch_size * PIECES_PER_SENTENCE,
-                                 shortlist=restrict)
+                                 shortlist=restrict, attention=attention)
         flat = [h for hyps in decoded.hypotheses for h in hyps]
         texts_out = iter(self.tokenizer.decode_tgt([h.tokens for h in flat]))
         nbests = [[(next(texts_out), float(h.score)) for h in hyps]
@@ -399,4 +405,7 @@ class Translator:
                 res.domains = {label: p for label, p, th in
                                zip(self.labels, row, self.thresholds, strict=True) if p >= th}
             start += count
+        if attention:
+            attach_attention(results, owners, decoded.hypotheses, segments, self.tokenizer,
+                             opts.n_best)
         return results
