@@ -291,8 +291,8 @@ def test_bf16_search_computes_log_probs_in_fp32(bf16_translator, german, monkeyp
     seen = []
     real = search._log_probs
 
-    def spy(model, prev, state, enc):
-        lprobs, new_state = real(model, prev, state, enc)
+    def spy(model, prev, state, enc, *rest):
+        lprobs, new_state = real(model, prev, state, enc, *rest)
         seen.append((lprobs.dtype, new_state.h.dtype))
         return lprobs, new_state
 

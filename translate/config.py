@@ -247,6 +247,7 @@ class LoggingConfig:
     log_every: int = 100
     artifacts: bool = True  # the best weights, tokenizer, labels and config as a W&B artifact
     test_sentences: int = 10  # the test set's N worst and N best sentences by chrF (0: none)
+    attention_samples: int = 3  # validation sentences whose attention is logged (0: none)
 
 
 @dataclass
@@ -326,6 +327,8 @@ def validate(cfg: Config) -> Config:
            cfg.logging.log_every)
     _check(cfg.logging.test_sentences >= 0, "logging.test_sentences", "an integer >= 0 (0 = off)",
            cfg.logging.test_sentences)
+    _check(cfg.logging.attention_samples >= 0, "logging.attention_samples",
+           "an integer >= 0 (0 = off)", cfg.logging.attention_samples)
     validate_inference(inf)
     return cfg
 

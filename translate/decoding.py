@@ -53,7 +53,8 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
                *, special: dict[str, int], device: torch.device,
                dtype: torch.dtype = torch.float32, greedy: bool = False,
                max_tokens: int = 0, shortlist: Shortlist | None = None,
-               domains: DomainChoice | None = None) -> Decoded:
+               domains: DomainChoice | None = None,
+               attention: bool = False) -> Decoded:
     """Translate already-encoded sentences, in input order.
 
     Batches are :func:`inference_batches` collated by :func:`translate.batching.collate`, so
@@ -74,6 +75,8 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
     ``domains``: how a domain-conditioned model is told each sentence's domain
     (:class:`~translate.conditioning.DomainChoice`; None: the tagger's prediction at
     threshold 0.5). Ignored by a model without conditioning.
+    ``attention``: fill every hypothesis' :attr:`~translate.search.Hypothesis.attention`
+    (off by default: the search then keeps no attention at all).
     """
     conditioned = bool(getattr(model, "conditioned", False))
     choice = domains or DomainChoice.predicted()
@@ -98,11 +101,12 @@ def decode_ids(model: torch.nn.Module, src_ids: Sequence[Sequence[int]], opts: I
                 mix = choice.weights(rows, tag, model.n_labels)
                 enc = model.condition(enc, mix.to(device))
             if shortlist is None:
-                hyps = _search(model, batch.src, batch.src_lengths, enc, opts, special, greedy)
+                hyps = _search(model, batch.src, batch.src_lengths, enc, opts, special, greedy,
+                               attention)
             else:
                 view = shortlist.restrict(model, [split.src_ids[i] for i in rows], device)
                 hyps = view.to_vocab(_search(view, batch.src, batch.src_lengths, enc, opts,
-                                             view.special(special), greedy))
+                                             view.special(special), greedy, attention))
         return hyps, tag, mix
 
     workers = min(opts.workers, len(batches)) if device.type == "cpu" else 1
@@ -134,9 +138,9 @@ def _scatter(into: torch.Tensor | None, rows: list[int], values: torch.Tensor | 
 
 
 def _search(model, src, src_lengths, enc, opts: InferenceConfig, special: dict[str, int],
-            greedy: bool) -> list[list[Hypothesis]]:
+            greedy: bool, attention: bool = False) -> list[list[Hypothesis]]:
     common = dict(max_len_a=opts.max_len_a, max_len_b=opts.max_len_b, min_len=opts.min_len,
-                  enc=enc, **special)
+                  enc=enc, attention=attention, **special)
     if greedy or (opts.beam_size == 1 and opts.no_repeat_ngram == 0):
         return greedy_search(model, src, src_lengths, alpha=opts.alpha, **common)
     return beam_search(model, src, src_lengths, beam_size=opts.beam_size, n_best=opts.n_best,

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "jsonl"), default="text",
                    help="text: one translation per line; jsonl: one JSON object per line with "
                         "score, n-best list, domain tags and probabilities")
+    p.add_argument("--attention", action="store_true",
+                   help="add each output's attention matrix over the source pieces (jsonl)")
     p.add_argument("--checkpoint", default="auto",
                    help="auto (default: averaged if kept, else best), best, last, averaged, "
                         "or a path to a .pt file")
@@ -224,6 +226,10 @@ def format_line(result, fmt: str, n_best: int) -> str:
                  "scores_over": result.scores_over}
     if n_best > 1:
         obj["nbest"] = [{"translation": t, "score": s} for t, s in result.nbest]
+    if result.attention is not None:
+        from translate.attention_view import add_attention_json
+
+        add_attention_json(obj, result)
     obj["domains"] = result.domains
     obj["domain_probs"] = result.domain_probs
     if result.conditioned_by is not None:
@@ -287,6 +293,8 @@ def _run(argv: list[str] | None) -> int:
 
     set_threads(args.threads)
     refs = ref_domains = None
+    if args.attention and args.format != "jsonl":
+        raise ConfigError("--attention needs --format jsonl (text output has no room for it)")
     if args.reference_domains and not args.reference:
         raise ConfigError("--reference-domains needs --reference")
     if args.wandb and not args.reference:
@@ -354,7 +362,8 @@ def _run(argv: list[str] | None) -> int:
             def on_warning(i: int, msg: str, start: int = done) -> None:
                 _warn(f"line {start + i + 1}: {msg}")
 
-            results = translator.translate(lines, on_warning=on_warning, **opts)
+            results = translator.translate(lines, on_warning=on_warning,
+                                           attention=args.attention, **opts)
             write("".join(format_line(r, args.format, resolved.n_best) + "\n"
                           for r in results))
             if hyps is not None:

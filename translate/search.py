@@ -21,6 +21,11 @@ Design points (each one fixes a known failure of naive decoders):
   under the length penalty (log-probs only decrease, so that bound is exact).
 * Per step there is one host/device synchronisation (deciding which sentences are done); all
   bookkeeping of finished hypotheses lives in device tensors and is read back once at the end.
+* Attention (``attention=True`` only; the default search keeps none): greedy writes each
+  step's weights into its sentence's row; beam search keeps every step's weights and the
+  back-pointers (which row of the previous step each row continues) and, at the end, walks
+  each chosen hypothesis back from the row that produced its eos, so a hypothesis gets the
+  attention of its own history, never that of the beam that later took its slot.
 """
 
 from __future__ import annotations
@@ -31,6 +36,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from translate.search_ops import (
+    backtrack_attention,
+    block_repeated_ngrams,
+    hypothesis_attention,
+    row_topk,
+)
+
 __all__ = ["Hypothesis", "beam_search", "greedy_search", "length_penalty"]
 
 
@@ -40,12 +52,16 @@ class Hypothesis:
 
     ``tokens`` has no bos/eos; ``score`` is the length-normalised log-prob used for ranking;
     ``log_prob`` is the raw sum of token log-probs (including the eos token).
+    ``attention`` (only when the search was asked for it): float32 on the CPU,
+    ``[len(tokens) + 1, src_len]``: row ``t`` is the attention over the source pieces (no
+    padding; the source has no eos) when output ``t`` was chosen, the last row the step that
+    chose eos. Each row sums to 1.
     """
 
     tokens: list[int]
     score: float
     log_prob: float
-    attention: None = None
+    attention: Tensor | None = None
 
 
 def length_penalty(length: int | float | Tensor, alpha: float) -> float | Tensor:
@@ -84,60 +100,6 @@ def _apply_length_rules(
     lprobs[:, eos_id] = torch.where(forced.squeeze(1), eos_lp, lprobs[:, eos_id])
 
 
-def _row_topk(x: Tensor, n: int, chunk: int = 100) -> tuple[Tensor, Tensor]:
-    """``x.topk(n, dim=1)`` (values descending, with their column indices), computed faster.
-
-    ``torch.topk`` over a ``[R, V]`` vocabulary row costs several times a plain max-reduction
-    on the CPU. The columns are cut into chunks of ``chunk``; a row's ``n`` largest values
-    all lie in its ``n`` chunks with the largest maxima (any value outside them is beaten by
-    the ``n`` chunk maxima), so one vectorised max per chunk, a small top-k over the chunk
-    maxima and a top-k over the ``n * chunk`` values of those chunks give the same values.
-    Columns past the last whole chunk are always candidates. Exact ties may pick a different
-    (equally scored) index than ``torch.topk``; both searches use this one function.
-    """
-    rows, vocab = x.shape
-    n_chunks = vocab // chunk
-    if x.device.type != "cpu" or n >= n_chunks or rows == 0:
-        return x.topk(n, dim=1)
-    whole = n_chunks * chunk
-    blocks = x[:, :whole].view(rows, n_chunks, chunk)
-    top_chunks = blocks.amax(dim=2).topk(n, dim=1).indices  # [R, n]
-    if n == 1:  # one chunk per row: the gather is as cheap as anything
-        cand = blocks.gather(1, top_chunks.unsqueeze(2).expand(-1, -1, chunk)).view(rows, chunk)
-    else:
-        # The chosen chunks are copied as rows of a view whose row i holds the ``chunk``
-        # values from flat position i on: one contiguous copy per chunk, where a gather over
-        # the blocks would read an index per element.
-        starts = top_chunks * chunk + torch.arange(0, rows * vocab, vocab,
-                                                   device=x.device).unsqueeze(1)
-        windows = x.reshape(-1).unfold(0, chunk, 1)
-        cand = windows.index_select(0, starts.view(-1)).view(rows, n * chunk)
-    if whole < vocab:
-        cand = torch.cat([cand, x[:, whole:]], dim=1)
-    values, pos = cand.topk(n, dim=1)
-    in_chunk = pos < n * chunk
-    col = top_chunks.gather(1, (pos // chunk).clamp(max=n - 1)) * chunk + pos % chunk
-    return values, torch.where(in_chunk, col, pos - n * chunk + whole)
-
-
-def _block_repeated_ngrams(lprobs: Tensor, history: Tensor, n: int, pad_id: int) -> None:
-    """Ban every token that would complete an n-gram already present in ``history``.
-
-    ``history`` is [R, t] generated tokens (no bos). Vectorised over rows: compare the last
-    ``n - 1`` tokens against every earlier (n-1)-prefix and scatter ``-inf`` onto the tokens
-    that followed a match. Non-matches scatter onto ``pad_id``, which is banned anyway, so
-    duplicate indices all write the same value and the result is deterministic.
-    """
-    t = history.size(1)
-    if n <= 0 or t < n:
-        return
-    grams = history.unfold(1, n, 1)  # [R, t - n + 1, n]
-    prefix = history[:, t - n + 1 :]  # [R, n - 1]
-    match = (grams[:, :, :-1] == prefix.unsqueeze(1)).all(-1)  # [R, t - n + 1]
-    banned = torch.where(match, grams[:, :, -1], torch.full_like(grams[:, :, -1], pad_id))
-    lprobs.scatter_(1, banned, -math.inf)
-
-
 def _start(model: nn.Module, src: Tensor, src_lengths: Tensor, enc, max_len_a: float,
            max_len_b: float) -> tuple[object, object, list[int], int]:
     """Encoder output (computed unless given), initial decoder state and length limits."""
@@ -147,8 +109,12 @@ def _start(model: nn.Module, src: Tensor, src_lengths: Tensor, enc, max_len_a: f
     return enc, model.init_decoder_state(enc), max_lens, max(max_lens) + 1
 
 
-def _log_probs(model: nn.Module, prev: Tensor, state, enc) -> tuple[Tensor, object]:
+def _log_probs(model: nn.Module, prev: Tensor, state, enc,
+               attn_out: list[Tensor] | None = None) -> tuple[Tensor, object]:
     """Float32 log-probs ``[N, V]`` of the next token and the new decoder state.
+
+    ``attn_out``: when given, the step's attention ``[N, S]`` (float32) is appended to it
+    (the model computes it anyway; search keeps it only when asked).
 
     On CPU the log-softmax overwrites the logits (a fresh tensor from the generator): no
     second ``[N, V]`` matrix, and the fastest way to normalise there (faster than into a new
@@ -156,7 +122,9 @@ def _log_probs(model: nn.Module, prev: Tensor, state, enc) -> tuple[Tensor, obje
     element before writing it, so the result is bit-identical to the out-of-place one (a test
     checks that); other devices keep the out-of-place call.
     """
-    logits, state, _ = model.decode_step(prev, state, enc)
+    logits, state, weights = model.decode_step(prev, state, enc)
+    if attn_out is not None:
+        attn_out.append(weights.float())
     logits = logits.float()
     if logits.device.type == "cpu":
         return torch.log_softmax(logits, dim=-1, out=logits), state
@@ -182,14 +150,15 @@ class EvalMode:
 def greedy_search(
     model: nn.Module, src: Tensor, src_lengths: Tensor, *, bos_id: int, eos_id: int,
     pad_id: int, max_len_a: float, max_len_b: float, min_len: int = 1, alpha: float = 0.6,
-    enc=None,
+    enc=None, attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """Greedy decoding; returns one :class:`Hypothesis` per sentence (as a 1-element list).
 
     ``score`` is normalised with the same GNMT penalty as beam search (``alpha`` defaults to
     InferenceConfig's 0.6) so greedy and beam scores are comparable; ``alpha`` does not
     change the tokens. ``enc``: the batch's encoder output when the caller already has it
-    (e.g. to tag domains too), so the encoder does not run twice.
+    (e.g. to tag domains too), so the encoder does not run twice. ``attention``: fill
+    :attr:`Hypothesis.attention`.
     """
     with torch.inference_mode(), EvalMode(model):
         device = src.device
@@ -202,6 +171,9 @@ def greedy_search(
         out_tokens = torch.full((batch, n_steps), pad_id, dtype=torch.long, device=device)
         out_lp = torch.zeros(batch, dtype=torch.float32, device=device)
         out_len = torch.zeros(batch, dtype=torch.long, device=device)  # tokens without eos
+        out_attn = (torch.zeros((batch, n_steps, src.size(1)), dtype=torch.float32,
+                                device=device) if attention else None)
+        step_attn: list[Tensor] | None = [] if attention else None
 
         active = torch.arange(batch, device=device)  # original sentence index of each row
         max_lens = torch.tensor(max_lens_list, dtype=torch.long, device=device)
@@ -210,11 +182,13 @@ def greedy_search(
         running_lp = torch.zeros(batch, dtype=torch.float32, device=device)
 
         for step in range(n_steps):
-            lprobs, state = _log_probs(model, prev, state, enc)
+            lprobs, state = _log_probs(model, prev, state, enc, step_attn)
+            if out_attn is not None:
+                out_attn[active, step] = step_attn.pop()
             _mask_specials(lprobs, bos_id=bos_id, pad_id=pad_id)
             forcing = max_lens if step >= min(limits) else None
             _apply_length_rules(lprobs, step, forcing, eos_id=eos_id, min_len=min_len)
-            best_lp, nxt = _row_topk(lprobs, 1)  # same op as beam search's first stage
+            best_lp, nxt = row_topk(lprobs, 1)  # same op as beam search's first stage
             best_lp, nxt = best_lp.squeeze(1), nxt.squeeze(1)
             running_lp = running_lp + best_lp
             out_tokens[active, step] = nxt
@@ -236,8 +210,12 @@ def greedy_search(
             state = state.index_select(keep)
 
         tokens, lps, lens = out_tokens.tolist(), out_lp.tolist(), out_len.tolist()
+        attn = None if out_attn is None else out_attn.cpu()
+    src_lens = src_lengths.tolist()
     return [
-        [Hypothesis(tokens[i][: lens[i]], lps[i] / length_penalty(lens[i] + 1, alpha), lps[i])]
+        [Hypothesis(tokens[i][: lens[i]], lps[i] / length_penalty(lens[i] + 1, alpha), lps[i],
+                    None if attn is None else
+                    hypothesis_attention(attn, i, lens[i] + 1, src_lens[i]))]
         for i in range(batch)
     ]
 
@@ -248,12 +226,12 @@ def greedy_search(
 def beam_search(
     model: nn.Module, src: Tensor, src_lengths: Tensor, *, beam_size: int, n_best: int,
     alpha: float, max_len_a: float, max_len_b: float, min_len: int, no_repeat_ngram: int,
-    bos_id: int, eos_id: int, pad_id: int, enc=None,
+    bos_id: int, eos_id: int, pad_id: int, enc=None, attention: bool = False,
 ) -> list[list[Hypothesis]]:
     """Beam search; per sentence up to ``n_best`` hypotheses, best (highest score) first.
 
     ``no_repeat_ngram`` is the n-gram size that may not occur twice in an output (0 = off);
-    ``enc`` as in :func:`greedy_search`.
+    ``enc`` and ``attention`` as in :func:`greedy_search`.
     """
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
@@ -275,6 +253,11 @@ def beam_search(
         fin_raw = torch.full((batch, cap + 1), -math.inf, dtype=torch.float32, device=device)
         fin_len = torch.zeros((batch, cap + 1), dtype=torch.long, device=device)
         fin_count = torch.zeros(batch, dtype=torch.long, device=device)
+        # With attention: per step the weights of its rows, and its rows' back-pointers.
+        step_attn: list[Tensor] | None = [] if attention else None
+        if attention:
+            parents: list[Tensor] = []
+            fin_row = torch.zeros((batch, cap + 1), dtype=torch.long, device=device)
 
         sent = torch.arange(batch, device=device)  # original index of each active sentence
         max_lens = torch.tensor(max_lens_list, dtype=torch.long, device=device)
@@ -292,12 +275,12 @@ def beam_search(
 
         for step in range(n_steps):
             n_act = sent.size(0)
-            lprobs, state = _log_probs(model, prev, state, enc)
+            lprobs, state = _log_probs(model, prev, state, enc, step_attn)
             _mask_specials(lprobs, bos_id=bos_id, pad_id=pad_id)
             forcing = max_lens.repeat_interleave(width) if step >= min(limits) else None
             _apply_length_rules(lprobs, step, forcing, eos_id=eos_id, min_len=min_len)
             if no_repeat_ngram > 0:
-                _block_repeated_ngrams(lprobs, history, no_repeat_ngram, pad_id)
+                block_repeated_ngrams(lprobs, history, no_repeat_ngram, pad_id)
 
             # Two stages: the best 2k tokens of each beam by log-prob alone, then a *stable*
             # sort of the k * 2k sums. The overall top 2k is always among them, and within a
@@ -305,7 +288,7 @@ def beam_search(
             # beam score can round near-ties together, so beam 1 picks exactly what greedy's
             # topk picks. It also sorts k * 2k values instead of k * V.
             per_beam = min(2 * k, lprobs.size(1))
-            tok_lp, tok_idx = _row_topk(lprobs, per_beam)  # [n_act * width, per_beam]
+            tok_lp, tok_idx = row_topk(lprobs, per_beam)  # [n_act * width, per_beam]
             if width * per_beam < 2 * k:
                 # First step with a vocabulary smaller than 2k: pad with dead (-inf)
                 # candidates, the ones k - 1 dead copies of the start beam would offer.
@@ -330,6 +313,8 @@ def beam_search(
             fin_norm[rows, slot] = cand_scores[:, :k] / length_penalty(step + 1, alpha)
             fin_raw[rows, slot] = cand_scores[:, :k]
             fin_len[rows, slot] = step
+            if attention:
+                fin_row[rows, slot] = row_base + cand_beam[:, :k]
             if step > 0:
                 src_rows = row_base + cand_beam[:, :k]
                 fin_tokens[rows, slot, :step] = history[src_rows.view(-1)].view(n_act, k, step)
@@ -372,6 +357,8 @@ def beam_search(
                 enc = enc.index_select(keep)  # one row per sentence: beams share its keys
             width = k
             parent = parent.view(-1)
+            if attention:
+                parents.append(parent)
             state = state.index_select(parent)
             history = torch.cat([history[parent], next_tok.view(-1, 1)], dim=1)
             prev = next_tok.view(-1)
@@ -381,16 +368,24 @@ def beam_search(
         top_raw = fin_raw.gather(1, order).tolist()
         top_len = fin_len.gather(1, order).tolist()
         top_tok = fin_tokens.gather(1, order.unsqueeze(2).expand(-1, -1, n_steps)).tolist()
+        attn = None
+        if attention:
+            attn = backtrack_attention(step_attn, parents, fin_row.gather(1, order).view(-1),
+                              fin_len.gather(1, order).view(-1)).cpu()
+    src_lens = src_lengths.tolist()
 
     results: list[list[Hypothesis]] = []
     for i in range(batch):
         hyps = [
-            Hypothesis(top_tok[i][j][: top_len[i][j]], top_norm[i][j], top_raw[i][j])
+            Hypothesis(top_tok[i][j][: top_len[i][j]], top_norm[i][j], top_raw[i][j],
+                       None if attn is None else
+                       hypothesis_attention(attn, i * n_best + j, top_len[i][j] + 1, src_lens[i]))
             for j in range(n_best)
             if math.isfinite(top_norm[i][j])
         ]
         # Only reachable when every continuation was banned (e.g. n-gram blocking on a tiny
         # vocabulary): return an empty output rather than nothing.
-        results.append(hyps or [Hypothesis([], -math.inf, -math.inf)])
+        empty = None if attn is None else torch.zeros(0, src_lens[i])
+        results.append(hyps or [Hypothesis([], -math.inf, -math.inf, empty)])
     return results
 

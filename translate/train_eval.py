@@ -9,6 +9,7 @@ It uses the trainer's attributes (``cfg``, ``model``, ``data``, ``run``, ``progr
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 
@@ -69,6 +70,7 @@ class EvaluationMixin:
         if result.domain_probs is not None:
             self.tracker.log_tagging(result.domain_probs, result.domain_targets,
                                      self.data.labels, p.step)
+        self._log_attention()
         say(f"step {p.step}: valid loss {result.metrics['loss']:.3f} "
                    f"ppl {result.metrics['ppl']:.1f} BLEU {result.metrics['bleu']:.2f} "
                    f"chrF {result.metrics['chrf']:.2f}" + (" *" if better else ""))
@@ -81,6 +83,29 @@ class EvaluationMixin:
                        f"  hyp: {sample['hypothesis']}")
         self.save_last()
         return bool(tr.patience) and p.bad_validations >= tr.patience
+
+    def _log_attention(self) -> None:
+        """Heatmaps of the greedy output's attention for the first
+        ``logging.attention_samples`` validation sentences (the same ones every time, so
+        that they can be followed across training); decoded only when W&B is logging."""
+        n = self.cfg.logging.attention_samples
+        if not n or not self.tracker.active:
+            return
+        if importlib.util.find_spec("PIL") is None:
+            log.warning("attention heatmaps need pillow (pip install pillow); not logged")
+            return
+        from translate.attention_view import validation_heatmaps
+
+        try:
+            images, captions = validation_heatmaps(
+                self.model, self.data.splits["valid"].src_ids[:n], self.data.tokenizer,
+                self.cfg.inference, self.device, self.dtype, self.progress.step)
+        except Exception as err:  # a dashboard picture must never end a long training
+            log.warning("attention heatmaps failed (%s: %s); switched off for this run",
+                        type(err).__name__, err)
+            self.cfg.logging.attention_samples = 0
+            return
+        self.tracker.log_images("valid/attention", images, self.progress.step, captions)
 
     def _improves(self, metric: float) -> bool:
         best = self.progress.best

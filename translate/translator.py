@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +33,24 @@ import torch
 from torch import nn
 
 from translate import config as config_mod
+from translate.attention_view import AttentionView, attach_attention
 from translate.batching import source_split
-from translate.checkpoint import CheckpointError, load_checkpoint
+from translate.checkpoint import load_checkpoint
 from translate.conditioning import choose
 from translate.config import Config, ConfigError, InferenceConfig
 from translate.decoding import decode_ids, inference_batches
 from translate.model import build_model
+from translate.run_loading import (
+    TranslatorError,
+    checkpoint_path,
+    inference_precision,
+    label_thresholds,
+    quantize_int8,
+    read_lexicon,
+    run_labels,
+)
 from translate.rundir import RunDir
-from translate.runtime import resolve_device, resolve_precision
+from translate.runtime import resolve_device
 from translate.segments import split_long
 from translate.shortlist import LexicalTable, Shortlist
 from translate.tokenizer import Tokenizer, TokenizerError
@@ -50,18 +59,12 @@ __all__ = ["Translation", "Translator", "TranslatorError", "split_long"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_ALIASES = {"best": "best_path", "last": "last_path", "averaged": "averaged_path"}
-
 # Source pieces per batch, at most ``batch_size`` times this. Batches of ordinary sentences
 # (up to this many pieces) fill up to ``batch_size``; a batch of longer ones holds fewer
 # sentences. Search keeps every sentence's encoder states and attention keys (about 4 KB per
 # source piece for the default model sizes, shared by its beams), so this bounds peak memory
 # by the batch size alone, whatever the input holds, without slowing ordinary batches down.
 PIECES_PER_SENTENCE = 20
-
-class TranslatorError(CheckpointError):
-    """A run directory or checkpoint that cannot be used for translation (one-line message)."""
-
 
 @dataclass
 class Translation:
@@ -77,6 +80,8 @@ class Translation:
     (``predicted``, ``forced`` or ``none``; None for a model without conditioning) and
     ``conditioning``, each label with a non-zero weight in the mixture (an input split into
     pieces: the mean over its pieces).
+    ``attention`` / ``nbest_attention`` (parallel to ``nbest``): only with
+    ``translate(..., attention=True)`` (:class:`~translate.attention_view.AttentionView`).
     """
 
     text: str
@@ -88,96 +93,11 @@ class Translation:
     scores_over: str = "vocabulary"
     conditioned_by: str | None = None
     conditioning: dict[str, float] = field(default_factory=dict)
+    attention: AttentionView | None = None
+    nbest_attention: list[AttentionView] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- translator
-
-
-def _resolve_checkpoint(run: RunDir, checkpoint: str | Path) -> Path:
-    name = str(checkpoint)
-    if name == "auto":  # averaged.pt exists only when it validated better than best.pt
-        return run.default_checkpoint()
-    if name in CHECKPOINT_ALIASES:
-        path = getattr(run, CHECKPOINT_ALIASES[name])
-        if not path.is_file():
-            have = [p.stem for p in run.checkpoints()]
-            hint = f"; available: {', '.join(have)}" if have else ""
-            raise TranslatorError(f"{run.root}: no {path.name} checkpoint{hint}")
-        return path
-    path = Path(checkpoint)
-    if not path.is_file() and (run.root / path).is_file():
-        path = run.root / path
-    if not path.is_file():
-        raise TranslatorError(
-            f"{path}: checkpoint not found (use best, last, averaged or a path to a .pt file)"
-        )
-    return path
-
-
-def _labels(run: RunDir, cfg: Config) -> list[str]:
-    """The run's label vocabulary (the tagger's outputs, in order); none without a tagger."""
-    if not cfg.model.tagger.enabled:
-        return []
-    labels = run.read_labels()
-    if labels is None:
-        raise TranslatorError(f"{run.labels_path}: missing; {run.config_path} enables the "
-                              "domain tagger, whose outputs it names")
-    return labels
-
-
-def _thresholds(run: RunDir, path: Path, state: dict, labels: list[str]) -> list[float]:
-    """The per-label thresholds tuned for these weights (saved with them); 0.5 where none
-    were tuned (a run without validation data, or a checkpoint saved before the first
-    validation). A checkpoint of an older run without its own uses the run's copy."""
-    if not labels:
-        return []
-    where = path
-    thresholds = [float(t) for t in state.get("thresholds") or []]
-    if not thresholds:
-        where, thresholds = run.labels_path, run.legacy_thresholds() or [0.5] * len(labels)
-    if len(thresholds) != len(labels):
-        raise TranslatorError(f"{where}: {len(thresholds)} label thresholds, but the run has "
-                              f"{len(labels)} labels")
-    return thresholds
-
-
-def _read_lexicon(run: RunDir, tokenizer: Tokenizer, wanted: bool) -> LexicalTable | None:
-    """The run's shortlist table, or None (logged) for a run trained without one."""
-    state = run.read_shortlist()
-    if state is None:
-        (log.warning if wanted else log.info)(
-            "%s: no %s (trained before shortlists existed); decoding over the whole "
-            "vocabulary", run.root, run.shortlist_path.name)
-        return None
-    try:
-        return LexicalTable.from_state(state, tokenizer.src_vocab_size,
-                                       tokenizer.tgt_vocab_size)
-    except (KeyError, TypeError, AttributeError, ValueError) as err:
-        raise TranslatorError(f"{run.shortlist_path}: unusable shortlist: {err}") from None
-
-
-def _quantize(model: nn.Module) -> nn.Module:
-    """Dynamic int8 quantization of the LSTMs and linear layers (CPU inference)."""
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, which is not installed.
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            model, {nn.LSTM, nn.Linear}, dtype=torch.qint8
-        )
-
-
-def _precision(name: str, device: torch.device, quantize: bool) -> torch.dtype:
-    """The autocast dtype; with int8 weights ``auto`` is fp32 and bf16/fp16 are refused.
-
-    Dynamic int8 layers quantize fp32 activations on the fly and have no bf16 kernels;
-    autocast would hand them bf16 activations from the unquantized products (attention).
-    """
-    if not quantize:
-        return resolve_precision(name, device)
-    if name in ("bf16", "fp16"):
-        raise ConfigError(f"precision {name!r} cannot be combined with quantize (int8 weights "
-                          "run with fp32 activations); drop one of them")
-    return torch.float32
 
 
 class Translator:
@@ -228,12 +148,12 @@ class Translator:
             tokenizer = Tokenizer.load(run.tokenizer_dir)
         except TokenizerError as err:
             raise TranslatorError(str(err)) from None
-        labels = _labels(run, cfg)
+        labels = run_labels(run, cfg)
         if quantize is None:
             quantize = cfg.inference.quantize
         if shortlist is not None:
             cfg.inference.shortlist = shortlist
-        lexicon = (_read_lexicon(run, tokenizer, shortlist is True) if cfg.inference.shortlist
+        lexicon = (read_lexicon(run, tokenizer, shortlist is True) if cfg.inference.shortlist
                    else None)
         torch_device = resolve_device(device)
         if quantize and torch_device.type != "cpu":
@@ -242,12 +162,12 @@ class Translator:
                 f"{str(torch_device)!r}; use --device cpu, or --no-quantize when the run's "
                 "inference.quantize asks for it"
             )
-        dtype = _precision(precision, torch_device, quantize)
-        path = _resolve_checkpoint(run, checkpoint)
+        dtype = inference_precision(precision, torch_device, quantize)
+        path = checkpoint_path(run, checkpoint)
         state = load_checkpoint(path, map_location="cpu")
         if not isinstance(state.get("model"), dict):
             raise TranslatorError(f"{path}: no model weights in this checkpoint")
-        thresholds = _thresholds(run, path, state, labels)
+        thresholds = label_thresholds(run, path, state, labels)
         model = build_model(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size,
                             tokenizer.pad_id, len(labels))
         try:
@@ -260,7 +180,7 @@ class Translator:
             ) from None
         model.eval()
         if quantize:
-            model = _quantize(model)
+            model = quantize_int8(model)
         model.to(torch_device)
         return cls(model, tokenizer, cfg, labels, thresholds, torch_device, dtype, path,
                    quantize, lexicon)
@@ -333,11 +253,13 @@ class Translator:
                   batch_size: int | None = None, workers: int | None = None,
                   on_warning: Callable[[int, str], None] | None = None,
                   shortlist: bool | None = None,
-                  domains: Sequence[str] | str | None = None) -> list[Translation]:
+                  domains: Sequence[str] | str | None = None,
+                  attention: bool = False) -> list[Translation]:
         """Translate ``texts``; options default to the run's ``inference`` config.
 
         ``shortlist``: True/False turns the vocabulary shortlist on/off for this call (on
         needs a run with ``shortlist.pt``; without one, the whole vocabulary is used).
+        ``attention``: fill each result's ``attention`` (output x source pieces).
 
         ``domains`` (domain-conditioned models, :mod:`translate.conditioning`): None
         conditions each sentence on the tagger's thresholded prediction, label names force
@@ -371,7 +293,7 @@ class Translator:
             decoded = decode_ids(self.model, segments, opts, special=self.special,
                                  device=self.device, dtype=self.dtype,
                                  max_tokens=opts.batch_size * PIECES_PER_SENTENCE,
-                                 shortlist=restrict, domains=choice)
+                                 shortlist=restrict, domains=choice, attention=attention)
         flat = [h for hyps in decoded.hypotheses for h in hyps]
         texts_out = iter(self.tokenizer.decode_tgt([h.tokens for h in flat]))
         nbests = [[(next(texts_out), float(h.score)) for h in hyps]
@@ -398,4 +320,7 @@ class Translator:
                 mix = mixes[start:start + count].mean(dim=0).tolist()
                 res.conditioning = {lab: w for lab, w in zip(self.labels, mix, strict=True) if w}
             start += count
+        if attention:
+            attach_attention(results, owners, decoded.hypotheses, segments, self.tokenizer,
+                             opts.n_best)
         return results
