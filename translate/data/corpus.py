@@ -40,6 +40,7 @@ class Corpus:
     splits: dict[str, datasets.Dataset]
     labels: list[str]
     report: dict
+    key: str = ""  # the cache key: what the encoded corpus and the cached tokenizer build on
 
 
 # --------------------------------------------------------------------------- caching
@@ -275,6 +276,7 @@ def load_corpus(cfg: DataConfig, log: Callable[[str], None] = print) -> Corpus:
         corpus.report.pop("manifest_data", None)
         corpus.splits = _load_splits(entry, corpus.report["pairs"])
     corpus.report["seconds"] = round(time.perf_counter() - start, 3)
+    corpus.key = key
     return corpus
 
 
