@@ -81,11 +81,19 @@ class LexicalTable:
         return cls(top=top, frequent=frequent, sentences=int(state.get("sentences", 0)))
 
 
-def _incidence(rows: Sequence[Sequence[int]], vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sentence index, piece id) of each distinct piece of each sentence, sorted."""
+def _flat(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """All ids (int64) and the row lengths; a split stored on disk reads them in blocks."""
+    if hasattr(rows, "flat"):  # translate.data.encoded.RaggedColumn
+        return rows.flat()
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
                       count=int(lengths.sum()))
+    return ids, lengths
+
+
+def _incidence(rows: Sequence[Sequence[int]], vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sentence index, piece id) of each distinct piece of each sentence, sorted."""
+    ids, lengths = _flat(rows)
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
         raise ValueError(f"piece ids must lie in [0, {vocab})")
     sent = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
@@ -138,8 +146,7 @@ def build_lexical_table(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequ
         picked = order[keep]
         top[torch.from_numpy(row[picked]), torch.from_numpy(rank[keep])] = torch.from_numpy(
             col[picked]).to(dtype)
-    tokens = np.bincount(np.fromiter(itertools.chain.from_iterable(tgt_ids), dtype=np.int64),
-                         minlength=tgt_vocab)
+    tokens = np.bincount(_flat(tgt_ids)[0], minlength=tgt_vocab)
     frequent = torch.from_numpy(np.argsort(-tokens, kind="stable").astype(np.int32))
     return LexicalTable(top=top, frequent=frequent, sentences=n)
 
