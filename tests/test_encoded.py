@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from translate import config
+from translate import config, shortlist
 from translate.batching import BatchSampler, collate, encode_split
 from translate.config import TokenizerConfig
 from translate.data import encoding
@@ -165,3 +165,16 @@ def test_input_sentence_size_is_validated(multi30k, multidomain, tmp_path):
     raw["tokenizer"]["input_sentence_size"] = -1
     with pytest.raises(config.ConfigError, match="tokenizer.input_sentence_size"):
         config.from_dict(raw)
+
+
+def test_lexical_table_from_disk_in_blocks_equals_the_one_from_lists(dataset, tok, mapped,
+                                                                     monkeypatch):
+    split, _ = mapped
+    memory = encode_split(dataset, tok, LABELS, MAX_LEN)
+    vocab = tok.src_vocab_size
+    whole = shortlist.build_lexical_table(memory.src_ids, memory.tgt_ids, vocab, vocab)
+    monkeypatch.setattr(shortlist, "BLOCK_ROWS", 700)  # 5 blocks, the last one partial
+    blocked = shortlist.build_lexical_table(split.src_ids, split.tgt_ids, vocab, vocab)
+    assert torch.equal(blocked.top, whole.top) and torch.equal(blocked.frequent, whole.frequent)
+    assert blocked.sentences == whole.sentences == 3000
+    assert (whole.top[:, 0] >= 0).sum() > 100  # a real table, not an empty one

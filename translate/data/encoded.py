@@ -134,16 +134,18 @@ class RaggedColumn(Sequence[list[int]]):
         for start in range(0, self._rows, _READ_ROWS):
             yield from self._rows_of(start, min(self._rows, start + _READ_ROWS))
 
+    def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids as int64, row lengths) of consecutive blocks of ``rows`` rows."""
+        for start in range(0, self._rows, rows):
+            flat, off = self._block(start, min(self._rows, start + rows))
+            yield flat.astype(np.int64), np.diff(off)
+
     def flat(self) -> tuple[np.ndarray, np.ndarray]:
-        """All ids (int64) and per-row lengths, read block by block (shortlist, label counts)."""
-        ids, lengths = [], []
-        for start in range(0, self._rows, 1 << 20):
-            flat, off = self._block(start, min(self._rows, start + (1 << 20)))
-            ids.append(flat.astype(np.int64))
-            lengths.append(np.diff(off))
-        if not ids:
+        """All ids (int64) and per-row lengths."""
+        parts = list(self.blocks(1 << 20))
+        if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(ids), np.concatenate(lengths)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def lengths(self) -> array.array:
         """Row lengths as a compact array of Python ints (4 bytes a row)."""
