@@ -33,7 +33,7 @@ import torch
 
 from translate.config import Config, TokenizerConfig
 from translate.data import Corpus, DataError, load_corpus
-from translate.data.encoded import MappedSplit
+from translate.data.encoded import MappedSplit, publish
 from translate.data.encoding import encode_corpus
 from translate.data.schema import TextColumn, columns
 from translate.loss import pos_weight_from_counts
@@ -105,8 +105,7 @@ def _tokenizer(cfg: Config, run: RunDir, corpus: Corpus, log: Callable[[str], No
     tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(run.tokenizer_dir, tmp)
-    shutil.rmtree(cached, ignore_errors=True)
-    os.replace(tmp, cached)
+    publish(tmp, cached)
     return tok
 
 

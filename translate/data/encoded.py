@@ -302,8 +302,18 @@ def write_entry(entry: Path, key: str, vocab_size: int, n_labels: int,
     part = tmp / f"{MANIFEST}.part"
     part.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     os.replace(part, tmp / MANIFEST)
-    shutil.rmtree(entry, ignore_errors=True)
-    os.replace(tmp, entry)
+    publish(tmp, entry)
+
+
+def publish(tmp: Path, entry: Path) -> None:
+    """Move the finished directory ``tmp`` to ``entry``, replacing an older one. When another
+    process (a second rank) published the same entry meanwhile, its copy stays and ours goes:
+    both hold the same content, and the caller checks the manifest either way."""
+    try:
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- checking
