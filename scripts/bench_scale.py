@@ -20,7 +20,7 @@ Then, each in its own child process so that ``ru_maxrss`` (from ``os.wait4``) is
    (``configs/quality.yaml`` as it is), for the tokens/s and RSS a small corpus gets.
 
     python scripts/bench_scale.py [--pairs 5000000] [--steps 20] [--workdir DIR] [--keep]
-                                  [--threads 2] [--no-reference]
+                                  [--threads 2] [--no-reference] [--input-sentence-size N]
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -111,8 +111,11 @@ def synthesize(n: int, out: Path, seed: int = 0) -> dict:
             "bytes": os.path.getsize(f"{out}.de") + os.path.getsize(f"{out}.en")}
 
 
-def write_config(path: Path, train_prefix: Path, cache: Path, run_dir: Path) -> None:
+def write_config(path: Path, train_prefix: Path, cache: Path, run_dir: Path,
+                 input_sentence_size: int | None) -> None:
     raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    if input_sentence_size is not None:
+        raw["tokenizer"]["input_sentence_size"] = input_sentence_size
     raw["data"] = {"src_lang": "de", "tgt_lang": "en", "cache_dir": str(cache),
                    "train": [{"kind": "text", "prefix": str(train_prefix)}],
                    "valid": [], "test": []}
@@ -202,6 +205,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, help="where the corpus and caches go "
                    "(default: a new temporary directory, removed unless --keep)")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--input-sentence-size", type=int,
+                   help="tokenizer.input_sentence_size (default: the config's)")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the Multi30k reference training run")
     args = p.parse_args()
@@ -217,7 +222,8 @@ def main() -> None:
         _say(f"synthesizing {args.pairs} pairs in {work}")
         result["corpus"] = synthesize(args.pairs, work / "train")
         cfg_path = work / "config.yaml"
-        write_config(cfg_path, work / "train", work / "cache", work / "run")
+        write_config(cfg_path, work / "train", work / "cache", work / "run",
+                     args.input_sentence_size)
         _say("prepare (cold cache)")
         result["prepare"] = prepare_child(cfg_path, env)
         _say(f"train {args.steps} steps (warm cache)")

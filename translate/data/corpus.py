@@ -158,10 +158,12 @@ class _Rows:
 
 def _clean(split: str, rows: _Rows, cfg: DataConfig, dropped: Counter) -> _Rows:
     c = cfg.cleaning
-    # Identical pairs carry the union of their labels wherever they occur.
+    # Identical pairs carry the union of their labels wherever they occur. Without any label
+    # (most large corpora) there is nothing to merge, and a set per pair is not built.
     union: dict[tuple[str, str], set[str]] = {}
-    for s, t, d in zip(rows.src, rows.tgt, rows.domains, strict=True):
-        union.setdefault((s, t), set()).update(d)
+    if any(rows.domains):
+        for s, t, d in zip(rows.src, rows.tgt, rows.domains, strict=True):
+            union.setdefault((s, t), set()).update(d)
     out, seen = _Rows(), set()
     for s, t in zip(rows.src, rows.tgt, strict=True):
         if not s or not t:
@@ -183,7 +185,7 @@ def _clean(split: str, rows: _Rows, cfg: DataConfig, dropped: Counter) -> _Rows:
             if cfg.max_train_pairs and len(out.src) >= cfg.max_train_pairs:
                 dropped["max_train_pairs"] += 1
                 continue
-        out.add(s, t, sorted(union[(s, t)]))
+        out.add(s, t, sorted(union[(s, t)]) if union else [])
     return out
 
 
