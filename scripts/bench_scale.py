@@ -143,13 +143,15 @@ from translate import config
 from translate.prepare import prepare
 from translate.rundir import RunDir
 cfg = config.load(sys.argv[1])
+imports = time.perf_counter() - t0
 stamps = []
 data = prepare(cfg, RunDir(cfg.training.run_dir).create(),
                log=lambda m: stamps.append((round(time.perf_counter() - t0, 2), m)))
 train = data.splits["train"]
 tokens = sum(sum(c.lengths()) for c in (train.src_ids, train.tgt_ids))
-print(json.dumps({"total": time.perf_counter() - t0, "corpus": data.report["seconds"],
-                  "encoded": data.report["encoded"], "pairs": len(train), "tokens": tokens,
+print(json.dumps({"total": time.perf_counter() - t0, "imports": imports,
+                  "corpus": data.report["seconds"], "encoded": data.report["encoded"],
+                  "pairs": len(train), "tokens": tokens,
                   "dropped": data.report["dropped"]["train"], "log": stamps}))
 """
 
@@ -160,11 +162,15 @@ def prepare_child(cfg_path: Path, env: dict) -> dict:
         raise SystemExit(f"prepare failed ({rc}):\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
     enc = res["encoded"]
-    tok_s = res["total"] - res["corpus"] - enc["seconds"]
+    tok_s = res["total"] - res["imports"] - res["corpus"] - enc["seconds"]
     read_clean_encode = res["corpus"] + enc["seconds"]
+    sentencepiece = [float(m.split(" in ")[-1].split("s ->")[0]) for _, m in res["log"]
+                     if m.startswith("tokenizer: trained ") and "s -> " in m]
     return {
-        "wall_s": round(wall, 1), "read_clean_cache_s": round(res["corpus"], 1),
-        "tokenizer_s": round(tok_s, 1), "encode_s": round(enc["seconds"], 1),
+        "wall_s": round(wall, 1), "imports_s": round(res["imports"], 1),
+        "read_clean_cache_s": round(res["corpus"], 1), "tokenizer_s": round(tok_s, 1),
+        "sentencepiece_train_s": round(sum(sentencepiece), 1),
+        "encode_s": round(enc["seconds"], 1),
         "pairs_per_s_read_clean_encode": round(res["pairs"] / read_clean_encode),
         "pairs_per_s_with_tokenizer": round(res["pairs"] / res["total"]),
         "pairs": res["pairs"], "tokens": res["tokens"], "encoded_bytes": enc["bytes"],
