@@ -169,12 +169,20 @@ def test_input_sentence_size_is_validated(multi30k, multidomain, tmp_path):
 
 def test_lexical_table_from_disk_in_blocks_equals_the_one_from_lists(dataset, tok, mapped,
                                                                      monkeypatch):
+    """Counted over blocks, densely, ranked by slices of rows: the same table as one sparse
+    product over all the pairs in lists (the way it was computed before)."""
     split, _ = mapped
     memory = encode_split(dataset, tok, LABELS, MAX_LEN)
     vocab = tok.src_vocab_size
+    monkeypatch.setattr(shortlist, "DENSE_MAX", 0)
+    monkeypatch.setattr(shortlist, "BLOCK_ROWS", 10**9)
     whole = shortlist.build_lexical_table(memory.src_ids, memory.tgt_ids, vocab, vocab)
-    monkeypatch.setattr(shortlist, "BLOCK_ROWS", 700)  # 5 blocks, the last one partial
-    blocked = shortlist.build_lexical_table(split.src_ids, split.tgt_ids, vocab, vocab)
-    assert torch.equal(blocked.top, whole.top) and torch.equal(blocked.frequent, whole.frequent)
-    assert blocked.sentences == whole.sentences == 3000
     assert (whole.top[:, 0] >= 0).sum() > 100  # a real table, not an empty one
+    monkeypatch.setattr(shortlist, "BLOCK_ROWS", 700)  # 5 blocks, the last one partial
+    sparse = shortlist.build_lexical_table(split.src_ids, split.tgt_ids, vocab, vocab)
+    monkeypatch.setattr(shortlist, "DENSE_MAX", 1 << 26)
+    monkeypatch.setattr(shortlist, "SLICE_ROWS", 50)
+    dense = shortlist.build_lexical_table(split.src_ids, split.tgt_ids, vocab, vocab)
+    for table in (sparse, dense):
+        assert torch.equal(table.top, whole.top) and torch.equal(table.frequent, whole.frequent)
+        assert table.sentences == 3000
