@@ -295,10 +295,14 @@ def write_entry(entry: Path, key: str, vocab_size: int, n_labels: int,
     dtype = id_dtype(vocab_size)
     manifest: dict = {"format_version": FORMAT_VERSION, "key": key, "dtype": dtype.str,
                       "vocab_size": vocab_size, "splits": {}, "files": {}}
-    for name, chunks in splits.items():
-        info, files = _write_split(tmp, name, chunks, dtype, n_labels)
-        manifest["splits"][name] = info
-        manifest["files"].update(files)
+    try:
+        for name, chunks in splits.items():
+            info, files = _write_split(tmp, name, chunks, dtype, n_labels)
+            manifest["splits"][name] = info
+            manifest["files"].update(files)
+    except BaseException:  # a bad label, Ctrl-C: leave no half-written directory behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     part = tmp / f"{MANIFEST}.part"
     part.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     os.replace(part, tmp / MANIFEST)
