@@ -13,8 +13,9 @@ Why plain numpy files and not Arrow / ``datasets`` columns:
 - a row is two offset reads and one read of its ids, positioned (``os.pread``), so batches
   never page the corpus into the training process: its resident memory holds the lengths
   arrays the sampler needs (4 bytes a row and side) and nothing that grows with the text.
-  A memory map would be as fast, but the pages it touches count as the process's resident
-  memory and an epoch touches them all;
+  A memory map would save the system calls (two per row and side, small next to a training
+  step), but the pages it touches count as the process's resident memory and an epoch
+  touches them all;
 - the files are written sequentially and hashed while written, so a ``manifest.json``
   with every file's size and sha256 -- written last, atomically -- tells a complete entry
   from a truncated or corrupted one; such an entry is rebuilt, never read.
