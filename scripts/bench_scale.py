@@ -14,8 +14,9 @@ Then, each in its own child process so that ``ru_maxrss`` (from ``os.wait4``) is
    bounded sample), encode the splits to disk. Prints wall times per phase, pairs/s of
    read + clean + encode, on-disk bytes per token of the encoded corpus, peak RSS.
 2. **train** (warm cache): ``python -m translate.train --config ... --set training.max_steps=N``
-   -- time from launch to the first step's metrics line, peak RSS of the whole process,
-   and tokens/s over the steps after the first few.
+   -- time from launch to the first step's metrics line, peak RSS of the whole process and
+   through the last step (before the end-of-run shortlist), tokens/s over the steps after
+   the first few.
 3. **reference** (unless ``--no-reference``): the same training on Multi30k alone
    (``configs/quality.yaml`` as it is), for the tokens/s and RSS a small corpus gets.
 
@@ -123,12 +124,30 @@ def write_config(path: Path, train_prefix: Path, cache: Path, run_dir: Path,
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
 
 
-def run_child(cmd: list[str], env: dict) -> tuple[int, float, float, str, str]:
-    """(returncode, wall seconds, peak RSS MB, stdout, stderr) of one child process."""
+def _peak_so_far(pid: int) -> float | None:
+    """VmHWM (peak RSS so far, MB) of a running process."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_child(cmd: list[str], env: dict, watch=None) -> tuple[int, float, float, str, str]:
+    """(returncode, wall seconds, peak RSS MB, stdout, stderr) of one child process.
+
+    ``watch(pid)``, when given, is called twice a second while the child runs."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG if watch else 0)
+            if pid:
+                break
+            watch(proc.pid)
+            time.sleep(0.5)
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         out.seek(0)
@@ -189,7 +208,16 @@ def train_child(cfg_path: Path, run_dir: Path, steps: int, threads: int, env: di
            "--set", f"training.num_threads={threads}", "--set", "logging.log_every=1",
            "--set", "logging.wandb=disabled", *extra]
     launched = time.time()
-    rc, wall, rss, _, err = run_child(cmd, env)
+    metrics = run_dir / "metrics.jsonl"
+    at_last_step: list[float] = []
+
+    def watch(pid: int) -> None:
+        # The peak through the steps alone: the end of the run (the shortlist) comes after.
+        if not at_last_step and metrics.is_file() and len(
+                metrics.read_text().splitlines()) >= steps:
+            at_last_step.append(_peak_so_far(pid) or float("nan"))
+
+    rc, wall, rss, _, err = run_child(cmd, env, watch)
     if rc:
         raise SystemExit(f"training failed ({rc}):\n{err[-3000:]}")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -200,6 +228,7 @@ def train_child(cfg_path: Path, run_dir: Path, steps: int, threads: int, env: di
     first = min(r["time"] for r in rows)
     return {"wall_s": round(wall, 1), "time_to_first_step_s": round(first - launched, 1),
             "peak_rss_mb": round(rss), "steps": len(steps_rows),
+            "peak_rss_mb_through_last_step": round(at_last_step[0]) if at_last_step else None,
             "tokens_per_s_median": round(float(np.median(rates))) if rates else None}
 
 
