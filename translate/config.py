@@ -124,6 +124,8 @@ class TokenizerConfig:
     joint: bool = True
     character_coverage: float = 1.0
     byte_fallback: bool = True
+    # Sentences per model the tokenizer learns from (0 = all): a larger training corpus is
+    # sampled (seeded, whole pairs), so tokenizer training time stops growing with it.
     input_sentence_size: int = 1_000_000
     max_tokens: int = 256  # longest source/target in pieces fed to the model
 
@@ -297,6 +299,9 @@ def validate(cfg: Config) -> Config:
     _check(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "a number in (0, 1]",
            t.character_coverage)
     _check(t.max_tokens >= 2, "tokenizer.max_tokens", "at least 2", t.max_tokens)
+    _check(t.input_sentence_size == 0 or t.input_sentence_size >= 2,
+           "tokenizer.input_sentence_size", "0 (all sentences) or at least 2",
+           t.input_sentence_size)
     for key in ("emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
         _check(getattr(m, key) > 0, f"model.{key}", "a positive integer", getattr(m, key))
     _check(0 <= m.dropout < 1, "model.dropout", "a number in [0, 1)", m.dropout)

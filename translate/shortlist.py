@@ -36,7 +36,7 @@ import functools
 import itertools
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,14 +81,34 @@ class LexicalTable:
         return cls(top=top, frequent=frequent, sentences=int(state.get("sentences", 0)))
 
 
-def _incidence(rows: Sequence[Sequence[int]], vocab: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sentence index, piece id) of each distinct piece of each sentence, sorted."""
+BLOCK_ROWS = 65_536  # sentence pairs per block of the counts: bounds their memory
+DENSE_MAX = 1 << 26  # the most (source x target) counts kept as a dense int32 matrix
+SLICE_ROWS = 512  # source pieces ranked at a time
+
+
+def _flat(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """All ids (int64) and the row lengths of ``rows``."""
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
                       count=int(lengths.sum()))
+    return ids, lengths
+
+
+def _blocks(rows: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, lengths) of consecutive blocks of ``BLOCK_ROWS`` rows; a split stored on disk
+    (:class:`translate.data.encoded.RaggedColumn`) reads them without Python lists."""
+    if hasattr(rows, "blocks"):
+        yield from rows.blocks(BLOCK_ROWS)
+        return
+    for start in range(0, len(rows), BLOCK_ROWS):
+        yield _flat(rows[start:start + BLOCK_ROWS])
+
+
+def _incidence(ids: np.ndarray, lengths: np.ndarray, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sentence index, piece id) of each distinct piece of each sentence, sorted."""
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
         raise ValueError(f"piece ids must lie in [0, {vocab})")
-    sent = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    sent = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     code = np.unique(sent * vocab + ids)
     return code // vocab, code % vocab
 
@@ -113,33 +133,94 @@ def _cooccurrence(src: tuple[np.ndarray, np.ndarray], tgt: tuple[np.ndarray, np.
     return row, col, both.values().numpy()
 
 
+def _add(codes: np.ndarray, counts: np.ndarray, more_codes: np.ndarray,
+         more: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum two sparse count vectors given as (sorted codes, counts)."""
+    if not codes.size:
+        return more_codes, more.astype(np.float64)
+    both, inverse = np.unique(np.concatenate([codes, more_codes]), return_inverse=True)
+    return both, np.bincount(inverse, weights=np.concatenate([counts, more]))
+
+
+class _Counts:
+    """The co-occurrence counts ``c(s, t)`` summed over blocks of sentence pairs.
+
+    A dense int32 matrix when the two vocabularies allow (8k x 8k: 256 MB, whatever the
+    corpus size; a sparse sum would hold one entry per co-occurring pair, tens of millions on
+    long sentences, and sort them again for every block); sorted sparse codes otherwise.
+    """
+
+    def __init__(self, src_vocab: int, tgt_vocab: int) -> None:
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.dense = (torch.zeros(src_vocab * tgt_vocab, dtype=torch.int32)
+                      if src_vocab * tgt_vocab <= DENSE_MAX else None)
+        self.codes, self.joint = np.zeros(0, np.int64), np.zeros(0, np.float64)
+
+    def add(self, row: np.ndarray, col: np.ndarray, pairs: np.ndarray) -> None:
+        code = row * self.tgt_vocab + col
+        if self.dense is not None:
+            self.dense.index_add_(0, torch.from_numpy(code),
+                                  torch.from_numpy(pairs.astype(np.int32)))
+        else:
+            self.codes, self.joint = _add(self.codes, self.joint, code, pairs)
+
+    def slices(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(row, col, count) of the nonzero counts, sorted by (row, col), in slices of rows."""
+        if self.dense is None:
+            yield self.codes // self.tgt_vocab, self.codes % self.tgt_vocab, self.joint
+            return
+        matrix = self.dense.view(self.src_vocab, self.tgt_vocab)
+        for r0 in range(0, self.src_vocab, SLICE_ROWS):
+            part = matrix[r0:r0 + SLICE_ROWS]
+            rows, cols = part.nonzero(as_tuple=True)
+            yield ((rows + r0).numpy(), cols.numpy(),
+                   part[rows, cols].numpy().astype(np.float64))
+
+
+def _fill_top(top: torch.Tensor, row: np.ndarray, col: np.ndarray, joint: np.ndarray,
+              src_count: np.ndarray, tgt_count: np.ndarray) -> None:
+    """Write the best ``top.size(1)`` targets of each source row present in ``row``.
+
+    Every row's entries must all be in the arrays given: the ranking is per row."""
+    k = top.size(1)
+    dice = 2 * joint / (src_count[row] + tgt_count[col])
+    order = np.lexsort((col, -joint, -dice, row))  # by row, then best first
+    row_start = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=len(src_count)))])
+    rank = np.arange(order.size) - row_start[row[order]]
+    keep = rank < k
+    picked = order[keep]
+    top[torch.from_numpy(row[picked]), torch.from_numpy(rank[keep])] = torch.from_numpy(
+        col[picked]).to(top.dtype)
+
+
 def build_lexical_table(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequence[int]],
                         src_vocab: int, tgt_vocab: int, k: int = STORED_K) -> LexicalTable:
     """Sentence-level Dice between every source and target piece; the top ``k`` per source.
 
     Ties in Dice go to the pair seen together more often, then to the lower target id, so
-    the table is the same on every machine.
+    the table is the same on every machine. The counts are exact integers summed over blocks
+    of sentence pairs and ranked a slice of source pieces at a time, so the memory does not
+    grow with the corpus.
     """
     if len(src_ids) != len(tgt_ids):
         raise ValueError(f"{len(src_ids)} source rows but {len(tgt_ids)} target rows")
     n = len(src_ids)
-    src, tgt = _incidence(src_ids, src_vocab), _incidence(tgt_ids, tgt_vocab)
+    src_count = np.zeros(src_vocab, np.int64)  # sentences holding each piece
+    tgt_count = np.zeros(tgt_vocab, np.int64)
+    tokens = np.zeros(tgt_vocab, np.int64)
+    counts = _Counts(src_vocab, tgt_vocab)
+    for (s_ids, s_len), (t_ids, t_len) in zip(_blocks(src_ids), _blocks(tgt_ids), strict=True):
+        src, tgt = _incidence(s_ids, s_len, src_vocab), _incidence(t_ids, t_len, tgt_vocab)
+        src_count += np.bincount(src[1], minlength=src_vocab)
+        tgt_count += np.bincount(tgt[1], minlength=tgt_vocab)
+        tokens += np.bincount(t_ids, minlength=tgt_vocab)
+        if src[0].size and tgt[0].size:
+            counts.add(*_cooccurrence(src, tgt, len(s_len), src_vocab, tgt_vocab))
     dtype = torch.int16 if tgt_vocab <= torch.iinfo(torch.int16).max else torch.int32
     top = torch.full((src_vocab, k), -1, dtype=dtype)
-    if src[0].size and tgt[0].size:
-        row, col, joint = _cooccurrence(src, tgt, n, src_vocab, tgt_vocab)
-        src_count = np.bincount(src[1], minlength=src_vocab)  # sentences holding each piece
-        tgt_count = np.bincount(tgt[1], minlength=tgt_vocab)
-        dice = 2 * joint / (src_count[row] + tgt_count[col])
-        order = np.lexsort((col, -joint, -dice, row))  # by row, then best first
-        row_start = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=src_vocab))])
-        rank = np.arange(order.size) - row_start[row[order]]
-        keep = rank < k
-        picked = order[keep]
-        top[torch.from_numpy(row[picked]), torch.from_numpy(rank[keep])] = torch.from_numpy(
-            col[picked]).to(dtype)
-    tokens = np.bincount(np.fromiter(itertools.chain.from_iterable(tgt_ids), dtype=np.int64),
-                         minlength=tgt_vocab)
+    for row, col, joint in counts.slices():
+        if row.size:
+            _fill_top(top, row, col, joint, src_count, tgt_count)
     frequent = torch.from_numpy(np.argsort(-tokens, kind="stable").astype(np.int32))
     return LexicalTable(top=top, frequent=frequent, sentences=n)
 

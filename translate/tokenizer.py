@@ -22,6 +22,7 @@ Special ids are fixed (unk 0, bos 1, eos 2, pad 3) for every model, recorded in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -241,11 +242,18 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encode / decode
 
-    def encode_src(self, texts: Sequence[str]) -> list[list[int]]:
-        return _encode(self.src_model, texts)
+    def encode_src(self, texts: Sequence[str], num_threads: int = NUM_THREADS) -> list[list[int]]:
+        return _encode(self.src_model, texts, num_threads)
 
-    def encode_tgt(self, texts: Sequence[str]) -> list[list[int]]:
-        return _encode(self.tgt_model, texts)
+    def encode_tgt(self, texts: Sequence[str], num_threads: int = NUM_THREADS) -> list[list[int]]:
+        return _encode(self.tgt_model, texts, num_threads)
+
+    def fingerprint(self) -> str:
+        """A hash of the models themselves: caches of encoded text are keyed on it."""
+        sha = hashlib.sha256(b"joint" if self.joint else b"separate")
+        for model in (self.src_model, self.tgt_model):
+            sha.update(model.serialized_model_proto())
+        return sha.hexdigest()[:20]
 
     def decode_src(self, ids: Sequence[Sequence[int]]) -> list[str]:
         return _decode(self.src_model, ids)
@@ -276,11 +284,12 @@ def _load_model(path: Path) -> spm.SentencePieceProcessor:
     return sp
 
 
-def _encode(sp: spm.SentencePieceProcessor, texts: Sequence[str]) -> list[list[int]]:
+def _encode(sp: spm.SentencePieceProcessor, texts: Sequence[str],
+            num_threads: int = NUM_THREADS) -> list[list[int]]:
     if isinstance(texts, str):
         raise TypeError("encode_* takes a sequence of strings, not a single string")
     # One call for the whole list: sentencepiece's C++ batch path, parallel over sentences.
-    return sp.encode(list(texts), out_type=int, num_threads=NUM_THREADS)
+    return sp.encode(list(texts), out_type=int, num_threads=num_threads)
 
 
 def _decode(sp: spm.SentencePieceProcessor, ids: Sequence[Sequence[int]]) -> list[str]:

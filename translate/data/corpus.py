@@ -40,6 +40,7 @@ class Corpus:
     splits: dict[str, datasets.Dataset]
     labels: list[str]
     report: dict
+    key: str = ""  # the cache key: what the encoded corpus and the cached tokenizer build on
 
 
 # --------------------------------------------------------------------------- caching
@@ -159,10 +160,12 @@ class _Rows:
 
 def _clean(split: str, rows: _Rows, cfg: DataConfig, dropped: Counter) -> _Rows:
     c = cfg.cleaning
-    # Identical pairs carry the union of their labels wherever they occur.
+    # Identical pairs carry the union of their labels wherever they occur. Without any label
+    # (most large corpora) there is nothing to merge, and a set per pair is not built.
     union: dict[tuple[str, str], set[str]] = {}
-    for s, t, d in zip(rows.src, rows.tgt, rows.domains, strict=True):
-        union.setdefault((s, t), set()).update(d)
+    if any(rows.domains):
+        for s, t, d in zip(rows.src, rows.tgt, rows.domains, strict=True):
+            union.setdefault((s, t), set()).update(d)
     out, seen = _Rows(), set()
     for s, t in zip(rows.src, rows.tgt, strict=True):
         if not s or not t:
@@ -184,7 +187,7 @@ def _clean(split: str, rows: _Rows, cfg: DataConfig, dropped: Counter) -> _Rows:
             if cfg.max_train_pairs and len(out.src) >= cfg.max_train_pairs:
                 dropped["max_train_pairs"] += 1
                 continue
-        out.add(s, t, sorted(union[(s, t)]))
+        out.add(s, t, sorted(union[(s, t)]) if union else [])
     return out
 
 
@@ -277,6 +280,7 @@ def load_corpus(cfg: DataConfig, log: Callable[[str], None] = print) -> Corpus:
         corpus.report.pop("manifest_data", None)
         corpus.splits = _load_splits(entry, corpus.report["pairs"])
     corpus.report["seconds"] = round(time.perf_counter() - start, 3)
+    corpus.key = key
     return corpus
 
 

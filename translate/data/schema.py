@@ -8,6 +8,8 @@ in one direction only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import datasets
 import pyarrow as pa
 
@@ -44,3 +46,39 @@ def columns(ds: datasets.Dataset, *names: str) -> list[list]:
     """
     table = ds.with_format("arrow")[:]
     return [table.column(n).to_pylist() for n in names]
+
+
+class TextColumn(Sequence[str]):
+    """One string column of a dataset, read on demand: ``col[i]``, ``col[:n]``, iteration.
+
+    Training keeps the validation sources/references (and could keep the training text)
+    this way without copying a large corpus into Python strings.
+    """
+
+    _BLOCK = 65536
+
+    def __init__(self, ds: datasets.Dataset, name: str) -> None:
+        self._table = ds.with_format("arrow")
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            if stop <= start:
+                return []
+            return self._table[start:stop].column(self._name).to_pylist()
+        i = int(index)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {index} out of range for {len(self)} rows")
+        return self._table[i:i + 1].column(self._name)[0].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self), self._BLOCK):
+            yield from self[start:start + self._BLOCK]
