@@ -9,6 +9,7 @@ the first window (warm-up). ``scaling`` is the 2-rank rate over the 1-rank rate:
 two single-threaded processes do as much as one process with two threads.
 
     python scripts/bench_ddp.py [--steps 40] [--log-every 10] [--max-pairs 10000]
+                                [--max-tokens N]
 
 Prints one JSON object on stdout.
 """
@@ -42,6 +43,8 @@ def _sets(args: argparse.Namespace, run: Path, cache: Path, threads: int, accum:
         "training.valid_every": 100000, "training.save_every_minutes": 0,
         "logging.log_every": args.log_every, "logging.wandb": "disabled",
     }
+    if args.max_tokens:
+        values["training.max_tokens"] = args.max_tokens
     out = []
     for key, value in values.items():
         out += ["--set", f"{key}={value}"]
@@ -68,6 +71,8 @@ def main() -> int:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--accum", type=int, default=1, help="micro-batches per rank per step")
     p.add_argument("--max-pairs", type=int, default=10000)
+    p.add_argument("--max-tokens", type=int, default=0,
+                   help="tokens per micro-batch (default: the config's)")
     p.add_argument("--data", default=str(DATA))
     args = p.parse_args()
     config = ["--config", "configs/multi30k.yaml"]
@@ -81,7 +86,7 @@ def main() -> int:
                     *_sets(args, root / "two", cache, 1, args.accum)], root / "two", 1)
     result = {
         "what": "configs/multi30k.yaml on CPU, fp32, the same micro-batches per step",
-        "steps": args.steps, "max_pairs": args.max_pairs,
+        "steps": args.steps, "max_pairs": args.max_pairs, "max_tokens": args.max_tokens,
         "one_rank_2_threads": one, "two_ranks_1_thread_gloo": two,
         "scaling": round(two["tokens_per_s"] / one["tokens_per_s"], 3),
         "cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
