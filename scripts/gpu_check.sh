@@ -96,9 +96,10 @@ step ddp-rate python3 -c "import json, statistics, sys
 rows = [json.loads(x) for x in open('/tmp/gc_ddp/metrics.jsonl')]
 rates = [r['train/tokens_per_s'] for r in rows if 'train/tokens_per_s' in r][1:] or [0.0]
 total = statistics.median(rates)
-print(json.dumps({'ddp_processes': $NPROC, 'tokens_per_s': round(total),
-                  'tokens_per_s_per_process': round(total / $NPROC)}))" \
-    | tee "$OUT/ddp.json"
+line = json.dumps({'ddp_processes': $NPROC, 'tokens_per_s': round(total),
+                   'tokens_per_s_per_process': round(total / $NPROC)})
+print(line)
+open('$OUT/ddp.json', 'w').write(line + '\\n')"
 step bench-infer python3 scripts/bench_infer.py --model /tmp/gc_run --device "$MODE" \
     --no-quantize --limit "$LIMIT" --batch-sizes 64,256 --cli-runs 1
 echo "gpu_check: $([ $status = 0 ] && echo all steps passed || echo SOME STEPS FAILED)" \
