@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check for a lent GPU machine (no network there): the GPU tests, a short bf16
-# training run in both decoder modes, and the two throughput benchmarks.
+# training run in both decoder modes, a torchrun DDP run over all GPUs (tokens/s per GPU),
+# and the two throughput benchmarks.
 #
 #   scripts/gpu_check.sh            # on the GPU machine
 #   scripts/gpu_check.sh --cpu      # dry run here: same steps, tiny sizes, on the CPU
@@ -76,6 +77,29 @@ step train-parallel python3 -m translate.train --config configs/multi30k.yaml \
     --set model.input_feeding=false --set training.max_steps="$TRAIN_STEPS" \
     --set training.valid_every=500 --set training.max_tokens=4000 \
     --set training.valid_max_sentences=500
+# DDP: one process per GPU (2 gloo ranks on the CPU in the dry run), bf16, parallel
+# decoder; the rate logged by rank 0 counts every rank's tokens, so per GPU it is / NPROC.
+if [ "$MODE" = cuda ]; then
+    NPROC=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
+else
+    NPROC=2
+fi
+step train-ddp python3 -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
+    -m translate.train --config configs/multi30k.yaml \
+    --set "data.train[0].prefix=$DATA/train" --set "data.valid[0].prefix=$DATA/val" \
+    --set "data.test[0].prefix=$DATA/test_2016_flickr" --set training.run_dir=/tmp/gc_ddp \
+    --set training.device="$MODE" --set training.precision="$PREC" \
+    --set model.input_feeding=false --set training.max_steps="$TRAIN_STEPS" \
+    --set training.valid_every=100000 --set training.max_tokens=4000 \
+    --set training.valid_max_sentences=100 --set logging.log_every=10
+step ddp-rate python3 -c "import json, statistics, sys
+rows = [json.loads(x) for x in open('/tmp/gc_ddp/metrics.jsonl')]
+rates = [r['train/tokens_per_s'] for r in rows if 'train/tokens_per_s' in r][1:] or [0.0]
+total = statistics.median(rates)
+line = json.dumps({'ddp_processes': $NPROC, 'tokens_per_s': round(total),
+                   'tokens_per_s_per_process': round(total / $NPROC)})
+print(line)
+open('$OUT/ddp.json', 'w').write(line + '\\n')"
 step bench-infer python3 scripts/bench_infer.py --model /tmp/gc_run --device "$MODE" \
     --no-quantize --limit "$LIMIT" --batch-sizes 64,256 --cli-runs 1
 echo "gpu_check: $([ $status = 0 ] && echo all steps passed || echo SOME STEPS FAILED)" \

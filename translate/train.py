@@ -2,12 +2,17 @@
 
 A thin layer over :class:`translate.trainer.Trainer`; ``--resume RUN_DIR`` continues a run
 from its own saved config (``--set`` still applies, e.g. to raise ``training.max_steps``).
+
+Under torchrun (``torchrun --nproc_per_node=N -m translate.train --config ...``) each process
+is one rank of a DistributedDataParallel run (:mod:`translate.train_ddp`); rank 0 writes the
+run directory and prints the summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from translate import config as config_mod
@@ -47,6 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(saved, overrides)
     else:
         cfg = config_mod.load(args.config or config_mod.DEFAULT_CONFIG, overrides)
+
+    from translate.distributed import from_env  # imports torch: after the process tuning
+
+    rank = from_env()
+    if rank.world_size > 1:
+        if not rank.is_main:  # rank 0 speaks for the run; the others only warn
+            logging.getLogger("translate").setLevel(logging.WARNING)
+        from translate.train_ddp import train  # heavy imports after the config is known good
+
+        summary = train(cfg, rank, resume=bool(args.resume))
+        if rank.is_main:
+            print(json.dumps(summary, indent=2, default=str))
+        return 0
 
     from translate.trainer import Trainer  # heavy imports after the config is known good
 

@@ -47,8 +47,18 @@ class EvaluationMixin:
 
     def _validate_and_save(self, start: float) -> bool:
         """Validate, save best/last, log; returns True when early stopping triggers."""
+        stop = self._validate_and_keep(start)
+        self.save_last()
+        return stop
+
+    def _validate_and_keep(self, start: float) -> bool:
+        """Validate, save best weights, log; True when early stopping triggers.
+
+        Sets ``valid_loss`` (None without a validation split): under DDP the other ranks'
+        learning-rate schedule needs it.
+        """
+        self.valid_loss = None
         if not len(self.data.splits["valid"]):
-            self.save_last()
             return False
         tr, p = self.cfg.training, self.progress
         result = self._run_validation("valid", greedy=True, limit=tr.valid_max_sentences)
@@ -62,7 +72,8 @@ class EvaluationMixin:
             p.bad_validations += 1
         self._snapshot()
         self.run.hyps_path.write_text("\n".join(result.hypotheses) + "\n", encoding="utf-8")
-        self.scheduler.step_validation(result.metrics["loss"])
+        self.valid_loss = result.metrics["loss"]
+        self.scheduler.step_validation(self.valid_loss)
         elapsed = p.elapsed + time.time() - start
         self.tracker.log({f"valid/{k}": v for k, v in result.metrics.items()}
                          | {"valid/best": p.best, "valid/elapsed_min": elapsed / 60}, p.step)
@@ -81,7 +92,6 @@ class EvaluationMixin:
         for sample in result.samples[:2]:
             say(f"  src: {sample['source']}\n  ref: {sample['reference']}\n"
                        f"  hyp: {sample['hypothesis']}")
-        self.save_last()
         return bool(tr.patience) and p.bad_validations >= tr.patience
 
     def _log_attention(self) -> None:

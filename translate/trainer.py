@@ -8,6 +8,7 @@ weights as one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -18,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from translate import config as config_mod
-from translate.batching import BatchSampler, collate
+from translate.batching import Batch, BatchSampler, collate
 from translate.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -29,6 +30,7 @@ from translate.config import Config
 from translate.errors import TranslateError
 from translate.loss import TranslationLoss, batch_losses
 from translate.model import build_model
+from translate.prefetch import Prefetcher
 from translate.prepare import Prepared, prepare
 from translate.progress import Progress, ProgressLines
 from translate.rundir import RunDir
@@ -53,23 +55,33 @@ class TrainingError(TranslateError, RuntimeError):
 
 
 class Trainer(EvaluationMixin):
+    """One training process; :class:`translate.train_ddp.DistributedTrainer` is one of many
+    (torchrun), and overrides the hooks marked "hook" below."""
+
+    is_main = True  # the process that writes the run directory (hook)
+    world_size = 1  # processes that share each step's batches (hook)
+
     def __init__(self, cfg: Config, resume: bool = False) -> None:
         self.cfg = cfg
-        self.run = RunDir(cfg.training.run_dir).create()
-        self._lock = self.run.lock()  # one writer per run directory, held until fit ends
+        self.run = RunDir(cfg.training.run_dir)
+        # One writer per run directory, held until fit ends.
+        self._lock = self.run.create().lock() if self.is_main else None
         set_threads(cfg.training.num_threads)
         seed_everything(cfg.training.seed)
         configure_cuda()
-        self.device = resolve_device(cfg.training.device)
+        self.device = self._resolve_device()
         self.dtype = resolve_precision(cfg.training.precision, self.device)
-        tracking = resolve_mode(cfg.logging.wandb)  # before the long work, like the above
-        config_mod.save(cfg, self.run.config_path)
-        with run_log(self.run.log_path):
+        # before the long work, like the above
+        tracking = resolve_mode(cfg.logging.wandb) if self.is_main else "disabled"
+        if self.is_main:
+            config_mod.save(cfg, self.run.config_path)
+        with self._main_first(), self._run_log():
             self.data: Prepared = prepare(cfg, self.run, log=log.info)
         tok = self.data.tokenizer
         self.special = {"pad_id": tok.pad_id, "bos_id": tok.bos_id, "eos_id": tok.eos_id}
         self.model = build_model(cfg.model, tok.src_vocab_size, tok.tgt_vocab_size, tok.pad_id,
                                  len(self.data.labels)).to(self.device)
+        self.net: torch.nn.Module = self.model  # the training forward (DDP wraps the model)
         tr = cfg.training
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tr.lr,
                                            betas=tuple(tr.betas), weight_decay=tr.weight_decay,
@@ -95,16 +107,42 @@ class Trainer(EvaluationMixin):
         self._nonfinite = 0
         self._stop_signal: str | None = None
         logged = 0  # the last step the interrupted process logged: W&B has it already
+        self._prefetch: Prefetcher | None = None
         if resume:
             # Loaded on the CPU: load_state_dict moves weights and optimizer state to the
             # parameters' device, and the RNG states must stay CPU tensors.
             self._restore(load_checkpoint(self.run.last_path, map_location="cpu"))
             logged = self.run.last_logged_step()
-            with run_log(self.run.log_path):  # the steps after it are replayed: cut their logs
-                self.run.truncate_logs(self.progress.step)
-        self.tracker = Tracker(cfg.logging, self.run, config_mod.to_dict(cfg),
-                               resume_id=self.run.read_wandb_id() if resume else None,
-                               mode=tracking, resume_step=logged)
+            if self.is_main:
+                with run_log(self.run.log_path):  # the steps after it are replayed: cut logs
+                    self.run.truncate_logs(self.progress.step)
+        self.tracker = self._tracker(tracking, resume, logged)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _resolve_device(self) -> torch.device:
+        return resolve_device(self.cfg.training.device)
+
+    def _main_first(self) -> contextlib.AbstractContextManager:
+        """Rank 0 prepares the data before the others read its tokenizer (hook)."""
+        return contextlib.nullcontext()
+
+    def _run_log(self) -> contextlib.AbstractContextManager:
+        return run_log(self.run.log_path) if self.is_main else contextlib.nullcontext()
+
+    def _tracker(self, mode: str, resume: bool, logged: int = 0) -> Tracker:
+        """``logged``: the last step the interrupted process logged (W&B has it already)."""
+        return Tracker(self.cfg.logging, self.run, config_mod.to_dict(self.cfg),
+                       resume_id=self.run.read_wandb_id() if resume else None, mode=mode,
+                       resume_step=logged)
+
+    def _share(self, group: list[list[int]]) -> list[tuple[list[int], bool]]:
+        """This process's micro-batches of a step's group, each with "counts" (hook)."""
+        return [(b, True) for b in group]
+
+    def _stopping(self) -> bool:
+        """A signal asked to stop (all ranks agree on it under DDP: hook)."""
+        return bool(self._stop_signal)
 
     # ------------------------------------------------------------------ state
 
@@ -147,7 +185,7 @@ class Trainer(EvaluationMixin):
 
     def fit(self) -> dict:
         """Train until a limit, early stopping or a signal; returns the final summary."""
-        with run_log(self.run.log_path):
+        with self._run_log():
             return self._fit()
 
     def _fit(self) -> dict:
@@ -163,25 +201,29 @@ class Trainer(EvaluationMixin):
         try:
             return self._loop()
         finally:
+            self._feed(None)
             for s, h in handlers.items():
                 signal.signal(s, h)
             self.tracker.finish()
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
 
     def _loop(self) -> dict:
         tr, p = self.cfg.training, self.progress
         start, window_tokens, window_start = time.time(), 0, time.time()
         bar = tqdm(total=tr.max_steps or None, initial=p.step, desc="train", unit="step",
-                   dynamic_ncols=True, disable=None)
-        lines = None if sys.stderr.isatty() else ProgressLines(
+                   dynamic_ncols=True, disable=None if self.is_main else True)
+        lines = None if sys.stderr.isatty() or not self.is_main else ProgressLines(
             say, self.cfg.logging.log_every, tr.max_steps, tr.max_minutes, p.elapsed)
         saved_at = time.time()
         stopped_early = False
         self.model.train()
         while not self._done(start) and not stopped_early:
             batches = self.sampler.batches(p.epoch)
+            self._feed(batches)
             while p.batch_in_epoch < len(batches) and not self._done(start):
-                group = batches[p.batch_in_epoch:p.batch_in_epoch + tr.accum_steps]
+                group = batches[p.batch_in_epoch:
+                                p.batch_in_epoch + tr.accum_steps * self.world_size]
                 stats = self._step(group)
                 p.batch_in_epoch += len(group)
                 if stats is None:
@@ -206,7 +248,7 @@ class Trainer(EvaluationMixin):
                 elif self._save_due(saved_at) and not self._done(start):  # end saves anyway
                     self._save_resumable(start)
                     saved_at = time.time()
-                if self._stop_signal:
+                if self._stopping():
                     return self._interrupted(start, bar)
                 if stopped_early:
                     break
@@ -243,13 +285,11 @@ class Trainer(EvaluationMixin):
         totals = {"loss": 0.0, "nll": 0.0, "tag_loss": 0.0}
         finite, real, slots = True, 0, 0
         for indices in group:
-            batch = collate(self.data.splits["train"], indices, **self.special)
+            batch = self._batch(indices)
             # padding share: pad positions over all positions of the padded src+tgt tensors
-            real += int(batch.src_lengths.sum()) + int(batch.tgt_lengths.sum())
+            # (counted from the CPU lengths: no device sync)
+            real += int(batch.src_lengths.sum()) + self._batch_tokens(indices)
             slots += batch.src.numel() + batch.tgt_out.numel()
-            if self.device.type == "cuda":
-                batch = batch.pin_memory()  # lets the copy below overlap with compute
-            batch = batch.to(self.device, non_blocking=True)
             with autocast(self.device, self.dtype):
                 trans, tag = batch_losses(self.model, batch, self.loss_fn, self.pos_weight)
             loss = trans.loss / ntokens
@@ -295,6 +335,32 @@ class Trainer(EvaluationMixin):
             )
         return None
 
+    def _feed(self, batches: list[list[int]] | None) -> None:
+        """On a GPU, build this epoch's batches ahead of the steps in a background thread
+        (collated and pinned while the GPU runs the step before); None stops it. On the
+        CPU batches stay built in the step, in order, as resume exactness wants."""
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
+        if batches is None or self.device.type != "cuda":
+            return
+        n, start = self.cfg.training.accum_steps * self.world_size, self.progress.batch_in_epoch
+        order = (b for i in range(start, len(batches), n)
+                 for b, _ in self._share(batches[i:i + n]))
+        split = self.data.splits["train"]
+        self._prefetch = Prefetcher(
+            order, lambda ix: collate(split, ix, **self.special).pin_memory())
+
+    def _batch(self, indices: list[int]) -> Batch:
+        """Micro-batch ``indices`` on the training device."""
+        if self._prefetch is not None:
+            batch = self._prefetch.get(indices)
+        else:
+            batch = collate(self.data.splits["train"], indices, **self.special)
+            if self.device.type == "cuda":
+                batch = batch.pin_memory()  # lets the copy below overlap with compute
+        return batch.to(self.device, non_blocking=True)
+
     def _batch_tokens(self, indices: list[int]) -> int:
         return sum(self.train_tgt_lens[i] + 1 for i in indices)
 
@@ -302,8 +368,12 @@ class Trainer(EvaluationMixin):
         bar.close()
         self.progress.elapsed += time.time() - start
         self.save_last()
-        cmd = f"python -m translate.train --resume {self.run.root}"
+        cmd = self._resume_command()
         msg = (f"{self._stop_signal}: stopped at step {self.progress.step}; "
                f"saved {self.run.last_path}. Resume with:\n  {cmd}")
-        say(msg)
+        if self.is_main:
+            say(msg)
         return {"interrupted": self._stop_signal, "step": self.progress.step, "resume": cmd}
+
+    def _resume_command(self) -> str:
+        return f"python -m translate.train --resume {self.run.root}"
