@@ -36,14 +36,16 @@ def run_infer(model: str, src: Path, extra: list[str]) -> tuple[float, float]:
     """(peak RSS in MB, wall seconds) of one ``infer`` run on ``src``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    with open(os.devnull, "wb") as sink:
+    # stderr goes to a file, not a pipe: a long input's warnings would fill a pipe nobody
+    # reads until the end and block the child.
+    with open(os.devnull, "wb") as sink, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([sys.executable, "-m", "translate.infer", "--model", model,
                                  "--input", str(src), *extra],
-                                stdout=sink, stderr=subprocess.PIPE, env=env)
+                                stdout=sink, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"infer failed on {src}: {proc.stderr.read().decode()[-2000:]}")
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            sys.exit(f"infer failed on {src}: {err.read().decode(errors='replace')[-2000:]}")
     return usage.ru_maxrss / 1024, time.perf_counter() - start  # Linux: KiB
 
 
