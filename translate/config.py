@@ -1,259 +1,173 @@
 """Typed configuration: one YAML file per experiment, one dataclass per section.
 
-Every key a user can write lives here with its type and default, so a typo or a wrong
-type is caught at load time with the key's dotted path instead of surfacing as a
-mysterious failure an hour into training. Nothing else in the package parses YAML.
+The sections (every key a user can write, with its type and default) are in
+:mod:`translate.config_sections` and re-exported here; this module loads them and checks the
+values, so that a typo or a wrong type is caught at load time with the key's dotted path
+instead of surfacing as a mysterious failure an hour into training. Nothing else in the
+package parses YAML.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import yaml
 
-from translate.config_check import DEVICE_HELP, DEVICE_PATTERN, validate, validate_inference
 from translate.config_parse import ConfigError, apply_override, build_section
+from translate.config_sections import (
+    CleaningConfig,
+    Config,
+    DataConfig,
+    DomainConditioningConfig,
+    InferenceConfig,
+    LoggingConfig,
+    ModelConfig,
+    SamplingConfig,
+    SourceConfig,
+    SplitConfig,
+    TaggerConfig,
+    TokenizerConfig,
+    TrainingConfig,
+)
 
-__all__ = ["DEVICE_HELP", "DEVICE_PATTERN", "ConfigError", "apply_override", "from_dict", "load",
-           "save", "to_dict", "validate", "validate_inference"]
+__all__ = [
+    "DEVICE_HELP", "DEVICE_PATTERN", "ConfigError", "apply_override", "from_dict", "load",
+    "save", "to_dict", "validate", "validate_inference",
+    "SourceConfig",
+    "CleaningConfig",
+    "SplitConfig",
+    "SamplingConfig",
+    "DataConfig",
+    "TokenizerConfig",
+    "TaggerConfig",
+    "DomainConditioningConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "InferenceConfig",
+    "LoggingConfig",
+    "Config",
+]
 
 
-# --------------------------------------------------------------------------- sections
+# The device names training and inference both accept (checked again against the machine by
+# translate.runtime.resolve_device), so that ``train --device cuda:1`` and ``infer --device
+# cuda:1`` agree.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 
-@dataclass
-class SourceConfig:
-    """One corpus source; its rows become ``{src, tgt, domains}``.
+def _check(cond: bool, path: str, expected: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: expected {expected}, got {value!r}")
 
-    kind:
-      - ``text``: plain parallel files ``{prefix}.{src_lang}`` and ``{prefix}.{tgt_lang}``.
-      - ``tabular``: ``path`` to TSV/CSV/JSONL/Parquet with ``src_column``/``tgt_column``
-        (and optionally ``domains_column`` holding a list of labels).
-      - ``hub``: a Hugging Face dataset ``name`` (or a local dataset directory / a dataset
-        saved with ``save_to_disk``) with ``subset`` and ``split``; either flat columns or the
-        ``{"translation": {lang: text}}`` layout.
-      - ``gettext``: the offline corpus built from the machine's ``.mo`` catalogs.
+
+def validate(cfg: Config) -> Config:
+    """Reject values that type-check but cannot work together."""
+    d, t, m, tr, inf = cfg.data, cfg.tokenizer, cfg.model, cfg.training, cfg.inference
+    _check(d.src_lang != d.tgt_lang, "data.tgt_lang", "a language other than data.src_lang",
+           d.tgt_lang)
+    for split in ("train", "valid", "test", "unsplit"):
+        for i, src in enumerate(getattr(d, split)):
+            where = f"data.{split}[{i}]"
+            needed = {"text": "prefix", "tabular": "path", "hub": "name"}.get(src.kind)
+            if needed and not getattr(src, needed):
+                raise ConfigError(f"{where}.{needed}: required for kind {src.kind!r}")
+    _check(DEVICE_PATTERN.fullmatch(tr.device) is not None, "training.device", DEVICE_HELP,
+           tr.device)
+    if not d.train and not d.unsplit:
+        raise ConfigError("data.train: at least one training source (or data.unsplit) needed")
+    _check(d.sampling.temperature > 0, "data.sampling.temperature",
+           "a positive number (1 = corpus proportions)", d.sampling.temperature)
+    for label, weight in d.sampling.weights.items():
+        _check(weight > 0, f"data.sampling.weights.{label}", "a positive number", weight)
+    frac = d.split.valid_fraction + d.split.test_fraction
+    _check(0 <= frac < 1, "data.split.valid_fraction", "fractions summing to less than 1", frac)
+    _check(d.cleaning.max_chars > 0, "data.cleaning.max_chars", "a positive number",
+           d.cleaning.max_chars)
+    _check(d.cleaning.max_ratio >= 1, "data.cleaning.max_ratio", "a number >= 1",
+           d.cleaning.max_ratio)
+    _check(t.vocab_size >= 16, "tokenizer.vocab_size", "at least 16", t.vocab_size)
+    _check(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "a number in (0, 1]",
+           t.character_coverage)
+    _check(t.max_tokens >= 2, "tokenizer.max_tokens", "at least 2", t.max_tokens)
+    _check(t.input_sentence_size == 0 or t.input_sentence_size >= 2,
+           "tokenizer.input_sentence_size", "0 (all sentences) or at least 2",
+           t.input_sentence_size)
+    for key in ("emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
+        _check(getattr(m, key) > 0, f"model.{key}", "a positive integer", getattr(m, key))
+    _check(0 <= m.dropout < 1, "model.dropout", "a number in [0, 1)", m.dropout)
+    if m.attention == "dot":
+        _check(m.dec_hidden == 2 * m.enc_hidden, "model.attention",
+               "'general' or 'mlp' unless dec_hidden == 2 * enc_hidden (dot attention)",
+               m.attention)
+    _validate_conditioning(m)
+    if m.share_embeddings and not t.joint:
+        raise ConfigError("model.share_embeddings: needs tokenizer.joint: true")
+    _check(tr.lr > 0, "training.lr", "a positive number", tr.lr)
+    _check(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "training.betas",
+           "two numbers in [0, 1)", tr.betas)
+    _check(tr.max_tokens > 0, "training.max_tokens", "a positive integer", tr.max_tokens)
+    _check(tr.batch_size > 0, "training.batch_size", "a positive integer", tr.batch_size)
+    _check(tr.accum_steps >= 1, "training.accum_steps", "at least 1", tr.accum_steps)
+    _check(0 <= tr.label_smoothing < 1, "training.label_smoothing", "a number in [0, 1)",
+           tr.label_smoothing)
+    _check(tr.valid_every > 0, "training.valid_every", "a positive integer", tr.valid_every)
+    _check(tr.save_every_minutes >= 0, "training.save_every_minutes", "a number >= 0 (0 = off)",
+           tr.save_every_minutes)
+    _check(tr.save_every_steps >= 0, "training.save_every_steps", "an integer >= 0 (0 = off)",
+           tr.save_every_steps)
+    _check(tr.max_nonfinite >= 1, "training.max_nonfinite", "at least 1", tr.max_nonfinite)
+    _check(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "training.max_steps",
+           "a limit: one of max_steps, max_epochs, max_minutes must be positive", tr.max_steps)
+    _check(cfg.logging.log_every > 0, "logging.log_every", "a positive integer",
+           cfg.logging.log_every)
+    _check(cfg.logging.test_sentences >= 0, "logging.test_sentences", "an integer >= 0 (0 = off)",
+           cfg.logging.test_sentences)
+    _check(cfg.logging.attention_samples >= 0, "logging.attention_samples",
+           "an integer >= 0 (0 = off)", cfg.logging.attention_samples)
+    validate_inference(inf)
+    return cfg
+
+
+def _validate_conditioning(m: ModelConfig) -> None:
+    dc = m.domain_conditioning
+    if not dc.enabled:
+        return
+    if not m.tagger.enabled:
+        raise ConfigError("model.domain_conditioning.enabled: needs model.tagger.enabled: true "
+                          "(the domain mixture is over the tagger's labels)")
+    _check(dc.dim > 0, "model.domain_conditioning.dim", "a positive integer", dc.dim)
+    _check(0 <= dc.label_dropout <= 1, "model.domain_conditioning.label_dropout",
+           "a probability in [0, 1]", dc.label_dropout)
+
+
+def validate_inference(inf: InferenceConfig, prefix: str = "inference.") -> InferenceConfig:
+    """The one check of inference options: the config file's and every later override's.
+
+    ``prefix`` names the options as the caller's user wrote them: ``inference.`` for the
+    YAML file, none for keyword arguments of ``Translator.translate`` / ``infer`` flags.
     """
-
-    kind: Literal["text", "tabular", "hub", "gettext"] = "text"
-    prefix: str | None = None
-    path: str | None = None
-    format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"
-    src_column: str = "src"
-    tgt_column: str = "tgt"
-    domains_column: str | None = None
-    name: str | None = None
-    subset: str | None = None
-    split: str = "train"
-    domains: list[str] = field(default_factory=list)
-    max_pairs: int = 0  # keep only the first N pairs of this source (0 = all)
-    # gettext only
-    locale_dirs: list[str] = field(default_factory=lambda: ["/usr/share/locale"])
-    extra_catalog_dirs: list[str] = field(default_factory=list)
-    domain_map: str | None = None
-
-
-@dataclass
-class CleaningConfig:
-    """Training-split filters; every dropped pair is counted by reason."""
-
-    max_chars: int = 400
-    max_ratio: float = 3.0
-    min_chars_for_ratio: int = 10
-    dedup: bool = True
-
-
-@dataclass
-class SplitConfig:
-    """Hash split for sources without predefined splits (keyed on the source sentence)."""
-
-    valid_fraction: float = 0.02
-    test_fraction: float = 0.02
-    max_valid: int = 2000
-    max_test: int = 2000
-    seed: str = "translate"
-
-
-@dataclass
-class SamplingConfig:
-    """How often each domain's training pairs are drawn (translate.sampling).
-
-    A row's domain is its label (the rarest one when it has several; unlabelled rows form a
-    group of their own). Each epoch draws as many rows as the training split holds, domain
-    ``i`` getting a share ``p_i`` proportional to ``(weights[i] * n_i) ** (1 / temperature)``
-    (fairseq / OpenNMT-py style): 1 keeps the corpus proportions, larger values flatten them
-    towards uniform, so that a 1.5k-pair domain is not drowned by a 46k-pair one. With
-    ``temperature: 1`` and no weights the epoch is the corpus itself, as without sampling.
-    """
-
-    temperature: float = 1.0
-    weights: dict[str, float] = field(default_factory=dict)  # domain label -> multiplier
-
-
-@dataclass
-class DataConfig:
-    src_lang: str = "de"
-    tgt_lang: str = "en"
-    train: list[SourceConfig] = field(default_factory=list)
-    valid: list[SourceConfig] = field(default_factory=list)
-    test: list[SourceConfig] = field(default_factory=list)
-    # Sources with no split of their own: divided into train/valid/test by a hash.
-    unsplit: list[SourceConfig] = field(default_factory=list)
-    cleaning: CleaningConfig = field(default_factory=CleaningConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    cache_dir: str = ".cache/translate"
-    # For quick experiments: keep only the first N training pairs (0 = all).
-    max_train_pairs: int = 0
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-
-
-@dataclass
-class TokenizerConfig:
-    model_type: Literal["unigram", "bpe"] = "unigram"
-    vocab_size: int = 8000
-    joint: bool = True
-    character_coverage: float = 1.0
-    byte_fallback: bool = True
-    # Sentences per model the tokenizer learns from (0 = all): a larger training corpus is
-    # sampled (seeded, whole pairs), so tokenizer training time stops growing with it.
-    input_sentence_size: int = 1_000_000
-    max_tokens: int = 256  # longest source/target in pieces fed to the model
-
-
-@dataclass
-class TaggerConfig:
-    enabled: bool = True
-    pooling: Literal["mean", "attention"] = "mean"
-    hidden: int = 256
-    loss_weight: float = 0.1
-    pos_weight: bool = False
-
-
-@dataclass
-class DomainConditioningConfig:
-    """Tell the decoder the domain (:mod:`translate.model.conditioning`).
-
-    Off by default: a model without it is the model trained before it existed. ``dim``:
-    size of each label's learned embedding. ``label_dropout``: in training, the probability
-    that a sentence's gold-label mixture is replaced by zeros ("unknown domain"), so the
-    model also learns to translate when no label is known (``--domain none``, or a tagger
-    that passes no threshold). Needs the tagger and labelled training data.
-    """
-
-    enabled: bool = False
-    dim: int = 32
-    label_dropout: float = 0.2
-
-
-@dataclass
-class ModelConfig:
-    emb_dim: int = 256
-    enc_hidden: int = 256  # per direction
-    enc_layers: int = 2
-    dec_hidden: int = 512
-    dec_layers: int = 2
-    dropout: float = 0.3
-    attention: Literal["dot", "general", "mlp"] = "general"
-    input_feeding: bool = True
-    tie_output: bool = False
-    share_embeddings: bool = False
-    tagger: TaggerConfig = field(default_factory=TaggerConfig)
-    domain_conditioning: DomainConditioningConfig = field(
-        default_factory=DomainConditioningConfig)
-    # Fast implementations (default) or their plain references, for checking and debugging.
-    # Same weights and checkpoint keys either way. false: nn.LSTM called step by step instead
-    # of the decoder's hand-fused recurrence (model/decoder.py, model/feed_rnn.py).
-    fused_decoder_rnn: bool = True
-    # false: nn.Dropout instead of the integer-mask CPU dropout (model/dropout.py).
-    fast_dropout: bool = True
-
-
-@dataclass
-class TrainingConfig:
-    run_dir: str = "runs/default"
-    device: str = "auto"  # DEVICE_PATTERN
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    seed: int = 1234
-    batch_type: Literal["tokens", "sentences"] = "tokens"
-    max_tokens: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    weight_decay: float = 0.0
-    scheduler: Literal["inverse_sqrt", "plateau", "constant"] = "inverse_sqrt"
-    warmup_steps: int = 500
-    plateau_factor: float = 0.5
-    plateau_patience: int = 2
-    clip_norm: float = 1.0
-    accum_steps: int = 1
-    label_smoothing: float = 0.1
-    max_steps: int = 0  # 0 = no step limit
-    max_epochs: int = 10
-    max_minutes: float = 0.0  # 0 = no wall-clock limit
-    valid_every: int = 1000
-    # Checkpoints of the resumable state between validations, so a kill loses at most this
-    # much work; 0 turns either off.
-    save_every_minutes: float = 10.0
-    save_every_steps: int = 0
-    valid_max_sentences: int = 0  # 0 = whole validation split
-    early_stopping_metric: Literal["loss", "bleu", "chrf"] = "bleu"
-    patience: int = 0  # validations without improvement before stopping; 0 = never
-    max_nonfinite: int = 5
-    num_threads: int = 0  # 0 = torch's default
-    average_last: int = 0  # average the last N validations' weights (kept if it validates better)
-    num_samples: int = 5
-
-
-@dataclass
-class InferenceConfig:
-    beam_size: int = 5
-    alpha: float = 0.6
-    max_len_a: float = 1.5
-    max_len_b: int = 10
-    min_len: int = 1
-    n_best: int = 1
-    no_repeat_ngram: int = 0
-    batch_size: int = 128  # sentences; smaller batches made beam 5 slower on CPU
-    quantize: bool = False
-    # CPU batches decoded at once, torch's threads split among them. 2 workers ran more
-    # sentences/s than 1 on 2 cores but hold two batches in memory, which takes the whole
-    # default command past the translation memory budget, so the default stays 1.
-    workers: int = 1
-    # Decode each batch over a vocabulary shortlist (translate.shortlist) when the run has
-    # one (shortlist.pt, written at the end of training): the ``shortlist_k`` target pieces
-    # with the highest Dice for each source piece of the batch (at most 100, the stored
-    # width), plus the ``shortlist_frequent`` most frequent target pieces. Scores are then
-    # log-probabilities over the shortlist, and outputs can depend on which sentences share
-    # a batch; ``shortlist: false`` (``--shortlist off``) scores over the whole vocabulary.
-    shortlist: bool = True
-    shortlist_k: int = 30
-    shortlist_frequent: int = 1000
-
-
-@dataclass
-class LoggingConfig:
-    wandb: Literal["auto", "online", "offline", "disabled"] = "auto"
-    project: str = "translate"
-    entity: str | None = None
-    run_name: str | None = None
-    log_every: int = 100
-    artifacts: bool = True  # the best weights, tokenizer, labels and config as a W&B artifact
-    test_sentences: int = 10  # the test set's N worst and N best sentences by chrF (0: none)
-    attention_samples: int = 3  # validation sentences whose attention is logged (0: none)
-
-
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checks = [
+        (inf.beam_size >= 1, "beam_size", "at least 1", inf.beam_size),
+        (1 <= inf.n_best <= inf.beam_size, "n_best",
+         f"between 1 and {prefix}beam_size ({inf.beam_size})", inf.n_best),
+        (inf.batch_size >= 1, "batch_size", "at least 1", inf.batch_size),
+        (inf.workers >= 1, "workers", "at least 1", inf.workers),
+        (inf.max_len_a >= 0, "max_len_a", "at least 0", inf.max_len_a),
+        (inf.max_len_b >= 0, "max_len_b", "at least 0", inf.max_len_b),
+        (inf.min_len >= 0, "min_len", "at least 0", inf.min_len),
+        (inf.no_repeat_ngram >= 0, "no_repeat_ngram", "at least 0", inf.no_repeat_ngram),
+        (inf.shortlist_k >= 0, "shortlist_k", "at least 0", inf.shortlist_k),
+        (inf.shortlist_frequent >= 0, "shortlist_frequent", "at least 0",
+         inf.shortlist_frequent),
+    ]
+    for ok, name, expected, value in checks:
+        _check(ok, prefix + name, expected, value)
+    return inf
 
 
 # --------------------------------------------------------------------------- building
