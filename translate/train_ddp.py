@@ -169,20 +169,7 @@ class DistributedTrainer(Trainer):
         totals = dict(zip(("loss", "nll", "tag_loss"), self.dist.all_sum(local), strict=True))
         # Gradients are all-reduced, so the norm (and whether it is finite) is the same on
         # every rank: they all step or all skip.
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), self.cfg.training.clip_norm or float("inf")))
-        finite = math.isfinite(totals["loss"]) and (
-            math.isfinite(grad_norm) or self.scaler.is_enabled())
-        if not finite:
-            return self._skip_nonfinite(totals["loss"], grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step_batch()
-        self._nonfinite = 0
-        totals.update(ntokens=ntokens, grad_norm=grad_norm, nll=totals["nll"] / ntokens,
-                      ppl=math.exp(min(totals["nll"] / ntokens, 50.0)))
-        return totals
+        return self._clip_and_step(totals, ntokens)
 
 
 def train(cfg: Config, rank: Rank, resume: bool = False) -> dict:

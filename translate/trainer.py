@@ -302,12 +302,20 @@ class Trainer(EvaluationMixin):
                 finite = False
                 break
             self.scaler.scale(loss).backward()
+        totals["padding"] = 1.0 - real / max(slots, 1)
+        return self._clip_and_step(totals, ntokens, finite)
+
+    def _clip_and_step(self, totals: dict, ntokens: int, finite: bool = True) -> dict | None:
+        """Unscale and clip the accumulated gradients and take the optimizer step, or skip a
+        non-finite one; ``totals`` (the step's sums) becomes the step's logged statistics.
+        Shared by the plain and the DDP step, which differ only in how gradients accumulate."""
         grad_norm = float("nan")
         if finite:
             self.scaler.unscale_(self.optimizer)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), self.cfg.training.clip_norm or float("inf")))
-            finite = math.isfinite(grad_norm) or self.scaler.is_enabled()
+            finite = math.isfinite(totals["loss"]) and (
+                math.isfinite(grad_norm) or self.scaler.is_enabled())
         if not finite:
             return self._skip_nonfinite(totals["loss"], grad_norm)
         self.scaler.step(self.optimizer)
@@ -315,7 +323,6 @@ class Trainer(EvaluationMixin):
         self.scheduler.step_batch()
         self._nonfinite = 0
         totals.update(ntokens=ntokens, grad_norm=grad_norm, nll=totals["nll"] / ntokens,
-                      padding=1.0 - real / max(slots, 1),
                       ppl=math.exp(min(totals["nll"] / ntokens, 50.0)))
         return totals
 
