@@ -329,3 +329,21 @@ def test_disabled_training_writes_nothing_of_wandb(offline_run, multi30k, multid
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert not names & {"wandb", "wandb_id", "wandb_artifact.json"}
     assert not (tmp_path / "wandb").exists()
+
+
+def test_artifacts_off_logs_no_model_artifact(offline_run, multi30k, multidomain, tmp_path,
+                                              monkeypatch) -> None:
+    """``logging.artifacts: false``: an offline run with metrics but no model artifact."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    raw = _raw(multi30k, multidomain, tmp_path / "run", offline_run.parent / "cache",
+               max_steps=5)
+    raw["logging"]["artifacts"] = False
+    Trainer(config.from_dict(raw)).fit()
+    records = [r for p in segments(tmp_path / "run") for r in p]
+    assert history(records), "the run logged no metrics at all"
+    kinds = {a.type for a in of_kind(records, "artifact")}
+    assert "run_table" in kinds and "model" not in kinds  # tables are logged, the model not
+    assert "wandb: model artifact" not in (tmp_path / "run" / "train.log").read_text()
+    assert not (tmp_path / "run" / "wandb_artifact.json").exists()
