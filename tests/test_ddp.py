@@ -85,6 +85,12 @@ def test_two_ranks_equal_one_process_accumulating_and_rank0_alone_writes(
                      for p in (tmp / "single").rglob("*")}
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/loss" in r] == list(range(1, STEPS + 1))
+    # the padding share of a step's micro-batches, summed over ranks as one process counts it
+    single_records = [json.loads(line) for line in
+                      (tmp / "single" / "metrics.jsonl").read_text().splitlines()]
+    pads = [r["train/padding"] for r in records if "train/padding" in r]
+    assert pads and pads == pytest.approx(
+        [r["train/padding"] for r in single_records if "train/padding" in r], abs=1e-9)
     assert stdout.count('"run_dir"') == 1
     log = (run / "train.log").read_text(encoding="utf-8")
     assert log.count("run directory:") == 1

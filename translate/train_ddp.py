@@ -150,9 +150,13 @@ class DistributedTrainer(Trainer):
         self.optimizer.zero_grad(set_to_none=True)
         ntokens = sum(self._batch_tokens(ix) for ix in group)  # the whole step's, all ranks
         world, mine = self.world_size, self._share(group)
-        local = [0.0, 0.0, 0.0]  # loss, nll, tag loss: this rank's part of the step's sums
+        # loss, nll, tag loss, real and padded positions: this rank's part of the step's sums
+        local = [0.0, 0.0, 0.0, 0.0, 0.0]
         for i, (indices, real) in enumerate(mine):
             batch = self._batch(indices)
+            if real:  # padding share as the plain step counts it, over the real batches
+                local[3] += int(batch.src_lengths.sum()) + self._batch_tokens(indices)
+                local[4] += batch.src.numel() + batch.tgt_out.numel()
             weight = float(world) if real else 0.0
             sync = i == len(mine) - 1
             with (contextlib.nullcontext() if sync else self.net.no_sync()):
@@ -166,7 +170,9 @@ class DistributedTrainer(Trainer):
                 local[0] += float(loss.detach()) / world
                 local[1] += float(trans.nll) if real else 0.0
                 self.scaler.scale(loss).backward()
-        totals = dict(zip(("loss", "nll", "tag_loss"), self.dist.all_sum(local), strict=True))
+        loss, nll, tag_loss, real_pos, slots = self.dist.all_sum(local)
+        totals = {"loss": loss, "nll": nll, "tag_loss": tag_loss,
+                  "padding": 1.0 - real_pos / max(slots, 1.0)}
         # Gradients are all-reduced, so the norm (and whether it is finite) is the same on
         # every rank: they all step or all skip.
         return self._clip_and_step(totals, ntokens)
