@@ -286,7 +286,8 @@ def test_pair_groups_survive_hash_collisions(multi30k: Path, tmp_path: Path) -> 
     exact = {}
     want = [exact.setdefault(r, len(exact)) for r in rows]
     for hash_fn in [*weak, None]:
-        groups = pair_groups(staged, hash_fn) if hash_fn else pair_groups(staged)
-        # the same partition of the rows as grouping by the text itself
+        groups, first = pair_groups(staged, hash_fn) if hash_fn else pair_groups(staged)
+        # the same partition of the rows as grouping by the text itself, first rows first
         assert len(set(zip(groups.tolist(), want, strict=True))) == len(exact) == 200
+        assert np.flatnonzero(first).tolist() == list(range(200))
     staged.close()

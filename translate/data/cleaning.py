@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -45,15 +46,18 @@ def arrow_strips_like_python() -> bool:
 
     Checked once per process over every code point (the two follow their own Unicode
     tables); when they ever differ, stripping falls back to Python, so results never do."""
-    points = np.array([c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF])
-    text = "".join(map(chr, points.tolist())).encode("utf-8")
+    points = np.arange(0x110000, dtype=np.uint32)
+    points = points[(points < 0xD800) | (points > 0xDFFF)]
+    text = points.astype("<u4").tobytes().decode("utf-32-le")
     widths = 1 + (points >= 0x80) + (points >= 0x800) + (points >= 0x10000)
     offsets = np.zeros(len(points) + 1, dtype=np.int32)
     np.cumsum(widths, out=offsets[1:])
-    chars = pa.StringArray.from_buffers(len(points), pa.py_buffer(offsets), pa.py_buffer(text))
-    arrow_space = pc.utf8_length(pc.utf8_trim_whitespace(chars)).to_numpy() == 0
-    python_space = np.array([chr(c).isspace() for c in points.tolist()])
-    return bool((arrow_space == python_space).all())
+    chars = pa.StringArray.from_buffers(len(points), pa.py_buffer(offsets),
+                                        pa.py_buffer(text.encode("utf-8")))
+    arrow_space = np.flatnonzero(pc.utf8_length(pc.utf8_trim_whitespace(chars)).to_numpy() == 0)
+    # re's \s is str.isspace (both Py_UNICODE_ISSPACE), and scans the text in C
+    python_space = [m.start() for m in re.finditer(r"\s", text)]
+    return arrow_space.tolist() == python_space
 
 
 def strip(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -118,13 +122,12 @@ class SplitRows:
         self._writer.close()
         staged = Staged(self.path)
         groups = None
-        if self.rows and (dedup or self.labelled):
-            groups = pair_groups(staged)
         keep = np.ones(self.rows, dtype=bool)
-        if dedup and self.rows:
-            keep[:] = False
-            keep[np.unique(groups, return_index=True)[1]] = True
-            self.dropped["duplicate"] += int(self.rows - keep.sum())
+        if self.rows and (dedup or self.labelled):
+            groups, is_first = pair_groups(staged)
+            if dedup:
+                keep = is_first
+                self.dropped["duplicate"] += int(self.rows - keep.sum())
         if max_pairs:
             past = np.flatnonzero(keep)[max_pairs:]
             keep[past] = False
@@ -178,17 +181,21 @@ class Staged:
 # --------------------------------------------------------------------------- identical pairs
 
 
-def pair_groups(staged: Staged, hash_fn=pair_hashes) -> np.ndarray:
-    """A group id per staged pair; equal ids if and only if the pairs are identical."""
+def pair_groups(staged: Staged, hash_fn=pair_hashes) -> tuple[np.ndarray, np.ndarray]:
+    """A group id per staged pair (equal ids if and only if the pairs are identical) and
+    whether each pair is the first of its group."""
     hashes = np.concatenate([hash_fn(b.column(0), b.column(1)) for _, b in staged.batches()])
     _, first, groups = np.unique(hashes, return_index=True, return_inverse=True)
     groups = groups.astype(np.int64)
-    later = np.flatnonzero(first[groups] != np.arange(len(groups)))
+    is_first = first[groups] == np.arange(len(groups))
+    later = np.flatnonzero(~is_first)
     if later.size:
         wrong = _differ(staged, later, first[groups[later]])
         if wrong.size:  # a hash collision: group those pairs by their text
             groups = _regroup(staged, groups, np.unique(groups[wrong]))
-    return groups
+            is_first = np.zeros(len(groups), dtype=bool)
+            is_first[np.unique(groups, return_index=True)[1]] = True
+    return groups, is_first
 
 
 def _differ(staged: Staged, rows: np.ndarray, firsts: np.ndarray,

@@ -14,6 +14,8 @@ when each file was read whole before the other.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from translate.data.schema import DataError
 
 BLOCK_BYTES = 16 << 20
 BATCH_ROWS = 100_000
+READ_AHEAD = True  # the target file read by a second thread (see _ahead)
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -123,6 +126,8 @@ def parallel_lines(src_path: Path, tgt_path: Path, rows: int = BATCH_ROWS,
     differ (raised once both files are read, with both counts)."""
     src_it = _rebatch(line_arrays(src_path), rows)
     tgt_it = _rebatch(line_arrays(tgt_path), rows)
+    if READ_AHEAD:
+        tgt_it = _ahead(tgt_it)
     n_src = n_tgt = 0
     while True:
         src = next(src_it, None)
@@ -145,3 +150,43 @@ def parallel_lines(src_path: Path, tgt_path: Path, rows: int = BATCH_ROWS,
 
 def _count(arrays: Iterator[pa.Array]) -> int:
     return sum(len(a) for a in arrays)
+
+
+def _ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """``items`` produced by a thread, ``depth`` ahead of the caller: splitting and checking
+    a block is numpy and Arrow work that releases the GIL, so the two files of a pair are
+    read on two cores. An exception in the thread is raised at the caller's ``next``."""
+    box: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            put((None, err))
+
+    thread = threading.Thread(target=run, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = box.get()
+            if ok is None:
+                raise item
+            if not ok:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
