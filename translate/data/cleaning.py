@@ -199,7 +199,7 @@ def pair_groups(staged: Staged, hash_fn=pair_hashes) -> tuple[np.ndarray, np.nda
 
 
 def _differ(staged: Staged, rows: np.ndarray, firsts: np.ndarray,
-            block: int = 1_000_000) -> np.ndarray:
+            block: int = 200_000) -> np.ndarray:
     """Indices into ``rows`` of the pairs that are not equal to the pair at ``firsts``."""
     wrong = []
     for a in range(0, len(rows), block):

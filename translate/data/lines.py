@@ -24,8 +24,8 @@ import pyarrow as pa
 
 from translate.data.schema import DataError
 
-BLOCK_BYTES = 16 << 20
-BATCH_ROWS = 100_000
+BLOCK_BYTES = 4 << 20
+BATCH_ROWS = 50_000
 READ_AHEAD = True  # the target file read by a second thread (see _ahead)
 _BOM = b"\xef\xbb\xbf"
 
