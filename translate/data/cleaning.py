@@ -88,6 +88,7 @@ class SplitRows:
         self.split, self.cleaning, self.path = split, cleaning, path
         self.dropped: Counter = Counter()
         self.rows = 0
+        self.sizes: list[int] = []  # rows per staged batch
         self.labelled = False
         self._writer = pa.ipc.new_file(str(path), SCHEMA)
 
@@ -112,6 +113,7 @@ class SplitRows:
             self.labelled |= bool(pc.sum(pc.list_value_length(kept["domains"])).as_py() or 0)
             for batch in kept.cast(SCHEMA).to_batches():
                 self._writer.write_batch(batch)
+                self.sizes.append(batch.num_rows)
             self.rows += len(kept)
 
     def finish(self, out: Path, dedup: bool, max_pairs: int) -> dict:
@@ -120,7 +122,7 @@ class SplitRows:
         Returns ``{"pairs", "domains"}`` (label counts of the kept pairs); the drops are
         in ``self.dropped``."""
         self._writer.close()
-        staged = Staged(self.path)
+        staged = Staged(self.path, self.sizes)
         groups = None
         keep = np.ones(self.rows, dtype=bool)
         if self.rows and (dedup or self.labelled):
@@ -154,10 +156,13 @@ class Staged:
     """Sequential and row-wise reads of a staging file (plain reads, not a memory map:
     the pages of a multi-gigabyte map would count as the process's resident memory)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sizes: list[int] | None = None) -> None:
+        """``sizes``: the rows of each batch, as written (else read from the file)."""
         self._file = pa.OSFile(str(path))
         self._reader = pa.ipc.open_file(self._file)
-        sizes = [self._reader.get_batch(i).num_rows for i in range(self._reader.num_record_batches)]
+        if sizes is None:
+            sizes = [self._reader.get_batch(i).num_rows
+                     for i in range(self._reader.num_record_batches)]
         self.starts = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.starts[1:])
 

@@ -177,17 +177,19 @@ class _Pool:
         self.path, self.seed = path, seed
         self._writer = pa.ipc.new_file(str(path), SCHEMA)
         self.units: list[np.ndarray] = []
+        self.sizes: list[int] = []  # rows per staged batch
         self.sources: list[tuple[dict, int]] = []
 
     def add(self, table: pa.Table) -> None:
         self.units.append(_units(table["src"].to_pylist(), self.seed))
         for batch in table.cast(SCHEMA).to_batches():
             self._writer.write_batch(batch)
+            self.sizes.append(batch.num_rows)
 
     def route(self, cfg: DataConfig, stages: dict[str, SplitRows]) -> None:
         """Each row to its split's staging, in order; ``rows_per_split`` into each info."""
         self._writer.close()
-        staged = Staged(self.path)
+        staged = Staged(self.path, self.sizes)
         try:
             units = np.concatenate(self.units) if self.units else np.zeros(0, np.uint64)
             targets = split_targets(units, lambda rows: staged.take(rows)["src"].to_pylist(),
