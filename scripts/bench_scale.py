@@ -22,6 +22,12 @@ Then, each in its own child process so that ``ru_maxrss`` (from ``os.wait4``) is
 
     python scripts/bench_scale.py [--pairs 5000000] [--steps 20] [--workdir DIR] [--keep]
                                   [--threads 2] [--no-reference] [--input-sentence-size N]
+                                  [--prepare-only] [--repo DIR]
+
+``--prepare-only`` stops after the prepare phase. ``--repo DIR`` runs the children on another
+checkout's ``translate`` package (an older commit, for a before/after in one session). With
+``--workdir``, a corpus synthesized there before with the same ``--pairs`` is reused, and the
+caches and run directories are removed before each phase, so preparation is always cold.
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -112,6 +118,18 @@ def synthesize(n: int, out: Path, seed: int = 0) -> dict:
             "bytes": os.path.getsize(f"{out}.de") + os.path.getsize(f"{out}.en")}
 
 
+def corpus_for(n: int, work: Path) -> dict:
+    """The synthetic corpus in ``work``: reused when one of ``n`` pairs is already there."""
+    stamp = work / "corpus.json"
+    if stamp.is_file() and all((work / f"train.{x}").is_file() for x in ("de", "en")):
+        info = json.loads(stamp.read_text(encoding="utf-8"))
+        if info.get("pairs") == n:
+            return {**info, "reused": True}
+    info = synthesize(n, work / "train")
+    stamp.write_text(json.dumps(info), encoding="utf-8")
+    return info
+
+
 def write_config(path: Path, train_prefix: Path, cache: Path, run_dir: Path,
                  input_sentence_size: int | None) -> None:
     raw = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
@@ -135,13 +153,14 @@ def _peak_so_far(pid: int) -> float | None:
     return None
 
 
-def run_child(cmd: list[str], env: dict, watch=None) -> tuple[int, float, float, str, str]:
+def run_child(cmd: list[str], env: dict, watch=None,
+              cwd: Path = ROOT) -> tuple[int, float, float, str, str]:
     """(returncode, wall seconds, peak RSS MB, stdout, stderr) of one child process.
 
     ``watch(pid)``, when given, is called twice a second while the child runs."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG if watch else 0)
             if pid:
@@ -164,8 +183,15 @@ from translate.rundir import RunDir
 cfg = config.load(sys.argv[1])
 imports = time.perf_counter() - t0
 stamps = []
+
+def hwm():
+    # peak RSS so far (MB), so the log says how much each phase had reached
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+
 data = prepare(cfg, RunDir(cfg.training.run_dir).create(),
-               log=lambda m: stamps.append((round(time.perf_counter() - t0, 2), m)))
+               log=lambda m: stamps.append((round(time.perf_counter() - t0, 2), hwm(), m)))
 train = data.splits["train"]
 tokens = sum(sum(c.lengths()) for c in (train.src_ids, train.tgt_ids))
 print(json.dumps({"total": time.perf_counter() - t0, "imports": imports,
@@ -175,15 +201,18 @@ print(json.dumps({"total": time.perf_counter() - t0, "imports": imports,
 """
 
 
-def prepare_child(cfg_path: Path, env: dict) -> dict:
-    rc, wall, rss, out, err = run_child([sys.executable, "-c", PREPARE, str(cfg_path)], env)
+def prepare_child(cfg_path: Path, env: dict, repo: Path = ROOT) -> dict:
+    rc, wall, rss, out, err = run_child([sys.executable, "-c", PREPARE, str(cfg_path)], env,
+                                        cwd=repo)
     if rc:
         raise SystemExit(f"prepare failed ({rc}):\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
+    # The peak once the corpus is read and cleaned: at the tokenizer's first message.
+    read_clean_peak = next((h for _, h, m in res["log"] if m.startswith("tokenizer:")), None)
     enc = res["encoded"]
     tok_s = res["total"] - res["imports"] - res["corpus"] - enc["seconds"]
     read_clean_encode = res["corpus"] + enc["seconds"]
-    sentencepiece = [float(m.split(" in ")[-1].split("s ->")[0]) for _, m in res["log"]
+    sentencepiece = [float(m.split(" in ")[-1].split("s ->")[0]) for _, _, m in res["log"]
                      if m.startswith("tokenizer: trained ") and "s -> " in m]
     return {
         "wall_s": round(wall, 1), "imports_s": round(res["imports"], 1),
@@ -194,13 +223,15 @@ def prepare_child(cfg_path: Path, env: dict) -> dict:
         "pairs_per_s_with_tokenizer": round(res["pairs"] / res["total"]),
         "pairs": res["pairs"], "tokens": res["tokens"], "encoded_bytes": enc["bytes"],
         "bytes_per_token": round(enc["bytes"] / res["tokens"], 3),
-        "peak_rss_mb": round(rss), "dropped": res["dropped"],
-        "log": [f"{t:7.1f}s {m}" for t, m in res["log"]],
+        "pairs_per_s_read_clean": round(res["pairs"] / res["corpus"]),
+        "peak_rss_mb": round(rss), "peak_rss_mb_after_read_clean": read_clean_peak,
+        "dropped": res["dropped"],
+        "log": [f"{t:7.1f}s {h:6d}MB {m}" for t, h, m in res["log"]],
     }
 
 
 def train_child(cfg_path: Path, run_dir: Path, steps: int, threads: int, env: dict,
-                extra: list[str] = ()) -> dict:
+                extra: list[str] = (), repo: Path = ROOT) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "translate.train", "--config", str(cfg_path),
            "--set", f"training.run_dir={run_dir}", "--set", f"training.max_steps={steps}",
@@ -217,7 +248,7 @@ def train_child(cfg_path: Path, run_dir: Path, steps: int, threads: int, env: di
                 metrics.read_text().splitlines()) >= steps:
             at_last_step.append(_peak_so_far(pid) or float("nan"))
 
-    rc, wall, rss, _, err = run_child(cmd, env, watch)
+    rc, wall, rss, _, err = run_child(cmd, env, watch, cwd=repo)
     if rc:
         raise SystemExit(f"training failed ({rc}):\n{err[-3000:]}")
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -244,26 +275,38 @@ def main() -> None:
                    help="tokenizer.input_sentence_size (default: the config's)")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the Multi30k reference training run")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="stop after the prepare phase (no training runs)")
+    p.add_argument("--repo", type=Path, default=ROOT,
+                   help="the checkout whose translate package the children run")
     args = p.parse_args()
+    repo = args.repo.resolve()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_scale-"))
     if work.resolve().is_relative_to(ROOT):
         raise SystemExit(f"--workdir {work} is inside the repository: the corpus must not be")
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled",
+    env = {**os.environ, "PYTHONPATH": str(repo), "WANDB_MODE": "disabled",
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     result: dict = {"pairs_requested": args.pairs, "cores": os.cpu_count(),
+                    "repo": str(repo), "commit": _commit(repo),
                     "load_before": [round(x, 2) for x in os.getloadavg()]}
     try:
         _say(f"synthesizing {args.pairs} pairs in {work}")
-        result["corpus"] = synthesize(args.pairs, work / "train")
+        result["corpus"] = corpus_for(args.pairs, work)
         cfg_path = work / "config.yaml"
         write_config(cfg_path, work / "train", work / "cache", work / "run",
                      args.input_sentence_size)
+        for stale in ("cache", "run", "run-train", "run-ref", "cache-multi30k"):
+            shutil.rmtree(work / stale, ignore_errors=True)
         _say("prepare (cold cache)")
-        result["prepare"] = prepare_child(cfg_path, env)
+        result["prepare"] = prepare_child(cfg_path, env, repo)
+        if args.prepare_only:
+            result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+            result["workdir"] = str(work)
+            return
         _say(f"train {args.steps} steps (warm cache)")
         result["train_warm"] = train_child(cfg_path, work / "run-train", args.steps,
-                                           args.threads, env)
+                                           args.threads, env, repo=repo)
         if not args.no_reference:
             _say(f"reference: train {args.steps} steps on Multi30k")
             ref_cfg = work / "multi30k.yaml"
@@ -274,15 +317,27 @@ def main() -> None:
             raw["data"]["cache_dir"] = str(work / "cache-multi30k")
             raw["data"]["valid"], raw["data"]["test"] = [], []
             ref_cfg.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-            train_child(ref_cfg, work / "run-ref", 1, args.threads, env)  # fills its cache
+            # the first run fills its cache
+            train_child(ref_cfg, work / "run-ref", 1, args.threads, env, repo=repo)
             result["train_multi30k"] = train_child(ref_cfg, work / "run-ref", args.steps,
-                                                   args.threads, env)
+                                                   args.threads, env, repo=repo)
         result["load_after"] = [round(x, 2) for x in os.getloadavg()]
         result["workdir"] = str(work)
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+
+
+def _commit(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "translate"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return (out.stdout.strip() or None) and out.stdout.strip() + ("+dirty" if dirty else "")
 
 
 if __name__ == "__main__":

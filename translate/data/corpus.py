@@ -6,9 +6,14 @@ of identical pairs -> drop by reason (empty sides everywhere; length, ratio, dup
 ``max_train_pairs`` in training only) -> save. Every dropped pair is counted in
 ``report["dropped"][split][reason]`` and logged, so nothing disappears silently.
 
-The prepared splits are cached with ``save_to_disk`` under ``cache_dir/<key>``; the key
-hashes the data config and the path, size and mtime of every input file, so a second run
-with the same inputs starts in seconds and any edit rebuilds.
+The pairs never sit in Python lists: sources are read in Arrow tables of bounded size,
+stripped and checked pair by pair (:mod:`translate.data.cleaning`), and the survivors staged
+on disk, so that the memory of preparation does not grow with the text of the corpus; only
+8 bytes a pair (a hash) and a few flags do.
+
+The prepared splits are cached as one Arrow file per split under ``cache_dir/<key>``
+(memory-mapped when loaded); the key hashes the data config and the path, size and mtime of
+every input file, so a second run with the same inputs starts in seconds and any edit rebuilds.
 """
 
 from __future__ import annotations
@@ -21,18 +26,22 @@ import shutil
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from translate.config import DataConfig, SourceConfig
-from translate.data.schema import DataError, columns, make_dataset
-from translate.data.sources import input_files, load_source
+from translate.data.cleaning import SCHEMA, SplitRows, Staged, strip_table
+from translate.data.schema import DataError, make_dataset
+from translate.data.sources import input_files, source_tables
 
 SPLITS = ("train", "valid", "test")
-CACHE_VERSION = 1  # bump when the preparation logic changes
+CACHE_VERSION = 2  # bump when the preparation logic or the cached layout changes
 
 
 @dataclass
@@ -80,35 +89,32 @@ def _load_cached(entry: Path) -> Corpus | None:
 
 
 def _load_splits(entry: Path, pairs: dict[str, int]) -> dict[str, datasets.Dataset]:
-    # datasets cannot load an empty dataset it saved itself (no record batches), so empty
-    # splits are not written and come back as fresh empty datasets.
-    return {s: datasets.load_from_disk(str(entry / s)) if pairs[s] else make_dataset([], [], [])
-            for s in SPLITS}
+    """Each split memory-mapped from its Arrow file (an empty split as an empty dataset)."""
+    return {s: datasets.Dataset.from_file(str(entry / f"{s}.arrow")) if pairs[s]
+            else make_dataset([], [], []) for s in SPLITS}
 
 
-def _save(entry: Path, corpus: Corpus) -> None:
+def _build_entry(cfg: DataConfig, entry: Path, log: Callable[[str], None]) -> dict:
+    """Build the corpus into a fresh directory that replaces ``entry`` once complete."""
     tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # three "Saving the dataset" bars per run are noise
     try:
-        for name, ds in corpus.splits.items():
-            if len(ds):
-                ds.save_to_disk(str(tmp / name))
+        report = _build(cfg, tmp, log)
+        report["cache_hit"] = False
+        report["cache_path"] = str(entry)
+        manifest = report.pop("manifest_data", None)
+        if manifest is not None:
+            (tmp / "gettext_manifest.json").write_text(json.dumps(manifest, indent=1),
+                                                       encoding="utf-8")
+            report["manifest"] = str(entry / "gettext_manifest.json")
+        (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        if entry.exists():
+            shutil.rmtree(entry)
+        os.replace(tmp, entry)
     finally:
-        if bars:
-            datasets.enable_progress_bars()
-    manifest = corpus.report.get("manifest_data")
-    if manifest is not None:
-        (tmp / "gettext_manifest.json").write_text(json.dumps(manifest, indent=1),
-                                                   encoding="utf-8")
-    report = {k: v for k, v in corpus.report.items() if k != "manifest_data"}
-    (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    if entry.exists():
-        shutil.rmtree(entry)
-    os.replace(tmp, entry)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report
 
 
 # --------------------------------------------------------------------------- splitting
@@ -120,145 +126,161 @@ def hash_unit(text: str, seed: str) -> float:
     return struct.unpack(">Q", digest[:8])[0] / 2**64
 
 
-def hash_split(src: list[str], cfg: DataConfig) -> list[str]:
-    """Assign each row of an unsplit source to a split by the hash of its source sentence.
+def _units(sentences: Iterable[str], seed: str) -> np.ndarray:
+    """:func:`hash_unit` of each sentence, times 2**64, as exact integers."""
+    return np.array([int.from_bytes(hashlib.sha1(f"{seed}\x00{s}".encode()).digest()[:8], "big")
+                     for s in sentences], dtype=np.uint64)
+
+
+def split_targets(units: np.ndarray, sentences: Callable[[np.ndarray], list[str]],
+                  cfg: DataConfig) -> np.ndarray:
+    """The split of each row of the unsplit sources (0 train, 1 valid, 2 test) from its
+    :func:`hash_unit` (``units`` times 2**64); ``sentences(rows)`` gives the source
+    sentences of some rows, needed for the rows that the caps concern only.
 
     The caps (``max_valid``/``max_test``) move whole sentences (all their rows) back to
     train, lowest hash first kept, so the guarantee "a source sentence is in one split" holds.
     """
     sp = cfg.split
-    units = {s: hash_unit(s, sp.seed) for s in set(src)}
-    assign = {}
-    for s, u in units.items():
-        assign[s] = ("valid" if u < sp.valid_fraction else
-                     "test" if u < sp.valid_fraction + sp.test_fraction else "train")
-    rows_per = Counter(src)
-    for split, cap in (("valid", sp.max_valid), ("test", sp.max_test)):
-        taken = 0
-        for s in sorted((s for s in units if assign[s] == split), key=lambda s: (units[s], s)):
+    unit = units.astype(np.float64) / 2**64  # rounds as int / 2**64 does: one exact scaling
+    targets = np.where(unit < sp.valid_fraction, 1,
+                       np.where(unit < sp.valid_fraction + sp.test_fraction, 2, 0))
+    targets = targets.astype(np.int8)
+    for code, cap in ((1, sp.max_valid), (2, sp.max_test)):
+        rows = np.flatnonzero(targets == code)
+        text = sentences(rows)
+        rows_per = Counter(text)
+        unit_of = dict(zip(text, unit[rows].tolist(), strict=True))
+        moved, taken = set(), 0
+        for s in sorted(unit_of, key=lambda s: (unit_of[s], s)):
             if taken + rows_per[s] > cap:
-                assign[s] = "train"
+                moved.add(s)
             else:
                 taken += rows_per[s]
-    return [assign[s] for s in src]
+        back = [r for r, s in zip(rows.tolist(), text, strict=True) if s in moved]
+        targets[back] = 0
+    return targets
 
 
-# --------------------------------------------------------------------------- cleaning
+def hash_split(src: list[str], cfg: DataConfig) -> list[str]:
+    """The split of each sentence of ``src``, as :func:`split_targets` assigns it."""
+    targets = split_targets(_units(src, cfg.split.seed),
+                            lambda rows: [src[i] for i in rows.tolist()], cfg)
+    return [SPLITS[t] for t in targets.tolist()]
 
 
-class _Rows:
-    def __init__(self) -> None:
-        self.src: list[str] = []
-        self.tgt: list[str] = []
-        self.domains: list[list[str]] = []
+class _Pool:
+    """The stripped rows of every unsplit source, staged until one split decision over all
+    of them (so a sentence two sources share cannot end up on both sides of a cap)."""
 
-    def add(self, s: str, t: str, d: list[str]) -> None:
-        self.src.append(s)
-        self.tgt.append(t)
-        self.domains.append(d)
+    def __init__(self, path: Path, seed: str) -> None:
+        self.path, self.seed = path, seed
+        self._writer = pa.ipc.new_file(str(path), SCHEMA)
+        self.units: list[np.ndarray] = []
+        self.sizes: list[int] = []  # rows per staged batch
+        self.sources: list[tuple[dict, int]] = []
 
+    def add(self, table: pa.Table) -> None:
+        self.units.append(_units(table["src"].to_pylist(), self.seed))
+        for batch in table.cast(SCHEMA).to_batches():
+            self._writer.write_batch(batch)
+            self.sizes.append(batch.num_rows)
 
-def _clean(split: str, rows: _Rows, cfg: DataConfig, dropped: Counter) -> _Rows:
-    c = cfg.cleaning
-    # Identical pairs carry the union of their labels wherever they occur. Without any label
-    # (most large corpora) there is nothing to merge, and a set per pair is not built.
-    union: dict[tuple[str, str], set[str]] = {}
-    if any(rows.domains):
-        for s, t, d in zip(rows.src, rows.tgt, rows.domains, strict=True):
-            union.setdefault((s, t), set()).update(d)
-    out, seen = _Rows(), set()
-    for s, t in zip(rows.src, rows.tgt, strict=True):
-        if not s or not t:
-            dropped["empty_side"] += 1
-            continue
-        if split == "train":
-            if len(s) > c.max_chars or len(t) > c.max_chars:
-                dropped["too_long"] += 1
-                continue
-            short, long_ = sorted((len(s), len(t)))
-            if short >= c.min_chars_for_ratio and long_ / short > c.max_ratio:
-                dropped["length_ratio"] += 1
-                continue
-            if c.dedup:
-                if (s, t) in seen:
-                    dropped["duplicate"] += 1
-                    continue
-                seen.add((s, t))
-            if cfg.max_train_pairs and len(out.src) >= cfg.max_train_pairs:
-                dropped["max_train_pairs"] += 1
-                continue
-        out.add(s, t, sorted(union[(s, t)]) if union else [])
-    return out
+    def route(self, cfg: DataConfig, stages: dict[str, SplitRows]) -> None:
+        """Each row to its split's staging, in order; ``rows_per_split`` into each info."""
+        self._writer.close()
+        staged = Staged(self.path, self.sizes)
+        try:
+            units = np.concatenate(self.units) if self.units else np.zeros(0, np.uint64)
+            targets = split_targets(units, lambda rows: staged.take(rows)["src"].to_pylist(),
+                                    cfg)
+            pos = 0
+            for info, n in self.sources:
+                mine = targets[pos:pos + n]
+                pos += n
+                codes, first = np.unique(mine, return_index=True)
+                info["rows_per_split"] = {
+                    SPLITS[c]: int((mine == c).sum()) for c in codes[np.argsort(first)].tolist()}
+            for start, batch in staged.batches():
+                table = pa.Table.from_batches([batch])
+                mine = targets[start:start + batch.num_rows]
+                for code, split in enumerate(SPLITS):
+                    if (mine == code).any():
+                        stages[split].add(table.filter(pa.array(mine == code)))
+        finally:
+            staged.close()
+        self.path.unlink()
 
 
 # --------------------------------------------------------------------------- building
 
 
-def _build(cfg: DataConfig, log: Callable[[str], None]) -> Corpus:
-    rows = {s: _Rows() for s in SPLITS}
+def _build(cfg: DataConfig, out: Path, log: Callable[[str], None]) -> dict:
+    """Read, split and clean every source into ``out/<split>.arrow``; returns the report."""
     report: dict = {"sources": [], "dropped": {s: {} for s in SPLITS}}
     manifests = []
-    pool: list[tuple[dict, list[str], list[str], list[list[str]]]] = []
+    stages = {s: SplitRows(s, cfg.cleaning, out / f"{s}.staged") for s in SPLITS}
+    pool = _Pool(out / "unsplit.staged", cfg.split.seed)
     groups = [(s, s) for s in SPLITS] + [("unsplit", None)]
     for group, split in groups:
         source: SourceConfig
         for i, source in enumerate(getattr(cfg, group)):
-            ds, info = load_source(source, cfg.src_lang, cfg.tgt_lang, log=log)
+            info: dict = {}
+            rows = 0
+            for table in source_tables(source, cfg.src_lang, cfg.tgt_lang, info, log=log):
+                table = strip_table(table)
+                rows += len(table)
+                (stages[split] if split else pool).add(table)
             info["group"] = f"data.{group}[{i}]"
             if "manifest" in info:
                 manifests.append(info.pop("manifest"))
-            src, tgt, doms = columns(ds, "src", "tgt", "domains")
-            src = [x.strip() for x in src]
-            tgt = [x.strip() for x in tgt]
             if split:
-                info["rows_per_split"] = {split: len(src)}
-                for s, t, d in zip(src, tgt, doms, strict=True):
-                    rows[split].add(s, t, d)
+                info["rows_per_split"] = {split: rows}
             else:
-                pool.append((info, src, tgt, doms))
+                pool.sources.append((info, rows))
             report["sources"].append(info)
-            log(f"data: {info['group']} {info['source']}: {len(src)} pairs")
-    if pool:
-        # One split decision over all unsplit sources, so a sentence that two sources share
-        # cannot end up on both sides of a cap.
-        targets = hash_split([s for _, src, _, _ in pool for s in src], cfg)
-        pos = 0
-        for info, src, tgt, doms in pool:
-            mine = targets[pos:pos + len(src)]
-            pos += len(src)
-            info["rows_per_split"] = dict(Counter(mine))
-            for s, t, d, where in zip(src, tgt, doms, mine, strict=True):
-                rows[where].add(s, t, d)
-    splits, labels = {}, set()
+            log(f"data: {info['group']} {info['source']}: {rows} pairs")
+    pool.route(cfg, stages)
+    pairs, domains = {}, {}
     for split in SPLITS:
-        dropped: Counter = Counter()
-        cleaned = _clean(split, rows[split], cfg, dropped)
+        train = split == "train"
+        done = stages[split].finish(out / f"{split}.arrow", dedup=train and cfg.cleaning.dedup,
+                                    max_pairs=cfg.max_train_pairs if train else 0)
+        dropped = stages[split].dropped
         report["dropped"][split] = dict(sorted(dropped.items()))
         for reason, n in sorted(dropped.items()):
             log(f"data: {split}: dropped {n} pairs ({reason})")
-        splits[split] = make_dataset(cleaned.src, cleaned.tgt, cleaned.domains)
-        for d in cleaned.domains:
-            labels.update(d)
-    if len(splits["train"]) == 0:
+        pairs[split], domains[split] = done["pairs"], done["domains"]
+    if pairs["train"] == 0:
         raise DataError("data: no training pairs left after cleaning (see the drops above)")
-    (train_src,) = columns(splits["train"], "src")
     overlap = {}
     for split in ("valid", "test"):
-        held = set(columns(splits[split], "src")[0])
-        overlap[split] = sum(1 for s in train_src if s in held)
+        overlap[split] = _shared_sources(out / "train.arrow", out / f"{split}.arrow")
         if overlap[split]:
             log(f"data: {overlap[split]} training pairs share their source sentence with "
                 f"{split} (explicitly given splits are left as they are)")
     report["overlap_train_src"] = overlap
-    report["pairs"] = {s: len(ds) for s, ds in splits.items()}
-    report["domains"] = {
-        s: dict(sorted(Counter(lab for d in columns(ds, "domains")[0] for lab in d).items()))
-        for s, ds in splits.items()
-    }
-    report["labels"] = sorted(labels)
+    report["pairs"] = pairs
+    report["domains"] = {s: dict(sorted(domains[s].items())) for s in SPLITS}
+    report["labels"] = sorted(set().union(*domains.values()))
     if manifests:
         report["manifest_data"] = manifests[0] if len(manifests) == 1 else manifests
-    return Corpus(splits=splits, labels=sorted(labels), report=report)
+    return report
+
+
+def _stream_batches(path: Path):
+    with pa.OSFile(str(path)) as fh:
+        yield from pa.ipc.open_stream(fh)
+
+
+def _shared_sources(train: Path, held: Path) -> int:
+    """Training pairs whose source sentence is also a source sentence of ``held``."""
+    held_src = pa.concat_arrays([b.column(0) for b in _stream_batches(held)]
+                                or [pa.array([], pa.string())])
+    if not len(held_src):
+        return 0
+    return sum(int(pc.sum(pc.is_in(b.column(0), value_set=held_src)).as_py() or 0)
+               for b in _stream_batches(train))
 
 
 def load_corpus(cfg: DataConfig, log: Callable[[str], None] = print) -> Corpus:
@@ -271,14 +293,9 @@ def load_corpus(cfg: DataConfig, log: Callable[[str], None] = print) -> Corpus:
         corpus.report["cache_hit"] = True
         log(f"data: loaded prepared corpus from cache {entry}")
     else:
-        corpus = _build(cfg, log)
-        corpus.report["cache_hit"] = False
-        corpus.report["cache_path"] = str(entry)
-        if "manifest_data" in corpus.report:
-            corpus.report["manifest"] = str(entry / "gettext_manifest.json")
-        _save(entry, corpus)
-        corpus.report.pop("manifest_data", None)
-        corpus.splits = _load_splits(entry, corpus.report["pairs"])
+        report = _build_entry(cfg, entry, log)
+        corpus = Corpus(splits=_load_splits(entry, report["pairs"]), labels=report["labels"],
+                        report=report)
     corpus.report["seconds"] = round(time.perf_counter() - start, 3)
     corpus.key = key
     return corpus

@@ -13,16 +13,19 @@ import csv
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import datasets
+import numpy as np
+import pyarrow as pa
 
 from translate.config import SourceConfig
 from translate.data.gettext_corpus import build_gettext_corpus, catalog_inputs
-from translate.data.schema import DataError, columns, make_dataset
+from translate.data.lines import BATCH_ROWS, parallel_lines
+from translate.data.schema import FEATURES, DataError, columns, make_dataset
 
 TABULAR_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl",
                    ".parquet": "parquet", ".pq": "parquet"}
@@ -89,39 +92,52 @@ def input_files(source: SourceConfig, src_lang: str, tgt_lang: str) -> list[Path
 # --------------------------------------------------------------------------- text
 
 
-def read_lines(path: Path) -> list[str]:
-    """Read a UTF-8 file as one segment per ``\\n``-terminated line.
-
-    ``str.splitlines`` is deliberately avoided: it also splits on U+2028, form feeds and
-    other separators that occur inside real segments and would silently misalign the two
-    sides of a parallel corpus.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        col = err.start - (raw.rfind(b"\n", 0, err.start) + 1)
-        raise DataError(f"{path}:{line}: invalid UTF-8 ({err.reason} at byte {col} "
-                        "of the line)") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-
-
 def _load_text(source: SourceConfig, src_lang: str, tgt_lang: str) -> datasets.Dataset:
-    src_path = Path(f"{source.prefix}.{src_lang}")
-    tgt_path = Path(f"{source.prefix}.{tgt_lang}")
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: "
-                        "parallel files must line up line by line")
-    return make_dataset(src, tgt, [[] for _ in src])
+    parts = list(parallel_lines(Path(f"{source.prefix}.{src_lang}"),
+                                Path(f"{source.prefix}.{tgt_lang}")))
+    n = sum(len(s) for s, _ in parts)
+    table = pa.table({"src": pa.chunked_array([s for s, _ in parts], pa.string()),
+                      "tgt": pa.chunked_array([t for _, t in parts], pa.string()),
+                      "domains": constant_labels([], n)}, schema=FEATURES.arrow_schema)
+    return datasets.Dataset(table)
+
+
+def constant_labels(labels: list[str], n: int) -> pa.ListArray:
+    """The same label list for ``n`` rows, built in Arrow."""
+    offsets = np.arange(n + 1, dtype=np.int64) * len(labels)
+    values = pa.array(labels, pa.string()).take(np.tile(np.arange(len(labels)), n))
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+
+
+def source_tables(source: SourceConfig, src_lang: str, tgt_lang: str, info: dict,
+                  log: Callable[[str], None] = print,
+                  rows: int = BATCH_ROWS) -> Iterator[pa.Table]:
+    """The rows of one source as tables of at most ``rows`` pairs, as :func:`load_source`
+    gives them (``max_pairs``, the source's ``domains``); ``info`` is filled as it gives it,
+    once the tables are exhausted.
+
+    Text files are read a block at a time, so that a corpus of millions of lines is never
+    whole in memory; the other kinds are read by :func:`load_source` and cut into tables."""
+    if source.kind != "text":
+        ds, loaded = load_source(source, src_lang, tgt_lang, log=log)
+        info.update(loaded)
+        table = ds.with_format("arrow")[:]
+        for start in range(0, len(table), rows):
+            yield table.slice(start, rows)
+        return
+    info["source"] = describe(source)
+    labels, limit, total = sorted(set(source.domains)), source.max_pairs, 0
+    for src, tgt in parallel_lines(Path(f"{source.prefix}.{src_lang}"),
+                                   Path(f"{source.prefix}.{tgt_lang}"), rows):
+        keep = len(src) if not limit else max(0, min(len(src), limit - total))
+        total += len(src)
+        if keep:  # past max_pairs the files are still read: a bad line or count is an error
+            yield pa.table({"src": src.slice(0, keep), "tgt": tgt.slice(0, keep),
+                            "domains": constant_labels(labels, keep)})
+    if limit and total > limit:
+        log(f"{describe(source)}: keeping the first {limit} of {total} pairs (max_pairs)")
+        info["limited_from"] = total
+    info["rows"] = min(total, limit) if limit else total
 
 
 # --------------------------------------------------------------------------- tabular
