@@ -86,10 +86,11 @@ def bench_sampler(args) -> None:
     del src, tgt
     rss_lengths = _peak_rss_mb()
     out: dict = {"pairs": args.pairs, "max_tokens": args.max_tokens}
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     sampler = BatchSampler(src_l, tgt_l, "tokens", args.max_tokens, shuffle=True, seed=1)
     plan = sampler.batches(0)
     out["build_s"] = round(time.perf_counter() - t0, 3)
+    out["build_cpu_s"] = round(time.process_time() - cpu0, 3)
     t0 = time.perf_counter()
     out["batches"] = len(sampler)
     out["padding"] = round(sampler.padding_fraction(0), 5)
@@ -154,15 +155,16 @@ def bench_tokenizer(args) -> None:
             out_dir = args.workdir / f"tok-{vocab}-{size}"
             cfg = TokenizerConfig(vocab_size=vocab, input_sentence_size=size)
             load = os.getloadavg()[0]
-            t0 = time.perf_counter()
+            cpu0, t0 = time.process_time(), time.perf_counter()
             Tokenizer.train(cfg, s, t, out_dir, log=lambda m: None)
-            seconds = time.perf_counter() - t0
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             sp = spm.SentencePieceProcessor(model_file=str(out_dir / "spm.model"))
             ids = sp.encode(dev, out_type=int)
             n_pieces = sum(map(len, ids))
             byte_ids = {i for i in range(sp.get_piece_size()) if sp.is_byte(i)}
             n_bytes = sum(1 for row in ids for i in row if i in byte_ids)
             _emit({"vocab": vocab, "input_sentence_size": size, "train_s": round(seconds, 1),
+                   "train_cpu_s": round(cpu, 1), "sample_chars": sum(map(len, s + t)),
                    "load_1min": round(load, 2), "dev_sentences": len(dev),
                    "dev_pieces_per_sentence": round(n_pieces / len(dev), 4),
                    "dev_byte_pieces_per_1k": round(1000 * n_bytes / n_pieces, 3),

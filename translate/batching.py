@@ -299,13 +299,15 @@ class BatchSampler:
         """Number of batches in epoch 0 (other epochs differ by at most a few batches)."""
         return len(self.batches(0))
 
-    def _order(self, rng: np.random.Generator | None, rows: np.ndarray | None) -> np.ndarray:
+    def _order(self, rng: np.random.Generator | None,
+               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows in length order, with the runs of equal cost along it."""
         src, tgt = self.src_lens, self.tgt_lens
         if rows is not None:
             src, tgt = src[rows], tgt[rows]
         tie = rng.random(len(src)) if rng is not None else None  # None: input order
-        order = length_order(src, tgt, tie, descending=self.longest_first)
-        return order if rows is None else rows[order]
+        order, run_cost, run_len = length_order(src, tgt, tie, descending=self.longest_first)
+        return (order if rows is None else rows[order]), run_cost, run_len
 
     def batches(self, epoch: int) -> EpochPlan:
         """All batches of ``epoch`` (each a list of row indices, built when asked for); the
@@ -314,12 +316,12 @@ class BatchSampler:
             return self._cache[1]
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
         rows = None if self.rows is None else np.asarray(self.rows(epoch))
-        order = self._order(rng, rows)
+        order, run_cost, run_len = self._order(rng, rows)
         if self.batch_type == "sentences":
             bounds = np.append(np.arange(0, len(order), self.batch_size), len(order))
         else:
-            cost = np.maximum(self.src_lens[order], self.tgt_lens[order])
-            bounds = token_bounds(cost, self.max_tokens, self.max_sentences or len(order),
+            bounds = token_bounds(run_cost, run_len, self.max_tokens,
+                                  self.max_sentences or len(order),
                                   descending=self.longest_first)
         perm = rng.permutation(len(bounds) - 1) if rng is not None else None
         plan = EpochPlan(order.astype(index_dtype(len(self.src_lens)), copy=False),

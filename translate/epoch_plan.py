@@ -82,52 +82,60 @@ def index_dtype(n: int) -> np.dtype:
 
 
 def length_order(src: np.ndarray, tgt: np.ndarray, tie: np.ndarray | None,
-                 descending: bool = False) -> np.ndarray:
+                 descending: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions sorted by (cost, target, source length), equal lengths by ``tie`` then by
-    position; everything but ``tie`` reversed when ``descending``. Equal to
-    ``np.lexsort((tie, sign * src, sign * tgt, sign * cost))``."""
+    position; everything but ``tie`` reversed when ``descending``. The order equals
+    ``np.lexsort((tie, sign * src, sign * tgt, sign * cost))``; it comes with the runs of
+    equal cost along it (cost of each run, its length), which is all the cut needs."""
     n = len(src)
     if n == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     width = int(max(src.max(), tgt.max())) + 1
     if width * width > _GRID_MAX or min(int(src.min()), int(tgt.min())) < 0:
         sign = -1 if descending else 1
         src64, tgt64 = src.astype(np.int64), tgt.astype(np.int64)
         keys = (sign * src64, sign * tgt64, sign * np.maximum(src64, tgt64))
-        return np.lexsort(keys if tie is None else (tie, *keys))
-    code = _length_codes(src, tgt, width, descending)
-    if tie is None:
-        return np.argsort(code, kind="stable")
-    first = np.argsort(tie, kind="stable")
-    return first[np.argsort(code[first], kind="stable")]
+        order = np.lexsort(keys if tie is None else (tie, *keys))
+        cost = np.maximum(src64[order], tgt64[order])
+        cut = np.flatnonzero(np.diff(cost)) + 1
+        return order, cost[np.append(0, cut)], np.diff(np.append(np.append(0, cut), n))
+    code, code_cost = _length_codes(src, tgt, width, descending)
+    # Stable by code after the tie-break (lexsort sorts by its last key first): the code
+    # is a uint16 in practice, sorted by radix.
+    order = np.argsort(code, kind="stable") if tie is None else np.lexsort((tie, code))
+    return order, code_cost, np.bincount(code, minlength=len(code_cost))
 
 
 def _length_codes(src: np.ndarray, tgt: np.ndarray, width: int,
-                  descending: bool) -> np.ndarray:
-    """Each row's rank among the (cost, target, source) lengths present: a small integer
-    (uint16 when under 65536 distinct, so numpy's stable sort of it is a radix sort)."""
-    t, s = np.divmod(np.arange(width * width, dtype=np.int64), width)
+                  descending: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's rank among the (cost, target, source) lengths present, a small integer
+    (uint16 when under 65536 distinct), and the cost of each rank."""
+    cells = width * width
+    t, s = np.divmod(np.arange(cells, dtype=np.int64), width)
     key = (np.maximum(t, s) * width + t) * width + s
-    rank = np.empty(width * width, np.int64)
-    rank[np.argsort(-key if descending else key)] = np.arange(width * width)
-    cell_rank = rank[tgt.astype(np.int64) * width + src]
-    used = np.zeros(width * width, bool)
+    by_rank = np.argsort(-key if descending else key)
+    rank = np.empty(cells, np.int32)
+    rank[by_rank] = np.arange(cells, dtype=np.int32)
+    cell_rank = rank[tgt.astype(np.int32) * width + src]
+    used = np.zeros(cells, bool)
     used[cell_rank] = True
     dense = np.cumsum(used) - 1
-    code = dense[cell_rank]
-    return code.astype(np.uint16 if dense[-1] < 1 << 16 else np.int32)
+    code = dense.astype(np.uint16 if dense[-1] < 1 << 16 else np.int32)[cell_rank]
+    return code, np.maximum(t, s)[by_rank[used]]
 
 
-def token_bounds(cost: np.ndarray, max_tokens: int, cap: int,
+def token_bounds(run_cost: np.ndarray, run_len: np.ndarray, max_tokens: int, cap: int,
                  descending: bool = False) -> np.ndarray:
-    """Batch boundaries (int64, ``[0, ..., n]``) of rows whose ``cost`` is sorted (ascending,
-    or descending): the greedy fill of the module docstring, one Python step per batch."""
-    n = len(cost)
+    """Batch boundaries (int64, ``[0, ..., n]``) of rows sorted by cost (ascending, or
+    descending), given as runs of equal cost: the greedy fill of the module docstring, one
+    Python step per batch."""
+    n = int(run_len.sum())
     if n == 0:
         return np.zeros(1, np.int64)
-    cut = np.flatnonzero(np.diff(cost)) + 1
-    starts, ends = [0, *cut.tolist()], [*cut.tolist(), n]
-    room = (max_tokens // cost[starts].astype(np.int64)).tolist()  # rows of that width
+    keep = run_len > 0
+    ends = np.cumsum(run_len[keep]).tolist()
+    starts = [0, *ends[:-1]]
+    room = (max_tokens // run_cost[keep].astype(np.int64)).tolist()  # rows of that width
     bounds, a, g = [0], 0, 0
     while a < n:
         while ends[g] <= a:
