@@ -137,12 +137,11 @@ def _dev_text() -> list[str]:
 
 def bench_tokenizer(args) -> None:
     import sentencepiece as spm
+    from bench_scale import _read
 
     from translate.config_sections import TokenizerConfig
     from translate.prepare import SAMPLE_SEED
     from translate.tokenizer import Tokenizer
-
-    from bench_scale import _read
 
     src, tgt = _read(args.workdir / "train.de"), _read(args.workdir / "train.en")
     dev = _dev_text()
