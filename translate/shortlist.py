@@ -17,12 +17,14 @@ mapped back to vocabulary ids. Its scores are log-probabilities *over the shortl
 (log-softmax over the restricted logits), so callers say which space they were taken over.
 
 **Why Dice over the encoded training corpus** (and not the model's attention): the table is
-one sparse co-occurrence product over the sentence pairs, ~1-3 s for Multi30k, exactly
-reproducible, and independent of the model's quality: a short or averaged run, or one
-whose attention is diffuse, gets the same table, and it can be built for an old run from
-its data alone without running the model over the training set. Sentence-level Dice,
-``2 c(s, t) / (c(s) + c(t))`` with ``c`` counting sentence pairs, ranks a target piece by how
-often it appears *together with* the source piece relative to how often either appears; PMI
+one pass of co-occurrence counting over the sentence pairs (a scatter-add of every distinct
+(source, target) piece pair of each sentence pair: linear in the corpus, with no sort of
+the pairs), exactly reproducible, and independent of the model's quality: a short or
+averaged run, or one whose attention is diffuse, gets the same table, and it can be built
+for an old run from its data alone without running the model over the training set.
+Sentence-level Dice, ``2 c(s, t) / (c(s) + c(t))`` with ``c`` counting sentence pairs, ranks
+a target piece by how often it appears *together with* the source piece relative to how
+often either appears; PMI
 would rank rare pairs seen once together above everything else, and raw co-occurrence would
 rank the frequent pieces (already in the shortlist) first.
 
