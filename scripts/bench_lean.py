@@ -14,8 +14,10 @@ before/after comparison; the ``compare`` command alternates the two, run by run.
         and quality on held-out real dev text: pieces per sentence, byte-fallback pieces
     python scripts/bench_lean.py encode --workdir DIR --tokenizer TOKDIR
         encode DIR/train.* into flat files as the encoded cache stores them
-    python scripts/bench_lean.py shortlist --workdir DIR [--root DIR]
-        build_lexical_table over the encoded files (memory-mapped): time, peak RSS, hash
+    python scripts/bench_lean.py shortlist --workdir DIR [--root DIR] [--pairs N] [--save F]
+        build_lexical_table over the encoded files (read from disk): time, peak RSS, hash
+    python scripts/bench_lean.py tablediff SAMPLE.npy FULL.npy
+        how much a table counted on fewer pairs keeps of the full table's top-k
     python scripts/bench_lean.py compare --other ../main -- sampler --pairs 1000000
         the given command alternately in --other and in this checkout, --repeat times each
 
@@ -222,8 +224,27 @@ def bench_shortlist(args) -> None:
     table = build_lexical_table(cols[0], cols[1], vocab, vocab)
     seconds = time.perf_counter() - t0
     digest = hashlib.sha256(table.top.numpy().tobytes() + table.frequent.numpy().tobytes())
+    if args.save:
+        np.save(args.save, table.top.numpy())
     _emit({"pairs": n, "vocab": vocab, "build_s": round(seconds, 1),
            "peak_rss_mb": _peak_rss_mb(), "table_sha": digest.hexdigest()[:16]})
+
+
+def table_diff(args) -> None:
+    """How a table counted on the first N pairs differs from the full one, in the top-k
+    inference uses (inference.shortlist_k): the share of each source piece's top-k kept."""
+    a, b = np.load(args.sample), np.load(args.full)
+    for k in (10, 30, 100):
+        kept, rows = [], 0
+        for r in range(a.shape[0]):
+            full = set(b[r, :k][b[r, :k] >= 0].tolist())
+            if full:
+                rows += 1
+                kept.append(len(full & set(a[r, :k].tolist())) / len(full))
+        kept = np.array(kept)
+        _emit({"k": k, "source_pieces": rows, "mean_top_k_kept": round(float(kept.mean()), 4),
+               "p10_top_k_kept": round(float(np.percentile(kept, 10)), 4),
+               "identical_rows": round(float((kept == 1).mean()), 4)})
 
 
 # --------------------------------------------------------------------------- driver
@@ -267,6 +288,10 @@ def main() -> None:
     h = sub.add_parser("shortlist")
     h.add_argument("--workdir", type=Path, required=True)
     h.add_argument("--pairs", type=int, default=0, help="the first N pairs (0 = all)")
+    h.add_argument("--save", type=Path, help="write the table's top ids here (.npy)")
+    d = sub.add_parser("tablediff")
+    d.add_argument("sample", type=Path)
+    d.add_argument("full", type=Path)
     m = sub.add_parser("compare")
     m.add_argument("--other", type=Path, required=True)
     m.add_argument("--repeat", type=int, default=2)
@@ -292,6 +317,8 @@ def main() -> None:
         bench_encode(args)
     elif args.cmd == "shortlist":
         bench_shortlist(args)
+    elif args.cmd == "tablediff":
+        table_diff(args)
     else:
         compare(args, rest)
 
