@@ -253,6 +253,9 @@ class BatchSampler:
     ``rows`` (training only): a function of the epoch giving the row indices that epoch holds,
     repeats allowed (:class:`translate.sampling.DomainSampler`); it must depend on the epoch
     alone, so that resume rebuilds the same batches. None: every row once.
+
+    ``batches(epoch)`` is an :class:`~translate.epoch_plan.EpochPlan`: it reads like the list
+    of batches (index, slice, iterate, compare) but holds a few bytes a pair in arrays.
     """
 
     def __init__(
