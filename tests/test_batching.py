@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 
@@ -257,3 +258,86 @@ def test_inference_batches_cap_sentences_and_tokens_longest_first(tok, multi30k)
     assert inference_batches(split, 16, 0)[-1][-1] == len(lines) - 1  # the empty line
     with pytest.raises(ValueError, match="shuffle"):
         BatchSampler([1], [1], "tokens", 10, longest_first=True)
+
+
+# --------------------------------------------------------------------------- epoch plan
+
+
+def reference_batches(src_lens, tgt_lens, batch_type="tokens", max_tokens=2000, batch_size=64,
+                      shuffle=True, seed=0, epoch=0, max_sentences=0, longest_first=False,
+                      rows=None) -> list[list[int]]:
+    """The documented rule, written plainly: sort by (cost, target, source length) with a
+    random tie-break drawn from (seed, epoch), fill batches greedily, shuffle their order."""
+    src = [max(1, x) for x in src_lens]
+    tgt = [y + 1 for y in tgt_lens]
+    rng = np.random.default_rng([seed, epoch]) if shuffle else None
+    idx = list(range(len(src))) if rows is None else [int(i) for i in rows]
+    tie = rng.random(len(idx)).tolist() if rng is not None else list(range(len(idx)))
+    sign = -1 if longest_first else 1
+
+    def key(k: int) -> tuple:
+        i = idx[k]
+        return sign * max(src[i], tgt[i]), sign * tgt[i], sign * src[i], tie[k], k
+
+    order = [idx[k] for k in sorted(range(len(idx)), key=key)]
+    if batch_type == "sentences":
+        out = [order[a:a + batch_size] for a in range(0, len(order), batch_size)]
+    else:
+        out, current, width = [], [], 0
+        cap = max_sentences or len(order)
+        for i in order:
+            w = max(width, src[i], tgt[i])
+            if current and ((len(current) + 1) * w > max_tokens or len(current) == cap):
+                out.append(current)
+                current, w = [], max(src[i], tgt[i])
+            current.append(i)
+            width = w
+        if current:
+            out.append(current)
+    return out if rng is None else [out[j] for j in rng.permutation(len(out))]
+
+
+def test_epoch_plan_equals_the_reference_rule_on_real_lengths(train_split):
+    """The array-built plan gives exactly the batches of the plain rule, for training
+    (shuffled, resampled rows with repeats), validation, inference (longest first, capped)
+    and lengths too wide for the length table (its np.lexsort fallback)."""
+    src, tgt = list(train_split.src_lens), list(train_split.tgt_lens)
+    draws = np.random.default_rng(7).integers(0, len(src), size=len(src) + 999)
+
+    def rows(epoch: int) -> np.ndarray:  # a resampled epoch: repeats, sorted, as DomainSampler
+        return np.sort(draws[: len(src) + 100 * epoch])
+
+    cases = [dict(seed=13, epoch=0), dict(seed=13, epoch=1), dict(seed=2, epoch=4, rows=rows),
+             dict(shuffle=False, max_tokens=4000), dict(batch_type="sentences", seed=1),
+             dict(shuffle=False, longest_first=True, max_tokens=600, max_sentences=16)]
+    for case in cases:
+        kw = {k: v for k, v in case.items() if k not in ("epoch", "rows")}
+        epoch, fn = case.get("epoch", 0), case.get("rows")
+        sampler = BatchSampler(src, tgt, rows=fn, **kw)
+        want = reference_batches(src, tgt, rows=None if fn is None else fn(epoch),
+                                 epoch=epoch, **kw)
+        plan = sampler.batches(epoch)
+        assert plan == want, case
+        assert plan.rows.dtype == np.int32 and plan.nbytes < 5 * len(plan.rows) + 16 * len(plan)
+    factor = 520 // max(src + tgt) + 1  # real lengths scaled beyond the length table
+    wide_src, wide_tgt = [factor * x for x in src[:3000]], [factor * y for y in tgt[:3000]]
+    budget = 2000 * factor
+    plan = BatchSampler(wide_src, wide_tgt, max_tokens=budget, seed=5).batches(2)
+    assert plan == reference_batches(wide_src, wide_tgt, max_tokens=budget, seed=5, epoch=2)
+
+
+def test_epoch_plan_serves_slices_as_the_trainer_reads_them(sampler):
+    """Resume skips the first k batches of an epoch and steps take slices of it: the plan
+    answers indexing, slices and iteration as the list of batches it replaces did."""
+    plan = sampler.batches(1)
+    batches = plan.tolist()
+    assert sampler.batches(1) is plan  # kept: len() and padding_fraction() do not rebuild
+    assert list(plan) == batches and len(plan) == len(batches)
+    for k in (0, 5, len(batches) - 2):
+        assert plan[k:k + 4] == batches[k:k + 4]
+        assert plan[k] == batches[k] and isinstance(plan[k][0], int)
+    assert plan[-1] == batches[-1] and plan[len(batches):] == []
+    with pytest.raises(IndexError):
+        plan[len(batches)]
+    plan[0].append(-1)  # a caller's list is its own
+    assert plan[0] == batches[0]

@@ -5,11 +5,13 @@ shortlist otherwise, for greedy, beam and n-best, fp32 and int8."""
 from __future__ import annotations
 
 import math
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 import torch
 
+from translate import shortlist
 from translate.batching import source_split
 from translate.checkpoint import load_checkpoint
 from translate.config import InferenceConfig
@@ -54,6 +56,50 @@ def test_shortlist_is_the_union_of_translations_frequent_and_special_ids() -> No
     assert whole.select([[4]]).tolist() == list(range(16))
     with pytest.raises(ValueError, match="k=-1"):
         Shortlist(table, k=-1, frequent=2, special=SPECIAL)
+
+
+def reference_table(src, tgt, src_vocab: int, tgt_vocab: int, k: int) -> tuple[list, list]:
+    """The Dice table as the module documents it, counted plainly pair by pair."""
+    in_src, in_tgt, joint, tokens = Counter(), Counter(), Counter(), Counter()
+    for s, t in zip(src, tgt, strict=True):
+        s_set, t_set = set(s), set(t)
+        in_src.update(s_set)
+        in_tgt.update(t_set)
+        tokens.update(t)
+        joint.update((a, b) for a in s_set for b in t_set)
+    ranked = defaultdict(list)
+    for (a, b), c in joint.items():
+        ranked[a].append((-2 * c / (in_src[a] + in_tgt[b]), -c, b))
+    top = [[-1] * k for _ in range(src_vocab)]
+    for a, cands in ranked.items():
+        for r, (_, _, b) in enumerate(sorted(cands)[:k]):
+            top[a][r] = b
+    return top, sorted(range(tgt_vocab), key=lambda t: (-tokens[t], t))
+
+
+def test_table_equals_the_plain_count_on_real_pairs(multi30k: Path, monkeypatch) -> None:
+    """Real Multi30k pairs (word ids, rarer words as unk): the vectorised counting gives the
+    very table of a plain count, dense or sparse, in one block or summed over many."""
+    def ids(lang: str, size: int) -> list[list[int]]:
+        lines = multi30k.joinpath(f"train.{lang}").read_text(encoding="utf-8").split("\n")
+        rows = [line.lower().split() for line in lines[:3000]]
+        common = [w for w, _ in Counter(w for r in rows for w in r).most_common(size - 4)]
+        index = {w: i + 4 for i, w in enumerate(common)}
+        return [[index.get(w, 0) for w in r] for r in rows]
+
+    src, tgt = ids("de", 1500), ids("en", 1100)
+    want_top, want_frequent = reference_table(src, tgt, 1500, 1100, k=20)
+    one_block = build_lexical_table(src, tgt, 1500, 1100, k=20)
+    assert one_block.top.tolist() == want_top
+    assert one_block.frequent.tolist() == want_frequent
+    monkeypatch.setattr(shortlist, "BLOCK_ROWS", 700)  # five blocks, several code chunks each
+    monkeypatch.setattr(shortlist, "PAIR_CHUNK", 9000)
+    assert build_lexical_table(src, tgt, 1500, 1100, k=20).top.tolist() == want_top
+    wide = (1 << 13) + 1  # 8193 x 8193 counts: over DENSE_MAX, the sparse sum
+    assert wide * wide > shortlist.DENSE_MAX
+    sparse = build_lexical_table(src, tgt, wide, wide, k=20)
+    assert sparse.top[:1500].tolist() == want_top and (sparse.top[1500:] == -1).all()
+    assert sparse.frequent[:1100].tolist() == want_frequent
 
 
 # --------------------------------------------------------------------------- on a real run

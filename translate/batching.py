@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from translate.epoch_plan import EpochPlan, index_dtype, length_order, token_bounds
 from translate.masks import lengths_to_mask
 
 if TYPE_CHECKING:
@@ -252,6 +253,9 @@ class BatchSampler:
     ``rows`` (training only): a function of the epoch giving the row indices that epoch holds,
     repeats allowed (:class:`translate.sampling.DomainSampler`); it must depend on the epoch
     alone, so that resume rebuilds the same batches. None: every row once.
+
+    ``batches(epoch)`` is an :class:`~translate.epoch_plan.EpochPlan`: it reads like the list
+    of batches (index, slice, iterate, compare) but holds a few bytes a pair in arrays.
     """
 
     def __init__(
@@ -281,8 +285,9 @@ class BatchSampler:
         if longest_first and shuffle:
             raise ValueError("longest_first orders batches deterministically: use shuffle=False")
         # Sizes as collate builds them: an empty source becomes [eos]; the target gains bos/eos.
-        self.src_lens = np.maximum(np.asarray(src_lens, dtype=np.int64), 1)
-        self.tgt_lens = np.asarray(tgt_lens, dtype=np.int64) + 1
+        # int32: the lengths are the one per-pair array a training process keeps.
+        self.src_lens = np.maximum(np.asarray(src_lens, dtype=np.int32), 1)
+        self.tgt_lens = np.asarray(tgt_lens, dtype=np.int32) + 1
         self.batch_type = batch_type
         self.max_tokens = max_tokens
         self.batch_size = batch_size
@@ -291,68 +296,59 @@ class BatchSampler:
         self.max_sentences = max_sentences
         self.longest_first = longest_first
         self.rows = rows
-        self._cache: tuple[int, list[list[int]]] | None = None
+        self._cache: tuple[int, EpochPlan] | None = None
 
     def __len__(self) -> int:
         """Number of batches in epoch 0 (other epochs differ by at most a few batches)."""
         return len(self.batches(0))
 
-    def _order(self, rng: np.random.Generator | None, rows: np.ndarray | None) -> np.ndarray:
+    def _order(self, rng: np.random.Generator | None,
+               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows in length order, with the runs of equal cost along it."""
         src, tgt = self.src_lens, self.tgt_lens
         if rows is not None:
             src, tgt = src[rows], tgt[rows]
-        cost = np.maximum(src, tgt)
-        tie = rng.random(len(cost)) if rng is not None else np.arange(len(cost))
-        # np.lexsort sorts by the last key first: cost, then target, then source length.
-        # Longest first negates the lengths, so equal lengths stay in input order either way.
-        sign = -1 if self.longest_first else 1
-        order = np.lexsort((tie, sign * src, sign * tgt, sign * cost))
-        return order if rows is None else rows[order]
+        tie = rng.random(len(src)) if rng is not None else None  # None: input order
+        order, run_cost, run_len = length_order(src, tgt, tie, descending=self.longest_first)
+        return (order if rows is None else rows[order]), run_cost, run_len
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        """All batches of ``epoch`` (lists of row indices); the same for the same (seed, epoch)."""
+    def batches(self, epoch: int) -> EpochPlan:
+        """All batches of ``epoch`` (each a list of row indices, built when asked for); the
+        same for the same (seed, epoch). The last epoch's plan is kept: read-only, shared."""
         if self._cache is not None and self._cache[0] == epoch:
-            return [list(b) for b in self._cache[1]]
+            return self._cache[1]
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
-        order = self._order(rng, None if self.rows is None else self.rows(epoch))
+        rows = None if self.rows is None else np.asarray(self.rows(epoch))
+        order, run_cost, run_len = self._order(rng, rows)
         if self.batch_type == "sentences":
-            out = [order[i : i + self.batch_size].tolist()
-                   for i in range(0, len(order), self.batch_size)]
+            bounds = np.append(np.arange(0, len(order), self.batch_size), len(order))
         else:
-            out = self._cut_by_tokens(order)
-        if rng is not None:
-            out = [out[i] for i in rng.permutation(len(out))]
-        self._cache = (epoch, out)
-        return [list(b) for b in out]
+            bounds = token_bounds(run_cost, run_len, self.max_tokens,
+                                  self.max_sentences or len(order),
+                                  descending=self.longest_first)
+        perm = rng.permutation(len(bounds) - 1) if rng is not None else None
+        plan = EpochPlan(order.astype(index_dtype(len(self.src_lens)), copy=False),
+                         bounds.astype(np.int64, copy=False), perm)
+        self._cache = (epoch, plan)
+        return plan
 
-    def _cut_by_tokens(self, order: np.ndarray) -> list[list[int]]:
-        src, tgt = self.src_lens[order].tolist(), self.tgt_lens[order].tolist()
-        out: list[list[int]] = []
-        current: list[int] = []
-        width = 0
-        cap = self.max_sentences or len(order)
-        for pos, i in enumerate(order.tolist()):
-            w = max(width, src[pos], tgt[pos])
-            if current and ((len(current) + 1) * w > self.max_tokens or len(current) == cap):
-                out.append(current)
-                current, w = [], max(src[pos], tgt[pos])
-            current.append(i)
-            width = w
-        if current:
-            out.append(current)
-        return out
+    def _plan_lengths(self, epoch: int) -> tuple[EpochPlan, np.ndarray, np.ndarray]:
+        plan = self.batches(epoch)
+        return plan, self.src_lens[plan.rows], self.tgt_lens[plan.rows]
 
     def padding_fraction(self, epoch: int) -> float:
         """Padded share of all source + target positions in ``epoch``'s batches."""
-        padded = real = 0
-        for b in self.batches(epoch):
-            s, t = self.src_lens[b], self.tgt_lens[b]
-            padded += len(b) * (int(s.max()) + int(t.max()))
-            real += int(s.sum()) + int(t.sum())
+        plan, src, tgt = self._plan_lengths(epoch)
+        if len(plan) == 0:
+            return 0.0
+        starts, sizes = plan.bounds[:-1], np.diff(plan.bounds)
+        widths = (np.maximum.reduceat(src, starts).astype(np.int64)
+                  + np.maximum.reduceat(tgt, starts))
+        padded = int((sizes * widths).sum())
+        real = int(src.sum(dtype=np.int64)) + int(tgt.sum(dtype=np.int64))
         return 0.0 if padded == 0 else 1.0 - real / padded
 
     def tokens_per_batch(self, epoch: int) -> float:
         """Mean real target tokens (``len(y) + 1``) per batch in ``epoch``."""
-        batches = self.batches(epoch)
-        total = sum(int(self.tgt_lens[b].sum()) for b in batches)
-        return total / max(1, len(batches))
+        plan, _, tgt = self._plan_lengths(epoch)
+        return int(tgt.sum(dtype=np.int64)) / max(1, len(plan))

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from translate.config import ConfigError, SamplingConfig
+from translate.epoch_plan import index_dtype
 
 NO_DOMAIN = ""  # the group of rows without a label
 
@@ -69,10 +70,14 @@ class DomainSampler:
     def __init__(self, domains: Sequence[Sequence[str]], cfg: SamplingConfig,
                  seed: int = 0) -> None:
         groups = row_groups(domains)
-        rows: dict[str, list[int]] = {}
-        for i, g in enumerate(groups):
-            rows.setdefault(g, []).append(i)
-        self.members = {d: np.array(rows[d], dtype=np.int64) for d in sorted(rows)}
+        names = sorted(set(groups))
+        index = {d: i for i, d in enumerate(names)}
+        code = np.fromiter((index[g] for g in groups), dtype=np.int32, count=len(groups))
+        # Each domain's rows in ascending order, as one array split in views (int32 while
+        # the split allows: no Python list of row numbers at millions of pairs).
+        by_domain = np.argsort(code, kind="stable").astype(index_dtype(len(groups)))
+        cuts = np.cumsum(np.bincount(code, minlength=len(names)))[:-1]
+        self.members = dict(zip(names, np.split(by_domain, cuts), strict=True))
         sizes = {d: len(rows) for d, rows in self.members.items()}
         self.probs = domain_probabilities(sizes, cfg)
         self.quotas = _quotas(self.probs, len(groups))
@@ -88,7 +93,7 @@ class DomainSampler:
             copies, rest = divmod(quota, len(members))
             out += [members] * copies
             out.append(np.sort(rng.choice(members, size=rest, replace=False)))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int32)
 
     def describe(self) -> str:
         """One line for the training log: each domain's share of an epoch and its factor."""

@@ -17,12 +17,14 @@ mapped back to vocabulary ids. Its scores are log-probabilities *over the shortl
 (log-softmax over the restricted logits), so callers say which space they were taken over.
 
 **Why Dice over the encoded training corpus** (and not the model's attention): the table is
-one sparse co-occurrence product over the sentence pairs, ~1-3 s for Multi30k, exactly
-reproducible, and independent of the model's quality: a short or averaged run, or one
-whose attention is diffuse, gets the same table, and it can be built for an old run from
-its data alone without running the model over the training set. Sentence-level Dice,
-``2 c(s, t) / (c(s) + c(t))`` with ``c`` counting sentence pairs, ranks a target piece by how
-often it appears *together with* the source piece relative to how often either appears; PMI
+one pass of co-occurrence counting over the sentence pairs (a scatter-add of every distinct
+(source, target) piece pair of each sentence pair: linear in the corpus, with no sort of
+the pairs), exactly reproducible, and independent of the model's quality: a short or
+averaged run, or one whose attention is diffuse, gets the same table, and it can be built
+for an old run from its data alone without running the model over the training set.
+Sentence-level Dice, ``2 c(s, t) / (c(s) + c(t))`` with ``c`` counting sentence pairs, ranks
+a target piece by how often it appears *together with* the source piece relative to how
+often either appears; PMI
 would rank rare pairs seen once together above everything else, and raw co-occurrence would
 rank the frequent pieces (already in the shortlist) first.
 
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class LexicalTable:
 BLOCK_ROWS = 65_536  # sentence pairs per block of the counts: bounds their memory
 DENSE_MAX = 1 << 26  # the most (source x target) counts kept as a dense int32 matrix
 SLICE_ROWS = 512  # source pieces ranked at a time
+PAIR_CHUNK = 1 << 22  # (source, target) piece codes generated at a time: bounds their memory
 
 
 def _flat(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -108,38 +110,52 @@ def _incidence(ids: np.ndarray, lengths: np.ndarray, vocab: int) -> tuple[np.nda
     """(sentence index, piece id) of each distinct piece of each sentence, sorted."""
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
         raise ValueError(f"piece ids must lie in [0, {vocab})")
-    sent = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-    code = np.unique(sent * vocab + ids)
+    dtype = np.int32 if len(lengths) * vocab < 2**31 else np.int64
+    sent = np.repeat(np.arange(len(lengths), dtype=dtype), lengths)
+    code = np.sort(sent * dtype(vocab) + ids.astype(dtype))  # np.unique hashes: far slower
+    code = code[np.concatenate([[True], code[1:] != code[:-1]])] if code.size else code
     return code // vocab, code % vocab
 
 
-def _cooccurrence(src: tuple[np.ndarray, np.ndarray], tgt: tuple[np.ndarray, np.ndarray],
-                  n: int, src_vocab: int, tgt_vocab: int) -> tuple[np.ndarray, ...]:
-    """Sentence-pair counts ``c(s, t)`` as (row s, column t, count), sorted by (s, t).
+def _pair_codes(src: tuple[np.ndarray, np.ndarray], tgt: tuple[np.ndarray, np.ndarray],
+                n: int, tgt_vocab: int, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """``s * tgt_vocab + t`` for every distinct source piece ``s`` and distinct target piece
+    ``t`` of each of the ``n`` sentence pairs, in chunks of about ``PAIR_CHUNK`` codes.
 
-    One sparse product ``S^T T`` of the two sentence-by-piece incidence matrices.
-    """
+    Generated with repeats and one gather (no sparse product, no sort of the pairs), source
+    piece by source piece, so that counting them is a scatter-add into one row of the
+    counts at a time (cache-friendly): linear in the pairs with a small constant. ``dtype``
+    (int32 when the codes fit) halves the memory traffic, which is most of the time."""
     (s_sent, s_id), (t_sent, t_id) = src, tgt
-    s_mat = torch.sparse_coo_tensor(torch.from_numpy(np.stack([s_id, s_sent])),
-                                    torch.ones(s_id.size), (src_vocab, n),
-                                    check_invariants=False).coalesce()
-    t_mat = torch.sparse_coo_tensor(torch.from_numpy(np.stack([t_sent, t_id])),
-                                    torch.ones(t_id.size), (n, tgt_vocab),
-                                    is_coalesced=True, check_invariants=False)
-    with warnings.catch_warnings():  # torch multiplies through its (beta) CSR kernels
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        both = torch.sparse.mm(s_mat, t_mat).coalesce()
-    row, col = both.indices().numpy()
-    return row, col, both.values().numpy()
+    small = s_id.astype(np.uint16) if s_id.size and s_id.max() < 1 << 16 else s_id
+    by_piece = np.argsort(small, kind="stable")  # uint16: a radix sort
+    s_sent, s_id, t_id = s_sent[by_piece], s_id[by_piece].astype(dtype), t_id.astype(dtype)
+    t_n = np.bincount(t_sent, minlength=n).astype(dtype)  # distinct target pieces a sentence
+    t_begin = np.cumsum(t_n, dtype=dtype) - t_n
+    rep = t_n[s_sent]  # codes each source entry makes
+    ends = np.cumsum(rep, dtype=np.int64)
+    e0 = 0
+    while e0 < len(s_id):
+        done = int(ends[e0 - 1]) if e0 else 0
+        e1 = max(e0 + 1, int(np.searchsorted(ends, done + PAIR_CHUNK, side="right")))
+        r = rep[e0:e1]
+        first = np.repeat(t_begin[s_sent[e0:e1]] - (np.cumsum(r, dtype=dtype) - r), r)
+        first += np.arange(first.size, dtype=dtype)
+        yield np.repeat(s_id[e0:e1] * dtype.type(tgt_vocab), r) + t_id[first]
+        e0 = e1
 
 
-def _add(codes: np.ndarray, counts: np.ndarray, more_codes: np.ndarray,
-         more: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum two sparse count vectors given as (sorted codes, counts)."""
-    if not codes.size:
-        return more_codes, more.astype(np.float64)
-    both, inverse = np.unique(np.concatenate([codes, more_codes]), return_inverse=True)
-    return both, np.bincount(inverse, weights=np.concatenate([counts, more]))
+def _run_lengths(codes: np.ndarray, counts: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct codes and the summed counts of each (count 1 each when None)."""
+    order = np.argsort(codes, kind="stable")
+    codes = codes[order]
+    start = np.flatnonzero(np.concatenate([[True], codes[1:] != codes[:-1]]))
+    if counts is None:
+        summed = np.diff(np.append(start, codes.size))
+    else:
+        summed = np.add.reduceat(counts[order], start)
+    return codes[start], summed.astype(np.int64)
 
 
 class _Counts:
@@ -147,27 +163,37 @@ class _Counts:
 
     A dense int32 matrix when the two vocabularies allow (8k x 8k: 256 MB, whatever the
     corpus size; a sparse sum would hold one entry per co-occurring pair, tens of millions on
-    long sentences, and sort them again for every block); sorted sparse codes otherwise.
+    long sentences, and sort them again for every block); sorted sparse codes otherwise,
+    merged once per block.
     """
 
     def __init__(self, src_vocab: int, tgt_vocab: int) -> None:
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.dense = (torch.zeros(src_vocab * tgt_vocab, dtype=torch.int32)
                       if src_vocab * tgt_vocab <= DENSE_MAX else None)
-        self.codes, self.joint = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        self.codes, self.joint = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.ones = torch.ones(0, dtype=torch.int32)
 
-    def add(self, row: np.ndarray, col: np.ndarray, pairs: np.ndarray) -> None:
-        code = row * self.tgt_vocab + col
-        if self.dense is not None:
-            self.dense.index_add_(0, torch.from_numpy(code),
-                                  torch.from_numpy(pairs.astype(np.int32)))
-        else:
-            self.codes, self.joint = _add(self.codes, self.joint, code, pairs)
+    def add(self, chunks: Iterator[np.ndarray]) -> None:
+        """Count every code of ``chunks`` (one block of sentence pairs) once."""
+        pending = [self.codes], [self.joint]
+        for codes in chunks:
+            if self.dense is not None:
+                if self.ones.numel() < codes.size:
+                    self.ones = torch.ones(codes.size, dtype=torch.int32)
+                self.dense.index_add_(0, torch.from_numpy(codes), self.ones[:codes.size])
+            else:
+                for part, value in zip(pending, _run_lengths(codes), strict=True):
+                    part.append(value)
+        if self.dense is None and len(pending[0]) > 1:
+            self.codes, self.joint = _run_lengths(np.concatenate(pending[0]),
+                                                  np.concatenate(pending[1]))
 
     def slices(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(row, col, count) of the nonzero counts, sorted by (row, col), in slices of rows."""
         if self.dense is None:
-            yield self.codes // self.tgt_vocab, self.codes % self.tgt_vocab, self.joint
+            yield (self.codes // self.tgt_vocab, self.codes % self.tgt_vocab,
+                   self.joint.astype(np.float64))
             return
         matrix = self.dense.view(self.src_vocab, self.tgt_vocab)
         for r0 in range(0, self.src_vocab, SLICE_ROWS):
@@ -181,15 +207,24 @@ def _fill_top(top: torch.Tensor, row: np.ndarray, col: np.ndarray, joint: np.nda
               src_count: np.ndarray, tgt_count: np.ndarray) -> None:
     """Write the best ``top.size(1)`` targets of each source row present in ``row``.
 
-    Every row's entries must all be in the arrays given: the ranking is per row."""
+    ``row`` must be sorted and hold every entry of its rows: the ranking is per row. Only
+    the entries at or above their row's k-th best Dice (ties kept) are sorted."""
     k = top.size(1)
     dice = 2 * joint / (src_count[row] + tgt_count[col])
+    keep = np.ones(row.size, bool)
+    edges = np.flatnonzero(np.diff(row)) + 1
+    for a, b in zip([0, *edges.tolist()], [*edges.tolist(), row.size], strict=True):
+        if b - a > k:
+            part = dice[a:b]
+            keep[a:b] = part >= np.partition(part, b - a - k)[b - a - k]
+    sel = np.flatnonzero(keep)
+    row, col, joint, dice = row[sel], col[sel], joint[sel], dice[sel]
     order = np.lexsort((col, -joint, -dice, row))  # by row, then best first
-    row_start = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=len(src_count)))])
-    rank = np.arange(order.size) - row_start[row[order]]
-    keep = rank < k
-    picked = order[keep]
-    top[torch.from_numpy(row[picked]), torch.from_numpy(rank[keep])] = torch.from_numpy(
+    r = row[order]
+    first = np.concatenate([[True], r[1:] != r[:-1]])
+    rank = np.arange(r.size) - np.maximum.accumulate(np.where(first, np.arange(r.size), 0))
+    picked = order[rank < k]
+    top[torch.from_numpy(row[picked]), torch.from_numpy(rank[rank < k])] = torch.from_numpy(
         col[picked]).to(top.dtype)
 
 
@@ -209,13 +244,14 @@ def build_lexical_table(src_ids: Sequence[Sequence[int]], tgt_ids: Sequence[Sequ
     tgt_count = np.zeros(tgt_vocab, np.int64)
     tokens = np.zeros(tgt_vocab, np.int64)
     counts = _Counts(src_vocab, tgt_vocab)
+    code_dtype = np.dtype(np.int32 if src_vocab * tgt_vocab < 2**31 else np.int64)
     for (s_ids, s_len), (t_ids, t_len) in zip(_blocks(src_ids), _blocks(tgt_ids), strict=True):
         src, tgt = _incidence(s_ids, s_len, src_vocab), _incidence(t_ids, t_len, tgt_vocab)
         src_count += np.bincount(src[1], minlength=src_vocab)
         tgt_count += np.bincount(tgt[1], minlength=tgt_vocab)
         tokens += np.bincount(t_ids, minlength=tgt_vocab)
         if src[0].size and tgt[0].size:
-            counts.add(*_cooccurrence(src, tgt, len(s_len), src_vocab, tgt_vocab))
+            counts.add(_pair_codes(src, tgt, len(s_len), tgt_vocab, code_dtype))
     dtype = torch.int16 if tgt_vocab <= torch.iinfo(torch.int16).max else torch.int32
     top = torch.full((src_vocab, k), -1, dtype=dtype)
     for row, col, joint in counts.slices():
