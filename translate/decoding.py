@@ -34,7 +34,8 @@ class Decoded:
     domain_weights: torch.Tensor | None = None  # [N, L] float32 on CPU
 
 
-def inference_batches(split: EncodedSplit, batch_size: int, max_tokens: int = 0) -> list[list[int]]:
+def inference_batches(split: EncodedSplit, batch_size: int,
+                      max_tokens: int = 0) -> Sequence[list[int]]:
     """Row indices of ``split`` in batches of similar source length, longest batch first.
 
     At most ``batch_size`` sentences per batch and, when ``max_tokens`` > 0, at most that many
