@@ -155,8 +155,8 @@ class DistributedTrainer(Trainer):
         for i, (indices, real) in enumerate(mine):
             batch = self._batch(indices)
             if real:  # padding share as the plain step counts it, over the real batches
-                local[3] += int(batch.src_lengths.sum()) + self._batch_tokens(indices)
-                local[4] += batch.src.numel() + batch.tgt_out.numel()
+                positions = self._positions(batch, indices)
+                local[3], local[4] = local[3] + positions[0], local[4] + positions[1]
             weight = float(world) if real else 0.0
             sync = i == len(mine) - 1
             with (contextlib.nullcontext() if sync else self.net.no_sync()):

@@ -286,10 +286,8 @@ class Trainer(EvaluationMixin):
         finite, real, slots = True, 0, 0
         for indices in group:
             batch = self._batch(indices)
-            # padding share: pad positions over all positions of the padded src+tgt tensors
-            # (counted from the CPU lengths: no device sync)
-            real += int(batch.src_lengths.sum()) + self._batch_tokens(indices)
-            slots += batch.src.numel() + batch.tgt_out.numel()
+            r, n = self._positions(batch, indices)
+            real, slots = real + r, slots + n
             with autocast(self.device, self.dtype):
                 trans, tag = batch_losses(self.model, batch, self.loss_fn, self.pos_weight)
             loss = trans.loss / ntokens
@@ -304,6 +302,12 @@ class Trainer(EvaluationMixin):
             self.scaler.scale(loss).backward()
         totals["padding"] = 1.0 - real / max(slots, 1)
         return self._clip_and_step(totals, ntokens, finite)
+
+    def _positions(self, batch: Batch, indices: list[int]) -> tuple[int, int]:
+        """(real, all) positions of the padded src + tgt tensors of one micro-batch: the
+        step's padding share. Counted from the CPU lengths: no device sync."""
+        return (int(batch.src_lengths.sum()) + self._batch_tokens(indices),
+                batch.src.numel() + batch.tgt_out.numel())
 
     def _clip_and_step(self, totals: dict, ntokens: int, finite: bool = True) -> dict | None:
         """Unscale and clip the accumulated gradients and take the optimizer step, or skip a

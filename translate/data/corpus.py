@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -120,16 +119,19 @@ def _build_entry(cfg: DataConfig, entry: Path, log: Callable[[str], None]) -> di
 # --------------------------------------------------------------------------- splitting
 
 
+def _hash64(text: str, seed: str) -> int:
+    """A stable 64-bit number for a sentence (sha1, not Python's salted ``hash``)."""
+    return int.from_bytes(hashlib.sha1(f"{seed}\x00{text}".encode()).digest()[:8], "big")
+
+
 def hash_unit(text: str, seed: str) -> float:
-    """A stable number in [0, 1) for a sentence (sha1, not Python's salted ``hash``)."""
-    digest = hashlib.sha1(f"{seed}\x00{text}".encode()).digest()
-    return struct.unpack(">Q", digest[:8])[0] / 2**64
+    """A stable number in [0, 1) for a sentence."""
+    return _hash64(text, seed) / 2**64
 
 
 def _units(sentences: Iterable[str], seed: str) -> np.ndarray:
     """:func:`hash_unit` of each sentence, times 2**64, as exact integers."""
-    return np.array([int.from_bytes(hashlib.sha1(f"{seed}\x00{s}".encode()).digest()[:8], "big")
-                     for s in sentences], dtype=np.uint64)
+    return np.array([_hash64(s, seed) for s in sentences], dtype=np.uint64)
 
 
 def split_targets(units: np.ndarray, sentences: Callable[[np.ndarray], list[str]],
