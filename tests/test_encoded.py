@@ -7,6 +7,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import datasets
+import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -16,7 +19,7 @@ from translate.batching import BatchSampler, collate, encode_split
 from translate.config import TokenizerConfig
 from translate.data import encoding
 from translate.data.encoded import check_entry
-from translate.data.schema import TextColumn, make_dataset
+from translate.data.schema import TextColumn, columns, make_dataset, sample_columns
 from translate.prepare import prepare
 from translate.rundir import RunDir
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -50,8 +53,10 @@ def _encode(dataset, tok, cache: Path, logs: list[str] | None = None, corpus_key
             workers: int = 0):
     return encoding.encode_corpus(
         {"train": dataset}, corpus_key, tok.fingerprint(),
-        functools.partial(tok.encode_src, num_threads=1),
-        functools.partial(tok.encode_tgt, num_threads=1),
+        # The array encoders, as translate.prepare uses them; encode_split (the comparison
+        # below) goes through the list ones.
+        functools.partial(tok.encode_src_arrays, num_threads=1),
+        functools.partial(tok.encode_tgt_arrays, num_threads=1),
         tok.src_vocab_size, LABELS, MAX_LEN, cache, workers=workers,
         log=(logs if logs is not None else []).append)
 
@@ -186,3 +191,20 @@ def test_lexical_table_from_disk_in_blocks_equals_the_one_from_lists(dataset, to
     for table in (sparse, dense):
         assert torch.equal(table.top, whole.top) and torch.equal(table.frequent, whole.frequent)
         assert table.sentences == 3000
+
+
+def test_tokenizer_sample_streams_the_rows_of_a_cache_file(dataset, tmp_path):
+    """The sample read record batch by record batch (translate.prepare's tokenizer sample)
+    equals ``select`` on the same rows, across batch boundaries, and in memory too."""
+    path = tmp_path / "train.arrow"
+    table = dataset.with_format("arrow")[:]
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=64)  # 47 record batches
+    on_disk = datasets.Dataset.from_file(str(path))
+    rows = np.sort(np.random.default_rng(5).choice(len(on_disk), 500, replace=False))
+    rows[:2] = [63, 64]  # the last row of one batch and the first of the next
+    rows.sort()
+    want = columns(dataset.select(rows), "src", "tgt")
+    assert sample_columns(on_disk, rows, "src", "tgt") == want
+    assert sample_columns(dataset, rows, "src", "tgt") == want  # not file-backed: select
+    assert len(want[0]) == 500 and want[0][0] == dataset[int(rows[0])]["src"]

@@ -35,7 +35,7 @@ from translate.config import Config, TokenizerConfig
 from translate.data import Corpus, DataError, load_corpus
 from translate.data.encoded import MappedSplit, publish
 from translate.data.encoding import encode_corpus
-from translate.data.schema import TextColumn, columns
+from translate.data.schema import TextColumn, columns, sample_columns
 from translate.loss import pos_weight_from_counts
 from translate.rundir import RunDir
 from translate.tokenizer import Tokenizer, TokenizerError
@@ -69,8 +69,8 @@ def prepare(cfg: Config, run: RunDir, log: Callable[[str], None] = print) -> Pre
     limit = cfg.tokenizer.max_tokens
     splits, encoded = encode_corpus(
         corpus.splits, corpus.key, tok.fingerprint(),
-        functools.partial(tok.encode_src, num_threads=1),
-        functools.partial(tok.encode_tgt, num_threads=1),
+        functools.partial(tok.encode_src_arrays, num_threads=1),
+        functools.partial(tok.encode_tgt_arrays, num_threads=1),
         max(tok.src_vocab_size, tok.tgt_vocab_size), labels, limit, cfg.data.cache_dir,
         log=log)
     report = dict(corpus.report, truncated=_truncations(splits, limit, log), encoded=encoded)
@@ -130,8 +130,9 @@ def _tokenizer_sample(train: datasets.Dataset, cfg: TokenizerConfig,
         rows = np.sort(rng.choice(len(train), size=pairs, replace=False))
         log(f"tokenizer: training on a random sample of {pairs} of {len(train)} pairs "
             f"(tokenizer.input_sentence_size={cfg.input_sentence_size})")
-        train = train.select(rows)
-    src, tgt = columns(train, "src", "tgt")
+        src, tgt = sample_columns(train, rows, "src", "tgt")
+    else:
+        src, tgt = columns(train, "src", "tgt")
     return src, tgt
 
 

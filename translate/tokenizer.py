@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sentencepiece as spm
 
 from translate.config import ConfigError, TokenizerConfig
@@ -248,6 +249,16 @@ class Tokenizer:
     def encode_tgt(self, texts: Sequence[str], num_threads: int = NUM_THREADS) -> list[list[int]]:
         return _encode(self.tgt_model, texts, num_threads)
 
+    def encode_src_arrays(self, texts: Sequence[str], num_threads: int = NUM_THREADS,
+                          ) -> list[np.ndarray]:
+        """:meth:`encode_src` as one int32 array per row: no Python int per token, which is
+        about half the cost of encoding a large corpus."""
+        return _encode(self.src_model, texts, num_threads, "numpy")
+
+    def encode_tgt_arrays(self, texts: Sequence[str], num_threads: int = NUM_THREADS,
+                          ) -> list[np.ndarray]:
+        return _encode(self.tgt_model, texts, num_threads, "numpy")
+
     def fingerprint(self) -> str:
         """A hash of the models themselves: caches of encoded text are keyed on it."""
         sha = hashlib.sha256(b"joint" if self.joint else b"separate")
@@ -285,11 +296,13 @@ def _load_model(path: Path) -> spm.SentencePieceProcessor:
 
 
 def _encode(sp: spm.SentencePieceProcessor, texts: Sequence[str],
-            num_threads: int = NUM_THREADS) -> list[list[int]]:
+            num_threads: int = NUM_THREADS, return_type: str | None = None) -> list:
     if isinstance(texts, str):
         raise TypeError("encode_* takes a sequence of strings, not a single string")
     # One call for the whole list: sentencepiece's C++ batch path, parallel over sentences.
-    return sp.encode(list(texts), out_type=int, num_threads=num_threads)
+    if return_type is None:
+        return sp.encode(list(texts), out_type=int, num_threads=num_threads)
+    return sp.encode(list(texts), num_threads=num_threads, return_type=return_type)
 
 
 def _decode(sp: spm.SentencePieceProcessor, ids: Sequence[Sequence[int]]) -> list[str]:

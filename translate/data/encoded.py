@@ -42,7 +42,8 @@ MANIFEST = "manifest.json"
 _READ_ROWS = 65536  # rows per read when a whole column is iterated
 _HASH_CHUNK = 8 << 20
 
-Encoder = Callable[[list[str]], list[list[int]]]
+# Texts -> one row of ids per text: lists of ints, or numpy arrays (the fast path).
+Encoder = Callable[[list[str]], Sequence[Sequence[int]]]
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -252,11 +253,15 @@ class _RaggedWriter:
                 self.offsets.path.name: self.offsets.close()}
 
 
-def flatten(rows: list[list[int]], max_len: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rows -> (flat ids cut to ``max_len`` per row, lengths after the cut, rows cut)."""
+def flatten(rows: Sequence[Sequence[int]], max_len: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rows (lists of ints, or numpy arrays as :class:`Encoder` may return) -> (flat ids cut to
+    ``max_len`` per row, lengths after the cut, rows cut)."""
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
-                       count=int(lengths.sum()))
+    if rows and isinstance(rows[0], np.ndarray):
+        flat = np.concatenate(rows)
+    else:
+        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
+                           count=int(lengths.sum()))
     cut = lengths > max_len
     n_cut = int(cut.sum())
     if n_cut:

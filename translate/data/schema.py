@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import datasets
+import numpy as np
 import pyarrow as pa
 
 from translate.errors import TranslateError
@@ -46,6 +47,32 @@ def columns(ds: datasets.Dataset, *names: str) -> list[list]:
     """
     table = ds.with_format("arrow")[:]
     return [table.column(n).to_pylist() for n in names]
+
+
+def sample_columns(ds: datasets.Dataset, rows: np.ndarray, *names: str) -> list[list]:
+    """The columns ``names`` at the sorted row numbers ``rows``, as Python lists.
+
+    A dataset backed by one cache file (a prepared corpus's split) is read record batch by
+    record batch with ordinary reads: ``ds.select(rows)`` on the memory-mapped file would
+    fault most of its pages into this process (a 1% sample touches nearly every page), so the
+    resident size would grow with the corpus instead of with the sample.
+    """
+    files = ds.cache_files
+    if len(files) != 1 or ds._indices is not None:  # in memory, or already a selection
+        return columns(ds.select(rows), *names)
+    out: list[list] = [[] for _ in names]
+    start = 0
+    with pa.OSFile(files[0]["filename"]) as fh:
+        for batch in pa.ipc.open_stream(fh):
+            lo, hi = np.searchsorted(rows, [start, start + batch.num_rows])
+            if hi > lo:
+                part = batch.take(pa.array(rows[lo:hi] - start))
+                for column, name in zip(out, names, strict=True):
+                    column.extend(part.column(name).to_pylist())
+            start += batch.num_rows
+    if start != len(ds):
+        raise DataError(f"{files[0]['filename']}: holds {start} rows, the dataset {len(ds)}")
+    return out
 
 
 class TextColumn(Sequence[str]):
