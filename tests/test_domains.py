@@ -33,6 +33,7 @@ def test_multidomain_config_names_every_domain_with_its_dev_set(shared_data: Pat
             rel = Path(s.prefix).relative_to("../shared/data")
             assert (shared_data / rel).with_suffix(".de").is_file(), s.prefix
     assert cfg.model.tagger.enabled and cfg.data.sampling.temperature > 1
+    assert cfg.model.domain_conditioning.enabled
 
 
 def _quiet(_msg: str) -> None:
