@@ -193,9 +193,13 @@ def hwm():
 data = prepare(cfg, RunDir(cfg.training.run_dir).create(),
                log=lambda m: stamps.append((round(time.perf_counter() - t0, 2), hwm(), m)))
 train = data.splits["train"]
-tokens = sum(sum(c.lengths()) for c in (train.src_ids, train.tgt_ids))
+if hasattr(train.src_ids, "lengths"):
+    tokens = sum(sum(c.lengths()) for c in (train.src_ids, train.tgt_ids))
+else:  # the code before issue 14 (--repo): splits as lists in memory, encoded every run
+    tokens = sum(len(r) for c in (train.src_ids, train.tgt_ids) for r in c)
+encoded = data.report.get("encoded")
 print(json.dumps({"total": time.perf_counter() - t0, "imports": imports,
-                  "corpus": data.report["seconds"], "encoded": data.report["encoded"],
+                  "corpus": data.report["seconds"], "encoded": encoded,
                   "pairs": len(train), "tokens": tokens,
                   "dropped": data.report["dropped"]["train"], "log": stamps}))
 """
@@ -210,6 +214,8 @@ def prepare_child(cfg_path: Path, env: dict, repo: Path = ROOT) -> dict:
     # The peak once the corpus is read and cleaned: at the tokenizer's first message.
     read_clean_peak = next((h for _, h, m in res["log"] if m.startswith("tokenizer:")), None)
     enc = res["encoded"]
+    if enc is None:  # code before issue 14: encoding ran in memory, timed by its log line
+        enc = {"seconds": _legacy_encode_seconds(res), "bytes": None}
     tok_s = res["total"] - res["imports"] - res["corpus"] - enc["seconds"]
     read_clean_encode = res["corpus"] + enc["seconds"]
     sentencepiece = [float(m.split(" in ")[-1].split("s ->")[0]) for _, _, m in res["log"]
@@ -222,12 +228,19 @@ def prepare_child(cfg_path: Path, env: dict, repo: Path = ROOT) -> dict:
         "pairs_per_s_read_clean_encode": round(res["pairs"] / read_clean_encode),
         "pairs_per_s_with_tokenizer": round(res["pairs"] / res["total"]),
         "pairs": res["pairs"], "tokens": res["tokens"], "encoded_bytes": enc["bytes"],
-        "bytes_per_token": round(enc["bytes"] / res["tokens"], 3),
+        "bytes_per_token": round(enc["bytes"] / res["tokens"], 3) if enc["bytes"] else None,
         "pairs_per_s_read_clean": round(res["pairs"] / res["corpus"]),
         "peak_rss_mb": round(rss), "peak_rss_mb_after_read_clean": read_clean_peak,
         "dropped": res["dropped"],
         "log": [f"{t:7.1f}s {h:6d}MB {m}" for t, h, m in res["log"]],
     }
+
+
+def _legacy_encode_seconds(res: dict) -> float:
+    """Encoding time of the code before issue 14, which logs no line for it: from the last
+    tokenizer message to the end of ``prepare``."""
+    tok_done = max(t for t, _, m in res["log"] if m.startswith("tokenizer:"))
+    return res["total"] - tok_done
 
 
 def train_child(cfg_path: Path, run_dir: Path, steps: int, threads: int, env: dict,
