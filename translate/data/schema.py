@@ -71,7 +71,8 @@ def sample_columns(ds: datasets.Dataset, rows: np.ndarray, *names: str) -> list[
                     column.extend(part.column(name).to_pylist())
             start += batch.num_rows
     if start != len(ds):
-        raise DataError(f"{files[0]['filename']}: holds {start} rows, the dataset {len(ds)}")
+        raise DataError(f"{files[0]['filename']}: the cached corpus file holds {start} rows "
+                        f"where {len(ds)} were expected; delete it to prepare the corpus again")
     return out
 
 
