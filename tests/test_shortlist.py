@@ -161,21 +161,30 @@ def test_outputs_lie_in_the_shortlist_and_nbest_is_sorted(translator, src_ids, b
             assert translator.tokenizer.pad_id not in h.tokens
 
 
-@pytest.mark.parametrize("quantize", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "bf16"])
 def test_restricted_logits_are_the_full_logits_of_the_shortlist(trained_run, translator,
-                                                                src_ids, quantize) -> None:
-    model = Translator.load(trained_run, device="cpu", quantize=True).model if quantize \
-        else translator.model
+                                                                src_ids, precision) -> None:
+    model = Translator.load(trained_run, device="cpu", quantize=True).model \
+        if precision == "int8" else translator.model
     ids = _shortlist(translator, 3, 20).select(src_ids[:4])
-    view = RestrictedModel(model, ids)
     src = torch.tensor([src_ids[0]])
-    with torch.inference_mode():
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype,
+                                                enabled=precision == "bf16"):
+        view = RestrictedModel(model, ids)  # built under autocast, as decoding builds it
         enc = model.encode(src, torch.tensor([src.size(1)]))
         state = model.init_decoder_state(enc)
         full, _, _ = model.decode_step(torch.tensor([translator.tokenizer.bos_id]), state, enc)
         bos = view.special(translator.special)["bos_id"]
         cut, _, _ = view.decode_step(torch.tensor([bos]), state, enc)
-    torch.testing.assert_close(cut, full[:, ids], rtol=0, atol=1e-5)
+    if precision == "bf16":
+        # The shortlist's rows are cast once when the view is made, not at every step...
+        assert view.proj.keywords["weight"].dtype == torch.bfloat16
+        # ...and give the full layer's bf16 logits (equal here; a GEMM blocked differently on
+        # another CPU may move one by a bf16 ulp, 2^-7 relative).
+        torch.testing.assert_close(cut.float(), full[:, ids].float(), rtol=2 ** -7, atol=0)
+    else:
+        torch.testing.assert_close(cut, full[:, ids], rtol=0, atol=1e-5)
 
 
 def test_translator_switch_and_quantized_shortlist(trained_run, translator, src_ids) -> None:

@@ -309,8 +309,17 @@ def _rows_of_linear(proj: nn.Module, ids: Tensor) -> Callable[[Tensor], Tensor]:
             (ids == torch.arange(ids.numel(), device=ids.device)).all()):
         return proj
     if isinstance(proj, nn.Linear):
-        return functools.partial(F.linear, weight=weight.index_select(0, ids),
-                                 bias=None if proj.bias is None else proj.bias.index_select(0, ids))
+        rows = weight.index_select(0, ids)
+        bias = None if proj.bias is None else proj.bias.index_select(0, ids)
+        device = rows.device.type
+        if torch.is_autocast_enabled(device) and rows.is_floating_point():
+            # Autocast caches its casts of parameters, not of these copied rows: cast once
+            # here, not at every decoding step (the product is the same: autocast would cast
+            # the rows to this dtype itself).
+            dtype = torch.get_autocast_dtype(device)
+            rows = rows.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        return functools.partial(F.linear, weight=rows, bias=bias)
     if callable(weight) and hasattr(proj, "set_weight_bias"):  # ao.nn.quantized.dynamic.Linear
         if proj not in _UNPACKED:  # unpacking is costly: once per layer, not per batch
             _UNPACKED[proj] = (weight(), proj.bias())
