@@ -312,7 +312,7 @@ def _rows_of_linear(proj: nn.Module, ids: Tensor) -> Callable[[Tensor], Tensor]:
         rows = weight.index_select(0, ids)
         bias = None if proj.bias is None else proj.bias.index_select(0, ids)
         device = rows.device.type
-        if torch.is_autocast_enabled(device) and rows.is_floating_point():
+        if torch.is_autocast_enabled(device):
             # Autocast caches its casts of parameters, not of these copied rows: cast once
             # here, not at every decoding step (the product is the same: autocast would cast
             # the rows to this dtype itself).

@@ -251,8 +251,8 @@ class Tokenizer:
 
     def encode_src_arrays(self, texts: Sequence[str], num_threads: int = NUM_THREADS,
                           ) -> list[np.ndarray]:
-        """:meth:`encode_src` as one int32 array per row: no Python int per token, which is
-        about half the cost of encoding a large corpus."""
+        """:meth:`encode_src` as one int32 array per row: no Python int per token, so
+        flattening a block of rows into the stored arrays is one ``np.concatenate``."""
         return _encode(self.src_model, texts, num_threads, "numpy")
 
     def encode_tgt_arrays(self, texts: Sequence[str], num_threads: int = NUM_THREADS,
@@ -300,8 +300,7 @@ def _encode(sp: spm.SentencePieceProcessor, texts: Sequence[str],
     if isinstance(texts, str):
         raise TypeError("encode_* takes a sequence of strings, not a single string")
     # One call for the whole list: sentencepiece's C++ batch path, parallel over sentences.
-    if return_type is None:
-        return sp.encode(list(texts), out_type=int, num_threads=num_threads)
+    # return_type None gives lists of int ids, "numpy" an int32 array per sentence.
     return sp.encode(list(texts), num_threads=num_threads, return_type=return_type)
 
 
