@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from translate.runtime import cpu_bf16_lstm_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 # The corpora live beside the repo; TRANSLATE_SHARED_DATA points elsewhere (e.g. on a GPU
@@ -18,6 +21,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# bf16 on the CPU needs oneDNN's bf16 LSTM kernels, which AVX2-only CPUs lack: there bf16 is
+# refused with a clear error (tests/test_runtime.py checks that), and its numerics cannot run.
+needs_cpu_bf16 = pytest.mark.skipif(
+    not cpu_bf16_lstm_supported(torch.cpu.get_capabilities()),
+    reason="this CPU cannot run LSTMs in bf16 (oneDNN needs AVX-512 or AMX for them)")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import needs_cpu_bf16, tiny_config
 from translate.attention_view import EOS_PIECE, validation_heatmaps
 from translate.decoding import decode_ids
 from translate.heatmap import PAD, render_heatmap
@@ -143,7 +143,8 @@ def test_input_feeding_beam_attention_equals_teacher_forcing(translator, german)
                 assert torch.allclose(forced[0], h.attention, atol=TF_TOL)
 
 
-@pytest.mark.parametrize("mode", ["fp32", "shortlist", "int8", "bf16"])
+@pytest.mark.parametrize("mode", ["fp32", "shortlist", "int8",
+                                  pytest.param("bf16", marks=needs_cpu_bf16)])
 def test_translator_returns_named_matrices(trained_run, german, mode):
     """translate(attention=True) in every precision, with and without the shortlist:
     pieces name the rows and columns, rows sum to 1, the output is the one without

@@ -21,10 +21,11 @@ from _bench_common import (  # noqa: E402
     round_ratios,
 )
 
+CORE = {"avx512_f": True, "avx512_bw": True, "avx512_vl": True, "avx512_dq": True}
 AMX = {"cpu_name": "Intel Xeon Platinum 8480+", "num_physical_cores": 2, "avx2": True,
-       "avx512_f": True, "avx512_bf16": True, "amx_tile": True, "amx_bf16": True,
+       **CORE, "avx512_bf16": True, "amx_tile": True, "amx_bf16": True,
        "amx_int8": True}
-ZEN4 = {"cpu_name": "AMD EPYC", "num_physical_cores": 2, "avx2": True, "avx512_f": True,
+ZEN4 = {"cpu_name": "AMD EPYC", "num_physical_cores": 2, "avx2": True, **CORE,
         "avx512_bf16": True, "avx512_vnni": True}
 AVX2 = {"cpu_name": "Intel Xeon E5-2680 v4", "num_physical_cores": 4, "avx2": True}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_model import make_model, pad, sentences, teacher_forcing
 
-from conftest import tiny_config
+from conftest import needs_cpu_bf16, tiny_config
 from translate import config
 from translate.config import ConfigError, DomainConditioningConfig
 from translate.decoding import decode_ids
@@ -187,7 +187,8 @@ MODES = {"greedy": ({}, {"beam": 1}), "beam": ({}, {"beam": 3}),
          "int8": ({"quantize": True}, {}), "bf16": ({"precision": "bf16"}, {})}
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=needs_cpu_bf16) if m == "bf16" else m
+                                  for m in MODES])
 def test_forced_domains_change_outputs_and_none_is_a_zero_domain_input(cond_run, mixed, mode):
     load, opts = MODES[mode]
     tr = Translator.load(cond_run, device="cpu", **load)

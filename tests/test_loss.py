@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import needs_cpu_bf16
 from translate.batching import BatchSampler, collate, encode_split
 from translate.config import ModelConfig, TaggerConfig, TokenizerConfig
 from translate.loss import (
@@ -223,6 +224,7 @@ def test_training_forward_pass_equals_the_reference_on_real_batches(real_batches
         torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5 * ref.abs().max().item())
 
 
+@needs_cpu_bf16
 def test_fast_loss_equals_reference_under_bf16_autocast(real_batches):
     """CPU bf16 autocast, as bf16 training runs: the model's logits come out in bf16 and both
     losses score them in float32 (the fast loss and the reference both upcast first), so the

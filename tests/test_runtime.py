@@ -16,6 +16,7 @@ import torch
 from translate.runtime import (
     RuntimeSetupError,
     choose_precision,
+    cpu_bf16_lstm_supported,
     cpu_bf16_unit,
     resolve_precision,
 )
@@ -211,10 +212,13 @@ def test_infer_quantize_retains_freed_memory_but_loading_alone_does_not(trained_
 
 # --------------------------------------------------------------------------- precision
 
-AMX_CPU = {"avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_tile": True,
+AVX512_CORE = {"avx512_f": True, "avx512_bw": True, "avx512_vl": True, "avx512_dq": True}
+AMX_CPU = {"avx2": True, **AVX512_CORE, "avx512_bf16": True, "amx_tile": True,
            "amx_bf16": True, "cpu_name": "Intel Xeon (Sapphire Rapids)"}
-AVX512_BF16_CPU = {"avx2": True, "avx512_f": True, "avx512_bf16": True, "amx_tile": False,
+AVX512_BF16_CPU = {"avx2": True, **AVX512_CORE, "avx512_bf16": True, "amx_tile": False,
                    "amx_bf16": False, "cpu_name": "AMD EPYC (Zen 4)"}
+AVX512_CPU = {"avx2": True, **AVX512_CORE, "avx512_bf16": False, "amx_tile": False,
+              "amx_bf16": False, "cpu_name": "Intel Xeon (Cascade Lake)"}
 PLAIN_CPU = {"avx2": True, "avx512_f": False, "avx512_bf16": False, "amx_tile": False,
              "amx_bf16": False, "cpu_name": "an AVX2-only host"}
 
@@ -250,14 +254,15 @@ def test_auto_with_avx512_bf16_but_no_amx_is_bf16_as_measured():
     assert dtype == torch.bfloat16 and "avx512_bf16" in reason
 
 
-@pytest.mark.parametrize("caps", [AMX_CPU, AVX512_BF16_CPU, PLAIN_CPU])
-def test_fp32_and_bf16_can_be_forced_on_any_cpu_and_fp16_is_refused(caps):
+@pytest.mark.parametrize("caps", [AMX_CPU, AVX512_BF16_CPU, AVX512_CPU])
+def test_fp32_and_bf16_can_be_forced_on_any_avx512_cpu_and_fp16_is_refused(caps):
     assert choose_precision("fp32", "cpu", cpu_caps=caps)[0] == torch.float32
     dtype, reason = choose_precision("bf16", "cpu", cpu_caps=caps)
     assert dtype == torch.bfloat16
-    assert ("emulated" in reason) == (caps is PLAIN_CPU)
+    assert ("emulated" in reason) == (caps is AVX512_CPU)
     with pytest.raises(RuntimeSetupError, match="'fp16' needs a CUDA device"):
         choose_precision("fp16", "cpu", cpu_caps=caps)
+    assert choose_precision("fp32", "cpu", cpu_caps=PLAIN_CPU)[0] == torch.float32
 
 
 def test_resolve_precision_logs_the_choice_and_why_for_this_machine(caplog):
@@ -266,3 +271,36 @@ def test_resolve_precision_logs_the_choice_and_why_for_this_machine(caplog):
     expected = choose_precision("auto", "cpu", cpu_caps=torch.cpu.get_capabilities())
     assert dtype == expected[0]
     assert caplog.messages == [f"precision {str(dtype).removeprefix('torch.')}: {expected[1]}"]
+
+
+
+def test_bf16_is_refused_clearly_on_an_avx2_only_cpu():
+    assert not cpu_bf16_lstm_supported(PLAIN_CPU)
+    with pytest.raises(RuntimeSetupError, match="cannot run LSTMs in bf16.*use fp32 or auto"):
+        choose_precision("bf16", "cpu", cpu_caps=PLAIN_CPU)
+    assert choose_precision("auto", "cpu", cpu_caps=PLAIN_CPU)[0] == torch.float32
+
+
+_UNIFORM_BF16_LSTM = """
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+lstm = torch.nn.LSTM(16, 16, batch_first=True, bidirectional=True)
+packed = pack_padded_sequence(torch.randn(3, 5, 16), torch.tensor([5, 5, 5]), batch_first=True)
+try:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        lstm(packed)
+    print("runs")
+except RuntimeError:
+    print("fails")
+"""
+
+
+def test_the_flag_rule_tells_the_truth_about_a_uniform_length_batch_on_this_cpu():
+    """A packed batch whose sentences all have one length takes oneDNN's LSTM path, the one
+    AVX2-only CPUs cannot run in bf16 (length-bucketed batches are often uniform, a single
+    sentence always is). In a fresh process (a failed oneDNN call would change this one's later
+    fp32 results), that batch runs exactly where the flag rule says it does."""
+    out = subprocess.run([sys.executable, "-c", _UNIFORM_BF16_LSTM], capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    assert out[-1] == ("runs" if cpu_bf16_lstm_supported(torch.cpu.get_capabilities())
+                       else "fails")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import needs_cpu_bf16
 from translate import shortlist
 from translate.batching import source_split
 from translate.checkpoint import load_checkpoint
@@ -161,7 +162,7 @@ def test_outputs_lie_in_the_shortlist_and_nbest_is_sorted(translator, src_ids, b
             assert translator.tokenizer.pad_id not in h.tokens
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", pytest.param("bf16", marks=needs_cpu_bf16)])
 def test_restricted_logits_are_the_full_logits_of_the_shortlist(trained_run, translator,
                                                                 src_ids, precision) -> None:
     model = Translator.load(trained_run, device="cpu", quantize=True).model \

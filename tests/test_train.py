@@ -17,7 +17,7 @@ import sacrebleu
 import torch
 import yaml
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, needs_cpu_bf16, tiny_config
 from translate import config
 from translate.checkpoint import load_checkpoint
 from translate.trainer import Trainer, TrainingError
@@ -69,7 +69,8 @@ def test_validation_loss_falls_on_real_data(trained_run: Path, multi30k: Path) -
     assert all(0 < t < 1 for t in best["thresholds"])
 
 
-@pytest.mark.parametrize(("precision", "input_feeding"), [("auto", False), ("bf16", True)])
+@pytest.mark.parametrize(("precision", "input_feeding"),
+                         [("auto", False), pytest.param("bf16", True, marks=needs_cpu_bf16)])
 def test_resumed_run_ends_with_identical_weights(multi30k, multidomain, tmp_path, precision,
                                                  input_feeding) -> None:
     """bf16 runs with input feeding: autocast, the plain input-feeding loop's bf16 products
@@ -95,6 +96,7 @@ def test_resumed_run_ends_with_identical_weights(multi30k, multidomain, tmp_path
         assert torch.equal(value["exp_avg"], b["optimizer"]["state"][key]["exp_avg"])
 
 
+@needs_cpu_bf16
 @pytest.mark.parametrize("input_feeding", [False, True])
 def test_bf16_training_on_cpu_tracks_fp32_on_the_same_batches(multi30k, multidomain, tmp_path,
                                                               input_feeding) -> None:
@@ -128,6 +130,7 @@ def test_bf16_training_on_cpu_tracks_fp32_on_the_same_batches(multi30k, multidom
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=5e-3)
 
 
+@needs_cpu_bf16
 def test_bf16_teacher_forced_loss_of_a_trained_model_is_close_to_fp32(trained_run,
                                                                      multi30k) -> None:
     """A trained model has large logits, where bf16 rounding matters most: the fp32 loss of

@@ -14,6 +14,7 @@ import yaml
 
 import translate.decoding as decoding
 import translate.search as search
+from conftest import needs_cpu_bf16
 from translate import config
 from translate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from translate.config import ConfigError
@@ -261,6 +262,7 @@ def bf16_translator(trained_run: Path) -> Translator:
     return Translator.load(trained_run, device="cpu", precision="bf16")
 
 
+@needs_cpu_bf16
 def test_bf16_translation_mostly_agrees_with_fp32(translator, bf16_translator, german):
     """Same number of lines and mostly the same hypotheses on 200 test2016 sentences.
 
@@ -285,6 +287,7 @@ def test_bf16_translation_mostly_agrees_with_fp32(translator, bf16_translator, g
         assert sorted(diffs)[len(diffs) // 2] < 0.1  # median |score gap| of equal outputs
 
 
+@needs_cpu_bf16
 def test_bf16_search_computes_log_probs_in_fp32(bf16_translator, german, monkeypatch):
     """The model runs in bf16 (its decoder state comes out bf16) but every step's log-probs,
     and so the beam scores accumulated from them, are fp32."""

@@ -73,9 +73,11 @@ def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
     AMX is where bf16 pays most, but AVX-512 BF16 dot products alone paid too: on an AMD
     EPYC (Zen 4, no AMX) bf16 trained and decoded the Multi30k models clearly faster than
     fp32 in interleaved runs (README, "bf16 on CPU"). Without a unit bf16 is converted to
-    fp32 and back around every product, so it only costs; ``bf16`` can still be forced.
-    fp16 is refused on the CPU: its CPU products are emulated too, and its range would need
-    a GradScaler that the CPU path does not run.
+    fp32 and back around every product, so it only costs; ``bf16`` can still be forced --
+    except where :func:`cpu_bf16_lstm_supported` says the LSTMs cannot run in bf16 at all
+    (AVX2-only CPUs): there it is a clear error. fp16 is refused on the
+    CPU: its CPU products are emulated too, and its range would need a GradScaler that the
+    CPU path does not run.
     """
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if device_type == "cuda":
@@ -93,14 +95,19 @@ def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
         raise RuntimeSetupError("precision 'fp16' needs a CUDA device; on the CPU use bf16 "
                                 "or fp32")
     unit = cpu_bf16_unit(cpu_caps or {})
+    lstm_ok = cpu_bf16_lstm_supported(cpu_caps or {})
     if name == "fp32":
         return torch.float32, "fp32 as configured"
     if name == "bf16":
+        if not lstm_ok:
+            raise RuntimeSetupError(
+                "precision 'bf16': this CPU cannot run LSTMs in bf16 (oneDNN's bf16 LSTM needs "
+                "AVX-512 or AMX, and this CPU has neither); use fp32 or auto")
         if unit is None:
             return torch.bfloat16, ("bf16 as configured, but this CPU has no native bf16 "
                                     "(emulated: expect it slower than fp32)")
         return torch.bfloat16, f"bf16 as configured (CPU has {unit})"
-    if unit is not None:
+    if unit is not None and lstm_ok:
         return torch.bfloat16, f"auto: this CPU has native bf16 ({unit})"
     return torch.float32, "auto: this CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)"
 
@@ -110,6 +117,19 @@ def precision_choice(name: str, device: torch.device) -> tuple[torch.dtype, str]
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     caps = torch.cpu.get_capabilities() if device.type == "cpu" else None
     return choose_precision(name, device.type, cuda_bf16=cuda_bf16, cpu_caps=caps)
+
+
+def cpu_bf16_lstm_supported(caps: Mapping[str, object]) -> bool:
+    """Whether ``nn.LSTM`` can run under CPU bf16 autocast, from the CPU's flags.
+
+    Autocast sends CPU LSTMs (unpacked, and packed batches whose sentences all have one length:
+    length-bucketed batches often, a single sentence always) to oneDNN, whose bf16 LSTM needs
+    AVX-512 (its ``avx512_core``: F, BW, VL, DQ) or AMX; on an AVX2-only CPU the call fails
+    deep inside a step. Flags, not a trial call: a failed oneDNN call leaves the process's
+    later fp32 LSTM results changed in the last bits.
+    """
+    core = all(caps.get(f) for f in ("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq"))
+    return bool(core or caps.get("amx_bf16"))
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
