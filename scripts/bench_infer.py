@@ -47,7 +47,7 @@ from _bench_common import (  # noqa: E402
     peak_rss_mb,
     round_ratios,
 )
-from _peers import PeerView, peer_view  # noqa: E402
+from _peers import DEFAULT_PEERS, PeerView, peer_view  # noqa: E402
 
 from translate import tuning  # noqa: E402
 from translate.metrics import bleu_chrf  # noqa: E402
@@ -229,6 +229,9 @@ def main() -> None:
     p.add_argument("--model", required=True, help="run directory")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--peers", type=Path, default=DEFAULT_PEERS,
+                   help="directory of peers files (default ../shared/peers; see "
+                        "bench_peer_opennmt.py)")
     p.add_argument("--batch-sizes", default="64,128,256")
     p.add_argument("--workers", default="1,2", help="concurrent CPU batches to try")
     p.add_argument("--beams", default="1,5")
@@ -247,7 +250,7 @@ def main() -> None:
     args = p.parse_args()
     tuning.apply_process_tuning()  # the CLI's oneDNN bound; its MKL choice is timed below
     # Before loading anything: the probe's GEMM rate is the host's, not ours.
-    peers = peer_view(device=args.device)
+    peers = peer_view(args.peers, device=args.device)
     print(peers.line(), file=sys.stderr, flush=True)
     cpu = cpu_capability()
     print(cpu_line(cpu), file=sys.stderr, flush=True)
