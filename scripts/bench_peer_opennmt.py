@@ -6,10 +6,9 @@ Ratios to a peer mean something only on the kind of host the peer was measured o
 ``bench_infer.py`` / ``bench_train.py`` / ``bench_quality.py --peers DIR`` print same-host ratios.
 
 The protocol is the one recorded in ``../shared/peers/*.json``: Multi30k de->en, one joint
-sentencepiece unigram 8k (trained here by our tokenizer code, so both toolkits see the same
-pieces), ``brnn`` 2 layers x 256 per direction, embeddings 256, a 2-layer 512 LSTM decoder with
-input feeding and general attention, dropout 0.3, label smoothing 0.1, Adam 1e-3,
-2,000-token batches, a fixed wall-clock budget on the CPU threads torch picks; then test2016
+sentencepiece unigram 8k (sentencepiece's defaults), ``brnn`` 2 layers x 256 per direction,
+embeddings 256, a 2-layer 512 LSTM decoder with input feeding and general attention, dropout
+0.3, label smoothing 0.1, Adam 1e-3, 2,000-token batches, a fixed wall-clock budget on the CPU threads torch picks; then test2016
 decoded at batch 64 (beam 5 and greedy; OpenNMT-py's own "Average translation time", model
 load excluded) and the whole beam-5 command timed, scored with sacreBLEU on detokenized output.
 
@@ -17,7 +16,8 @@ OpenNMT-py is not a dependency of ``translate``; install it beside, without its 
 (it pins an old torch; it runs on ours) -- a few of its imports are for features the protocol
 does not use, and get empty stand-ins here when missing:
 
-    pip install --no-deps --target /opt/onmt OpenNMT-py==3.5.1 configargparse six rapidfuzz
+    pip install --no-deps --target /opt/onmt OpenNMT-py==3.5.1 'pyonmttok>=1.37,<2' \\
+        configargparse six rapidfuzz
     python scripts/bench_peer_opennmt.py --onmt /opt/onmt --work /tmp/onmt \\
         --out peers/opennmt-py-$(date +%F).json [--minutes 20] [--rounds 2]
     python scripts/bench_infer.py --model runs/multi30k --peers peers
@@ -41,18 +41,18 @@ import time
 import zipfile
 from pathlib import Path
 
+import sentencepiece as spm
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _peers import KNOWN_FLAGS, probe_host  # noqa: E402
 
-from translate.config import TokenizerConfig  # noqa: E402
 from translate.metrics import bleu_chrf  # noqa: E402
-from translate.tokenizer import Tokenizer  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
 TOOLKIT = "opennmt-py 3.5.1"
-STUBS = ("spacy", "ahocorasick", "fasttext", "pyonmttok", "ctranslate2")
+STUBS = ("spacy", "ahocorasick", "fasttext", "ctranslate2")
 PROTOCOL = ("Multi30k de->en, one joint sentencepiece unigram 8k, emb 256, 2-layer bi-LSTM "
             "256/dir, 2-layer LSTM 512 decoder, input feeding, Luong general attention, dropout "
             "0.3, label smoothing 0.1, Adam 1e-3, ~2000-token batches, {minutes:g} minutes on "
@@ -88,7 +88,7 @@ valid_batch_size: 64
 bucket_size: 32768
 train_steps: 1000000
 valid_steps: 1000000
-save_checkpoint_steps: 100
+save_checkpoint_steps: 50
 keep_checkpoint: 2
 report_every: 50
 save_model: {work}/model
@@ -112,18 +112,25 @@ def _stubs(work: Path, onmt: Path) -> Path:
     return stubs
 
 
-def prepare(data: Path, work: Path) -> Tokenizer:
-    """Train the joint 8k tokenizer and write every split as space-separated pieces."""
+def prepare(data: Path, work: Path, limit: int = 0) -> spm.SentencePieceProcessor:
+    """Train the joint 8k unigram model as an OpenNMT-py user would (sentencepiece's
+    defaults: its NFKC normalization turns the odd Unicode space into a plain one, which
+    OpenNMT-py's whitespace-split vocabulary needs) and write every split as pieces."""
     read = {(split, lang): (data / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
             for split in ("train", "val", "test_2016_flickr") for lang in ("de", "en")}
-    tok = Tokenizer.train(TokenizerConfig(vocab_size=8000, joint=True), read["train", "de"],
-                          read["train", "en"], work / "spm", log=lambda _: None)
+    joint = work / "spm_train.txt"
+    joint.write_text("\n".join(read["train", "de"] + read["train", "en"]) + "\n",
+                     encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(joint), model_prefix=str(work / "spm"),
+                                   vocab_size=8000, model_type="unigram", minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(work / "spm.model"))
     for (split, lang), lines in read.items():
         name = "test" if split.startswith("test") else split
-        pieces = tok.src_model.encode(lines, out_type=str)
+        lines = lines[:limit] if limit and name == "test" else lines
+        pieces = sp.encode(lines, out_type=str)
         (work / f"{name}.{lang}").write_text("".join(" ".join(p) + "\n" for p in pieces),
                                              encoding="utf-8")
-    return tok
+    return sp
 
 
 def train(work: Path, env: dict, minutes: float) -> dict:
@@ -174,8 +181,8 @@ def newest_checkpoint(work: Path) -> Path:
     raise SystemExit(f"{work}: no readable OpenNMT-py checkpoint (model_step_*.pt)")
 
 
-def decode(model: Path, work: Path, env: dict, tok: Tokenizer, refs: list[str],
-           beam: int) -> dict:
+def decode(model: Path, work: Path, env: dict, sp: spm.SentencePieceProcessor,
+           refs: list[str], beam: int) -> dict:
     """One ``onmt.bin.translate`` run on test2016: its decode-only rate, the whole command's
     wall clock, and sacreBLEU/chrF of the detokenized output."""
     hyp = work / f"hyp.beam{beam}"
@@ -187,7 +194,7 @@ def decode(model: Path, work: Path, env: dict, tok: Tokenizer, refs: list[str],
     whole = time.perf_counter() - start
     avg_ms = re.search(r"Average translation time \(ms\): ([\d.]+)", proc.stdout + proc.stderr)
     pieces = [line.split() for line in hyp.read_text(encoding="utf-8").splitlines()]
-    texts = [tok.tgt_model.decode_pieces(p) for p in pieces]
+    texts = [sp.decode_pieces(p) for p in pieces]
     scores = bleu_chrf(texts, refs)
     return {"sent_per_s": round(1000.0 / float(avg_ms.group(1)), 1) if avg_ms else None,
             "whole_s": round(whole, 2), "bleu": round(scores["bleu"], 2),
@@ -203,6 +210,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=20.0, help="training budget")
     p.add_argument("--rounds", type=int, default=2, help="decoding runs per beam size")
     p.add_argument("--model", type=Path, help="decode this checkpoint instead of training")
+    p.add_argument("--limit", type=int, default=0,
+                   help="decode only the first N test sentences (a smoke test; 0 = all)")
     args = p.parse_args()
     import torch
 
@@ -210,14 +219,15 @@ def main() -> None:
     flags, gemm_before = probe_host(threads)
     args.work.mkdir(parents=True, exist_ok=True)
     env = _env(args.onmt.resolve(), _stubs(args.work, args.onmt))
-    tok = prepare(args.data, args.work.resolve())
+    sp = prepare(args.data, args.work.resolve(), args.limit)
     trained = None if args.model else train(args.work.resolve(), env, args.minutes)
     model = args.model or newest_checkpoint(args.work)
     refs = (args.data / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()
+    refs = refs[:args.limit] if args.limit else refs
     runs: dict[int, list[dict]] = {5: [], 1: []}
     for _ in range(args.rounds):
         for beam in runs:
-            runs[beam].append(decode(model, args.work, env, tok, refs, beam))
+            runs[beam].append(decode(model, args.work, env, sp, refs, beam))
             print(f"beam {beam}: {runs[beam][-1]}", file=sys.stderr, flush=True)
     _, gemm_after = probe_host(threads)
     figures = {
