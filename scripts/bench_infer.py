@@ -152,7 +152,7 @@ def cli_runs(model: str, src_path: Path, threads: int, device: str, runs: int,
     """The whole command ``runs`` times: the median wall clock against the peer's (beam 5, the
     default), and the largest peak RSS. One run on a shared host can be far off."""
     each = [cli_wall_clock(model, src_path, threads, device) for _ in range(max(1, runs))]
-    seconds = statistics.median(r["seconds"] for r in each)
+    seconds = round(statistics.median(r["seconds"] for r in each), 2)
     lines = each[0]["lines"]
     return {"command": each[0]["command"], "lines": lines, "seconds": seconds,
             "seconds_each": [r["seconds"] for r in each],
