@@ -9,8 +9,9 @@ The protocol is the one recorded in ``../shared/peers/*.json``: Multi30k de->en,
 sentencepiece unigram 8k (sentencepiece's defaults), ``brnn`` 2 layers x 256 per direction,
 embeddings 256, a 2-layer 512 LSTM decoder with input feeding and general attention, dropout
 0.3, label smoothing 0.1, Adam 1e-3, 2,000-token batches, a fixed wall-clock budget on the
-CPU threads torch picks; then test2016 decoded at batch 64 (beam 5 and greedy; OpenNMT-py's own "Average translation time", model
-load excluded) and the whole beam-5 command timed, scored with sacreBLEU on detokenized output.
+CPU threads torch picks; then test2016 decoded at batch 64 (beam 5 and greedy; OpenNMT-py's
+own "Average translation time", model load excluded) and the whole beam-5 command timed,
+scored with sacreBLEU on detokenized output.
 
 OpenNMT-py is not a dependency of ``translate``; install it beside, without its dependencies
 (it pins an old torch; it runs on ours) -- a few of its imports are for features the protocol
