@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PEERS = ROOT.parent / "shared" / "peers"
+# Peers files this project measured itself (scripts/bench_peer_opennmt.py), for hosts that
+# ../shared/peers has no record of; read beside it.
+MEASURED_PEERS = ROOT / "scripts" / "peers"
 
 # Flags whose presence changes which GEMM kernels run (and so the peers' and our speed).
 KNOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -183,13 +187,21 @@ class PeerView:
         return f"peers ({self.record.path.name}): {OTHER_HOST} ({self.match.reason})"
 
 
-def peer_view(directory: Path = DEFAULT_PEERS, device: str = "cpu") -> PeerView:
+def peer_view(directories: Path | Sequence[Path] | None = None,
+              device: str = "cpu") -> PeerView:
     """The newest peers file measured on this kind of host, else the newest one (marked as
-    from another host). Probes the GEMM rate once, on the records' thread count; a run on
-    another device than the CPU never matches (the peers' figures are CPU figures)."""
-    records = sorted(load_peers(directory), key=lambda r: (r.measured, r.path.name))
+    from another host), from ``directories`` (default: ../shared/peers and the project's
+    own). Probes the GEMM rate once, on the records' thread count; a run on another device
+    than the CPU never matches (the peers' figures are CPU figures)."""
+    if directories is None:
+        directories = (DEFAULT_PEERS, MEASURED_PEERS)
+    elif isinstance(directories, Path):
+        directories = (directories,)
+    records = sorted((r for d in directories for r in load_peers(d)),
+                     key=lambda r: (r.measured, r.path.name))
     if not records:
-        return PeerView(None, HostMatch(False, f"no peer figures in {directory}"))
+        where = ", ".join(str(d) for d in directories)
+        return PeerView(None, HostMatch(False, f"no peer figures in {where}"))
     if device != "cpu":
         return PeerView(records[-1], HostMatch(False, f"the peers ran on the CPU, this on "
                                                       f"{device}"))

@@ -47,7 +47,7 @@ from _bench_common import (  # noqa: E402
     peak_rss_mb,
     round_ratios,
 )
-from _peers import DEFAULT_PEERS, PeerView, peer_view  # noqa: E402
+from _peers import PeerView, peer_view  # noqa: E402
 
 from translate import tuning  # noqa: E402
 from translate.metrics import bleu_chrf  # noqa: E402
@@ -229,9 +229,9 @@ def main() -> None:
     p.add_argument("--model", required=True, help="run directory")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--peers", type=Path, default=DEFAULT_PEERS,
-                   help="directory of peers files (default ../shared/peers; see "
-                        "bench_peer_opennmt.py)")
+    p.add_argument("--peers", type=Path, action="append",
+                   help="a directory of peers files, repeatable (default ../shared/peers and "
+                        "scripts/peers, from bench_peer_opennmt.py)")
     p.add_argument("--batch-sizes", default="64,128,256")
     p.add_argument("--workers", default="1,2", help="concurrent CPU batches to try")
     p.add_argument("--beams", default="1,5")

@@ -230,6 +230,7 @@ def main() -> None:
         for beam in runs:
             runs[beam].append(decode(model, args.work, env, sp, refs, beam))
             print(f"beam {beam}: {runs[beam][-1]}", file=sys.stderr, flush=True)
+    print(f"decoded {model}", file=sys.stderr)
     _, gemm_after = probe_host(threads)
     figures = {
         "beam5_decode_only_sent_per_s_batch64": [r["sent_per_s"] for r in runs[5]],
@@ -237,7 +238,6 @@ def main() -> None:
         "whole_command_beam5_test2016_s": [r["whole_s"] for r in runs[5]],
         "test2016_bleu_chrf_beam5": [runs[5][0]["bleu"], runs[5][0]["chrf"]],
         "test2016_bleu_chrf_greedy": [runs[1][0]["bleu"], runs[1][0]["chrf"]],
-        "checkpoint": str(model),
     }
     if trained:
         figures.update(train_tgt_tokens_per_s=trained["tgt_tok_s"],

@@ -49,7 +49,7 @@ from _bench_common import (  # noqa: E402
     pin_threads,
     round_ratios,
 )
-from _peers import DEFAULT_PEERS, peer_view  # noqa: E402
+from _peers import peer_view  # noqa: E402
 
 # In ../shared/peers/*.json: [BLEU, chrF] on test2016 with beam 5 after the protocol's run.
 PEER_KEY, BLEU = "test2016_bleu_chrf_beam5", 0
@@ -64,9 +64,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="Multi30k directory")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--peers", type=Path, default=DEFAULT_PEERS,
-                    help="directory of peers files (default ../shared/peers; see "
-                         "bench_peer_opennmt.py)")
+    ap.add_argument("--peers", type=Path, action="append",
+                    help="a directory of peers files, repeatable (default ../shared/peers and "
+                         "scripts/peers, from bench_peer_opennmt.py)")
     ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
                     default=["auto"], metavar="P[,P...]",
                     help="fp32, bf16, fp16, auto; several train one after the other")

@@ -71,7 +71,7 @@ from _bench_common import (  # noqa: E402
     pin_threads,
     round_ratios,
 )
-from _peers import DEFAULT_PEERS, peer_view  # noqa: E402
+from _peers import peer_view  # noqa: E402
 from _roofline import gemm_flops, step_gemms, time_floor, time_gemms  # noqa: E402
 
 from translate import tuning  # noqa: E402
@@ -264,9 +264,9 @@ def main() -> None:
                     help="timed batches whose GEMMs are also timed alone (the bound)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--peers", type=Path, default=DEFAULT_PEERS,
-                    help="directory of peers files (default ../shared/peers; see "
-                         "bench_peer_opennmt.py)")
+    ap.add_argument("--peers", type=Path, action="append",
+                    help="a directory of peers files, repeatable (default ../shared/peers and "
+                         "scripts/peers, from bench_peer_opennmt.py)")
     ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
                     default=["fp32"], metavar="P[,P...]",
                     help="fp32, bf16, fp16, auto; several are interleaved in every round")
