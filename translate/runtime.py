@@ -75,9 +75,8 @@ def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
     fp32 in interleaved runs (README, "bf16 on CPU"). Without a unit bf16 is converted to
     fp32 and back around every product, so it only costs; ``bf16`` can still be forced --
     except where :func:`cpu_bf16_lstm_supported` says the LSTMs cannot run in bf16 at all
-    (AVX2-only CPUs): there it is a clear error. fp16 is refused on the
-    CPU: its CPU products are emulated too, and its range would need a GradScaler that the
-    CPU path does not run.
+    (AVX2-only CPUs): there it is a clear error. fp16 is refused on the CPU: its CPU products
+    are emulated too, and its range would need a GradScaler that the CPU path does not run.
     """
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if device_type == "cuda":
