@@ -34,6 +34,13 @@ MEASURED_PEERS = ROOT / "scripts" / "peers"
 # Flags whose presence changes which GEMM kernels run (and so the peers' and our speed).
 KNOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
 META_KEYS = ("measured", "host", "protocol")
+# The figures a toolkit's block holds: written by bench_peer_opennmt.py, read by the benchmarks.
+GREEDY_KEY = "greedy_decode_only_sent_per_s_batch64"
+BEAM5_KEY = "beam5_decode_only_sent_per_s_batch64"
+WHOLE_KEY = "whole_command_beam5_test2016_s"  # seconds, lower is better
+TRAIN_KEY = "train_tgt_tokens_per_s"
+BLEU_CHRF_BEAM5_KEY = "test2016_bleu_chrf_beam5"  # [BLEU, chrF]
+BLEU_CHRF_GREEDY_KEY = "test2016_bleu_chrf_greedy"
 TOLERANCE = 0.2
 OTHER_HOST = "peer figures are from another host"
 
@@ -185,6 +192,13 @@ class PeerView:
         if self.match.ok:
             return f"peers ({self.record.path.name}): same host ({self.match.reason})"
         return f"peers ({self.record.path.name}): {OTHER_HOST} ({self.match.reason})"
+
+
+def add_peers_argument(parser) -> None:
+    """``--peers DIR`` (repeatable) for a benchmark's argument parser; see :func:`peer_view`."""
+    parser.add_argument("--peers", type=Path, action="append",
+                        help="a directory of peers files, repeatable (default ../shared/peers "
+                             "and scripts/peers, from bench_peer_opennmt.py)")
 
 
 def peer_view(directories: Path | Sequence[Path] | None = None,

@@ -47,7 +47,14 @@ from _bench_common import (  # noqa: E402
     peak_rss_mb,
     round_ratios,
 )
-from _peers import PeerView, peer_view  # noqa: E402
+from _peers import (  # noqa: E402
+    BEAM5_KEY,
+    GREEDY_KEY,
+    WHOLE_KEY,
+    PeerView,
+    add_peers_argument,
+    peer_view,
+)
 
 from translate import tuning  # noqa: E402
 from translate.metrics import bleu_chrf  # noqa: E402
@@ -62,9 +69,8 @@ TARGET_VS_PEER = {("fp32", 1): 2.0, ("fp32", 5): 2.0, ("int8-dynamic", 5): 3.0}
 # ... and of its whole default command (beam 5), start-up included.
 TARGET_WHOLE_VS_PEER = 2.5
 # The peers' figures in ../shared/peers/*.json: decoding only at batch 64, per beam size.
-PEER_KEYS = {1: "greedy_decode_only_sent_per_s_batch64",
-             5: "beam5_decode_only_sent_per_s_batch64"}
-PEER_WHOLE_KEY = "whole_command_beam5_test2016_s"  # seconds, lower is better
+PEER_KEYS = {1: GREEDY_KEY, 5: BEAM5_KEY}
+PEER_WHOLE_KEY = WHOLE_KEY  # seconds, lower is better
 
 
 def bench(translator: Translator, src: list[str], ref: list[str], beam: int,
@@ -229,9 +235,7 @@ def main() -> None:
     p.add_argument("--model", required=True, help="run directory")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--peers", type=Path, action="append",
-                   help="a directory of peers files, repeatable (default ../shared/peers and "
-                        "scripts/peers, from bench_peer_opennmt.py)")
+    add_peers_argument(p)
     p.add_argument("--batch-sizes", default="64,128,256")
     p.add_argument("--workers", default="1,2", help="concurrent CPU batches to try")
     p.add_argument("--beams", default="1,5")

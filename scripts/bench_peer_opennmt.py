@@ -47,7 +47,16 @@ import sentencepiece as spm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _peers import KNOWN_FLAGS, probe_host  # noqa: E402
+from _peers import (  # noqa: E402
+    BEAM5_KEY,
+    BLEU_CHRF_BEAM5_KEY,
+    BLEU_CHRF_GREEDY_KEY,
+    GREEDY_KEY,
+    KNOWN_FLAGS,
+    TRAIN_KEY,
+    WHOLE_KEY,
+    probe_host,
+)
 
 from translate.metrics import bleu_chrf  # noqa: E402
 
@@ -119,11 +128,12 @@ def prepare(data: Path, work: Path, limit: int = 0) -> spm.SentencePieceProcesso
     OpenNMT-py's whitespace-split vocabulary needs) and write every split as pieces."""
     read = {(split, lang): (data / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
             for split in ("train", "val", "test_2016_flickr") for lang in ("de", "en")}
-    joint = work / "spm_train.txt"
-    joint.write_text("\n".join(read["train", "de"] + read["train", "en"]) + "\n",
-                     encoding="utf-8")
-    spm.SentencePieceTrainer.train(input=str(joint), model_prefix=str(work / "spm"),
-                                   vocab_size=8000, model_type="unigram", minloglevel=2)
+    if not (work / "spm.model").is_file():  # a decode-only run keeps the model's own pieces
+        joint = work / "spm_train.txt"
+        joint.write_text("\n".join(read["train", "de"] + read["train", "en"]) + "\n",
+                         encoding="utf-8")
+        spm.SentencePieceTrainer.train(input=str(joint), model_prefix=str(work / "spm"),
+                                       vocab_size=8000, model_type="unigram", minloglevel=2)
     sp = spm.SentencePieceProcessor(model_file=str(work / "spm.model"))
     for (split, lang), lines in read.items():
         name = "test" if split.startswith("test") else split
@@ -233,15 +243,15 @@ def main() -> None:
     print(f"decoded {model}", file=sys.stderr)
     _, gemm_after = probe_host(threads)
     figures = {
-        "beam5_decode_only_sent_per_s_batch64": [r["sent_per_s"] for r in runs[5]],
-        "greedy_decode_only_sent_per_s_batch64": [r["sent_per_s"] for r in runs[1]],
-        "whole_command_beam5_test2016_s": [r["whole_s"] for r in runs[5]],
-        "test2016_bleu_chrf_beam5": [runs[5][0]["bleu"], runs[5][0]["chrf"]],
-        "test2016_bleu_chrf_greedy": [runs[1][0]["bleu"], runs[1][0]["chrf"]],
+        BEAM5_KEY: [r["sent_per_s"] for r in runs[5]],
+        GREEDY_KEY: [r["sent_per_s"] for r in runs[1]],
+        WHOLE_KEY: [r["whole_s"] for r in runs[5]],
+        BLEU_CHRF_BEAM5_KEY: [runs[5][0]["bleu"], runs[5][0]["chrf"]],
+        BLEU_CHRF_GREEDY_KEY: [runs[1][0]["bleu"], runs[1][0]["chrf"]],
     }
     if trained:
-        figures.update(train_tgt_tokens_per_s=trained["tgt_tok_s"],
-                       **{f"steps_in_{args.minutes:g}_min": trained["steps"]})
+        figures.update({TRAIN_KEY: trained["tgt_tok_s"],
+                        f"steps_in_{args.minutes:g}_min": trained["steps"]})
     record = {
         "measured": datetime.date.today().isoformat(),
         "host": {"cores": os.cpu_count(), "cpu_flags": sorted(flags & set(KNOWN_FLAGS)),

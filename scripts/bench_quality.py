@@ -49,10 +49,10 @@ from _bench_common import (  # noqa: E402
     pin_threads,
     round_ratios,
 )
-from _peers import peer_view  # noqa: E402
+from _peers import BLEU_CHRF_BEAM5_KEY, add_peers_argument, peer_view  # noqa: E402
 
 # In ../shared/peers/*.json: [BLEU, chrF] on test2016 with beam 5 after the protocol's run.
-PEER_KEY, BLEU = "test2016_bleu_chrf_beam5", 0
+PEER_KEY, BLEU = BLEU_CHRF_BEAM5_KEY, 0
 
 from translate import tuning  # noqa: E402
 
@@ -64,9 +64,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="Multi30k directory")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--peers", type=Path, action="append",
-                    help="a directory of peers files, repeatable (default ../shared/peers and "
-                         "scripts/peers, from bench_peer_opennmt.py)")
+    add_peers_argument(ap)
     ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
                     default=["auto"], metavar="P[,P...]",
                     help="fp32, bf16, fp16, auto; several train one after the other")

@@ -71,14 +71,18 @@ from _bench_common import (  # noqa: E402
     pin_threads,
     round_ratios,
 )
-from _peers import peer_view  # noqa: E402
+from _peers import (  # noqa: E402
+    TRAIN_KEY,
+    add_peers_argument,
+    peer_view,
+)
 from _roofline import gemm_flops, step_gemms, time_floor, time_gemms  # noqa: E402
 
 from translate import tuning  # noqa: E402
 
 MODES = {"input_feeding": True, "parallel": False}
 TARGETS_TOK_S = {"input_feeding": 1600.0, "parallel": 2000.0}
-PEER_KEY = "train_tgt_tokens_per_s"  # in ../shared/peers/*.json
+PEER_KEY = TRAIN_KEY
 
 
 def _vs_peer(ratio: float | None) -> str:
@@ -264,9 +268,7 @@ def main() -> None:
                     help="timed batches whose GEMMs are also timed alone (the bound)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--peers", type=Path, action="append",
-                    help="a directory of peers files, repeatable (default ../shared/peers and "
-                         "scripts/peers, from bench_peer_opennmt.py)")
+    add_peers_argument(ap)
     ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
                     default=["fp32"], metavar="P[,P...]",
                     help="fp32, bf16, fp16, auto; several are interleaved in every round")

@@ -273,7 +273,6 @@ def test_resolve_precision_logs_the_choice_and_why_for_this_machine(caplog):
     assert caplog.messages == [f"precision {str(dtype).removeprefix('torch.')}: {expected[1]}"]
 
 
-
 def test_bf16_is_refused_clearly_on_an_avx2_only_cpu():
     assert not cpu_bf16_lstm_supported(PLAIN_CPU)
     with pytest.raises(RuntimeSetupError, match="cannot run LSTMs in bf16.*use fp32 or auto"):
@@ -300,7 +299,5 @@ def test_the_flag_rule_tells_the_truth_about_a_uniform_length_batch_on_this_cpu(
     AVX2-only CPUs cannot run in bf16 (length-bucketed batches are often uniform, a single
     sentence always is). In a fresh process (a failed oneDNN call would change this one's later
     fp32 results), that batch runs exactly where the flag rule says it does."""
-    out = subprocess.run([sys.executable, "-c", _UNIFORM_BF16_LSTM], capture_output=True,
-                         text=True, timeout=120, check=True).stdout.split()
-    assert out[-1] == ("runs" if cpu_bf16_lstm_supported(torch.cpu.get_capabilities())
-                       else "fails")
+    assert _python(_UNIFORM_BF16_LSTM) == [
+        "runs" if cpu_bf16_lstm_supported(torch.cpu.get_capabilities()) else "fails"]
