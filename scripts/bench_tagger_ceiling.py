@@ -1,0 +1,125 @@
+"""How well can *any* sentence-level classifier tag a config's domains? Prints JSON.
+
+A reference point for the tagger's targets (issue 15): the field's standard strong baseline
+for short-text classification — tf-idf character 1-5-grams (within words) plus word 1-2-grams
+of the source sentence, one linear SVM per label (class-balanced, one-vs-rest, so a pair in
+two sources trains against both labels) — trained on the config's labelled training data and
+scored on its labelled dev sets exactly as ``scripts/bench_domains.py`` scores the tagger:
+micro/macro-F1 over the labels, per-label F1, the confusion between domains. Two operating
+points: each sentence's top label (``argmax``) and per-label thresholds tuned on the dev sets
+themselves (``tuned_on_dev``: optimistic, an upper bound for this classifier).
+
+It needs scikit-learn, which ``translate`` does not depend on (``pip install scikit-learn``):
+this is a measurement of the data, not part of the toolkit.
+
+    python scripts/bench_tagger_ceiling.py --config configs/multidomain.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "multidomain.yaml"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--max-pairs", type=int, default=0, help="dev pairs per domain (0 = all)")
+    ap.add_argument("--C", type=float, default=0.3, help="SVM regularisation")
+    return ap.parse_args()
+
+
+def training_rows(cfg_path: str, overrides: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Sources and labels of the config's training split, read and cleaned as training does."""
+    from translate import config
+    from translate.data import load_corpus
+    from translate.data.schema import columns
+
+    cfg = config.load(cfg_path, overrides)
+    src, doms = columns(load_corpus(cfg.data, log=lambda _msg: None).splits["train"],
+                        "src", "domains")
+    return src, [list(d) for d in doms]
+
+
+def features(train: list[str], dev: list[str]):
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), min_df=2,
+                            sublinear_tf=True, max_features=400_000)
+    words = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True,
+                            lowercase=False, token_pattern=r"\S+")
+    a = hstack([chars.fit_transform(train), words.fit_transform(train)]).tocsr()
+    b = hstack([chars.transform(dev), words.transform(dev)]).tocsr()
+    return a, b
+
+
+def confusion(predicted: list[list[str]], gold: list[list[str]]) -> dict:
+    table: dict[str, Counter] = {}
+    for p, g in zip(predicted, gold, strict=True):
+        for lab in g:
+            table.setdefault(lab, Counter()).update(sorted(p) or ["(none)"])
+    return {lab: dict(sorted(c.items())) for lab, c in sorted(table.items())}
+
+
+def scored(scores: np.ndarray, targets: np.ndarray, thresholds, labels: list[str]) -> dict:
+    from translate.metrics import multilabel_scores, per_label_scores
+
+    pooled = multilabel_scores(scores, targets, thresholds)
+    per = per_label_scores(scores, targets, thresholds)
+    return {"micro_f1": round(pooled["micro_f1"], 4), "macro_f1": round(pooled["macro_f1"], 4),
+            "mAP": round(pooled["mAP"], 4),
+            "f1": {lab: round(p["f1"], 4) for lab, p in zip(labels, per, strict=True) if p}}
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        from sklearn.multiclass import OneVsRestClassifier
+        from sklearn.svm import LinearSVC
+    except ImportError:
+        sys.exit("bench_tagger_ceiling: needs scikit-learn (pip install scikit-learn); "
+                 "translate itself does not depend on it")
+    from translate.evaluate import load_split
+    from translate.metrics import tune_thresholds
+
+    t0 = time.perf_counter()
+    tr_src, tr_gold = training_rows(args.config, args.overrides)
+    dv_src, _, dv_gold = load_split(args.config, args.overrides, "valid", args.max_pairs)
+    labels = sorted({lab for g in tr_gold for lab in g})
+    y_tr = np.array([[float(lab in g) for lab in labels] for g in tr_gold])
+    y_dv = np.array([[float(lab in g) for lab in labels] for g in dv_gold])
+    a, b = features(tr_src, dv_src)
+    clf = OneVsRestClassifier(LinearSVC(C=args.C, class_weight="balanced")).fit(a, y_tr)
+    # Margins through a sigmoid: probability-like scores in (0, 1) for the threshold grid;
+    # the ranking (mAP, argmax) is the SVM's own.
+    scores = 1.0 / (1.0 + np.exp(-clf.decision_function(b)))
+    top = np.zeros_like(scores)
+    top[np.arange(len(scores)), scores.argmax(1)] = 1.0
+    tuned = tune_thresholds(scores, y_dv)
+    out = {
+        "config": args.config, "train_pairs": len(tr_src), "dev_sentences": len(dv_src),
+        "classifier": f"tf-idf char_wb 1-5 + word 1-2, one-vs-rest LinearSVC(C={args.C}, "
+                      "class_weight=balanced)",
+        "argmax": scored(top, y_dv, 0.5, labels),
+        "tuned_on_dev": {**scored(scores, y_dv, tuned, labels),
+                         "thresholds": dict(zip(labels, tuned, strict=True))},
+        "confusion_argmax": confusion(
+            [[labels[int(i)]] for i in scores.argmax(1)], dv_gold),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
