@@ -65,6 +65,7 @@ def features(train: list[str], dev: list[str]):
 
 
 def confusion(predicted: list[list[str]], gold: list[list[str]]) -> dict:
+    """For each gold label, how often each label was predicted (as bench_domains counts)."""
     table: dict[str, Counter] = {}
     for p, g in zip(predicted, gold, strict=True):
         for lab in g:
@@ -73,12 +74,12 @@ def confusion(predicted: list[list[str]], gold: list[list[str]]) -> dict:
 
 
 def scored(scores: np.ndarray, targets: np.ndarray, thresholds, labels: list[str]) -> dict:
+    """Micro/macro-F1 and per-label F1 at ``thresholds`` (mAP is ranking-only: see main)."""
     from translate.metrics import multilabel_scores, per_label_scores
 
     pooled = multilabel_scores(scores, targets, thresholds)
     per = per_label_scores(scores, targets, thresholds)
     return {"micro_f1": round(pooled["micro_f1"], 4), "macro_f1": round(pooled["macro_f1"], 4),
-            "mAP": round(pooled["mAP"], 4),
             "f1": {lab: round(p["f1"], 4) for lab, p in zip(labels, per, strict=True) if p}}
 
 
@@ -91,7 +92,7 @@ def main() -> None:
         sys.exit("bench_tagger_ceiling: needs scikit-learn (pip install scikit-learn); "
                  "translate itself does not depend on it")
     from translate.evaluate import load_split
-    from translate.metrics import tune_thresholds
+    from translate.metrics import multilabel_scores, tune_thresholds
 
     t0 = time.perf_counter()
     tr_src, tr_gold = training_rows(args.config, args.overrides)
@@ -111,6 +112,7 @@ def main() -> None:
         "config": args.config, "train_pairs": len(tr_src), "dev_sentences": len(dv_src),
         "classifier": f"tf-idf char_wb 1-5 + word 1-2, one-vs-rest LinearSVC(C={args.C}, "
                       "class_weight=balanced)",
+        "mAP": round(multilabel_scores(scores, y_dv)["mAP"], 4),
         "argmax": scored(top, y_dv, 0.5, labels),
         "tuned_on_dev": {**scored(scores, y_dv, tuned, labels),
                          "thresholds": dict(zip(labels, tuned, strict=True))},
