@@ -70,7 +70,6 @@ TARGET_VS_PEER = {("fp32", 1): 2.0, ("fp32", 5): 2.0, ("int8-dynamic", 5): 3.0}
 TARGET_WHOLE_VS_PEER = 2.5
 # The peers' figures in ../shared/peers/*.json: decoding only at batch 64, per beam size.
 PEER_KEYS = {1: GREEDY_KEY, 5: BEAM5_KEY}
-PEER_WHOLE_KEY = WHOLE_KEY  # seconds, lower is better
 
 
 def bench(translator: Translator, src: list[str], ref: list[str], beam: int,
@@ -163,7 +162,7 @@ def cli_runs(model: str, src_path: Path, threads: int, device: str, runs: int,
     return {"command": each[0]["command"], "lines": lines, "seconds": seconds,
             "seconds_each": [r["seconds"] for r in each],
             "lines_per_s": round(lines / seconds, 1),
-            "vs_best_peer": peers.ratio(seconds, PEER_WHOLE_KEY, higher_is_better=False),
+            "vs_best_peer": peers.ratio(seconds, WHOLE_KEY, higher_is_better=False),
             "target_vs_peer": TARGET_WHOLE_VS_PEER,
             "peak_rss_mb": max(r["peak_rss_mb"] for r in each),
             "peak_rss_mb_each": [r["peak_rss_mb"] for r in each]}
@@ -303,7 +302,7 @@ def main() -> None:
               f"{cli['seconds_each']} for {cli['lines']} lines{_ratio(cli)}, peak RSS "
               f"{cli['peak_rss_mb']:.0f} MB", file=sys.stderr)
     print(f"{peers.line()}; peers' decoding-only sent/s by beam: {result['peer_figures']}, "
-          f"whole command s: {peers.figure(PEER_WHOLE_KEY, higher_is_better=False)}",
+          f"whole command s: {peers.figure(WHOLE_KEY, higher_is_better=False)}",
           file=sys.stderr)
     print(cpu_line(cpu), file=sys.stderr)
     print(json.dumps(result, indent=1))

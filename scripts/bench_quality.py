@@ -51,8 +51,8 @@ from _bench_common import (  # noqa: E402
 )
 from _peers import BLEU_CHRF_BEAM5_KEY, add_peers_argument, peer_view  # noqa: E402
 
-# In ../shared/peers/*.json: [BLEU, chrF] on test2016 with beam 5 after the protocol's run.
-PEER_KEY, BLEU = BLEU_CHRF_BEAM5_KEY, 0
+# The peers' BLEU_CHRF_BEAM5_KEY figure is [BLEU, chrF] on test2016: BLEU is its first item.
+BLEU = 0
 
 from translate import tuning  # noqa: E402
 
@@ -128,7 +128,7 @@ def train_once(args: argparse.Namespace, precision: str, run_dir: Path, peers) -
                      "device": args.device, "precision": precision,
                      "num_threads": args.threads},
     })
-    peers_bleu = peers.figure(PEER_KEY, pick=BLEU)
+    peers_bleu = peers.figure(BLEU_CHRF_BEAM5_KEY, pick=BLEU)
     load_start = load_average()
     t0 = time.perf_counter()
     # The trainer reports validation on stdout; here stdout carries only the JSON object.
@@ -154,7 +154,8 @@ def train_once(args: argparse.Namespace, precision: str, run_dir: Path, peers) -
         "device": str(trainer.device), "load_average_start": load_start,
         "load_average_end": load_average(), "target_bleu": 33.0,
         "peers": peers.summary(), "peers_bleu": peers_bleu,
-        "bleu_vs_best_peer": peers.difference(summary.get("test_bleu"), PEER_KEY, pick=BLEU),
+        "bleu_vs_best_peer": peers.difference(summary.get("test_bleu"),
+                                              BLEU_CHRF_BEAM5_KEY, pick=BLEU),
         "run_dir": str(run_dir),
     }
     print(f"quality ({out['precision']}): {args.minutes:g} min budget → test2016 BLEU "

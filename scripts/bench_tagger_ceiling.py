@@ -39,16 +39,24 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
-def training_rows(cfg_path: str, overrides: list[str]) -> tuple[list[str], list[list[str]]]:
-    """Sources and labels of the config's training split, read and cleaned as training does."""
+def labelled_rows(cfg_path: str, overrides: list[str],
+                  max_pairs: int) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Sources and labels of the config's train and valid splits, read and cleaned once, as
+    training does; ``max_pairs`` caps every valid source as ``translate.evaluate`` does
+    (0 = whole files)."""
     from translate import config
     from translate.data import load_corpus
     from translate.data.schema import columns
 
     cfg = config.load(cfg_path, overrides)
-    src, doms = columns(load_corpus(cfg.data, log=lambda _msg: None).splits["train"],
-                        "src", "domains")
-    return src, [list(d) for d in doms]
+    for source in cfg.data.valid:
+        source.max_pairs = max_pairs
+    splits = load_corpus(cfg.data, log=lambda _msg: None).splits
+    out = {}
+    for name in ("train", "valid"):
+        src, doms = columns(splits[name], "src", "domains")
+        out[name] = (src, [list(d) for d in doms])
+    return out
 
 
 def features(train: list[str], dev: list[str]):
@@ -91,12 +99,14 @@ def main() -> None:
     except ImportError:
         sys.exit("bench_tagger_ceiling: needs scikit-learn (pip install scikit-learn); "
                  "translate itself does not depend on it")
-    from translate.evaluate import load_split
     from translate.metrics import multilabel_scores, tune_thresholds
 
+    if args.max_pairs < 0:
+        sys.exit(f"bench_tagger_ceiling: --max-pairs: expected 0 (all) or more, got "
+                 f"{args.max_pairs}")
     t0 = time.perf_counter()
-    tr_src, tr_gold = training_rows(args.config, args.overrides)
-    dv_src, _, dv_gold = load_split(args.config, args.overrides, "valid", args.max_pairs)
+    rows = labelled_rows(args.config, args.overrides, args.max_pairs)
+    (tr_src, tr_gold), (dv_src, dv_gold) = rows["train"], rows["valid"]
     labels = sorted({lab for g in tr_gold for lab in g})
     y_tr = np.array([[float(lab in g) for lab in labels] for g in tr_gold])
     y_dv = np.array([[float(lab in g) for lab in labels] for g in dv_gold])

@@ -82,7 +82,6 @@ from translate import tuning  # noqa: E402
 
 MODES = {"input_feeding": True, "parallel": False}
 TARGETS_TOK_S = {"input_feeding": 1600.0, "parallel": 2000.0}
-PEER_KEY = TRAIN_KEY
 
 
 def _vs_peer(ratio: float | None) -> str:
@@ -296,7 +295,7 @@ def main() -> None:
             for precision in abba(args.precisions, rnd):
                 r = _child(args, mode, precision)
                 r.update(round=rnd, precision_asked=precision,
-                         vs_best_peer=peers.ratio(r["tgt_tokens_per_s"], PEER_KEY))
+                         vs_best_peer=peers.ratio(r["tgt_tokens_per_s"], TRAIN_KEY))
                 runs.append(r)
                 _summary(r)
     # Per mode: ratios of the wall-clock rate and of the rate per CPU-second of the process
@@ -308,7 +307,7 @@ def main() -> None:
               for mode in args.modes} if len(args.precisions) > 1 else {}
     out = {"benchmark": "train", "data": args.data, "cpu": cpu, "runs": runs,
            "precision_ratios": ratios, "peers": peers.summary(),
-           "peers_tok_s": peers.figure(PEER_KEY)}
+           "peers_tok_s": peers.figure(TRAIN_KEY)}
     if len(runs) == len(args.modes):  # one precision, one round: each mode's own result
         out["modes"] = {r["mode"]: r for r in runs}
     print(json.dumps(out, indent=2))

@@ -80,14 +80,14 @@ def test_cpu_flags_read_the_first_flags_line(tmp_path: Path) -> None:
 def test_the_projects_own_peers_files_load_and_match_only_their_kind_of_host():
     """scripts/peers holds what bench_peer_opennmt.py measured: files the benchmarks read
     (the keys they look up are there) and that match only the host they describe."""
-    from bench_infer import PEER_KEYS, PEER_WHOLE_KEY
-    from bench_train import PEER_KEY
+    from _peers import TRAIN_KEY, WHOLE_KEY
+    from bench_infer import PEER_KEYS
 
     records = load_peers(MEASURED_PEERS)
     assert records
     for record in records:
         figures = record.toolkits["opennmt-py 3.5.1"]
-        assert {*PEER_KEYS.values(), PEER_WHOLE_KEY, PEER_KEY} <= figures.keys()
+        assert {*PEER_KEYS.values(), WHOLE_KEY, TRAIN_KEY} <= figures.keys()
         low, high = record.host["fp32_gemm_2048_gflops_2_threads"]
         flags = set(record.host["cpu_flags"]) | {"fma", "sse4_2"}
         assert host_match(record.host, flags, (low + high) / 2).ok

@@ -22,7 +22,7 @@ def test_confusion_counts_each_gold_label_against_the_predicted_ones() -> None:
                      "news": {"news": 1}, "subtitles": {"(none)": 1, "general": 1}}
 
 
-def test_without_scikit_learn_it_says_how_to_get_it(monkeypatch, capsys) -> None:
+def test_without_scikit_learn_it_says_how_to_get_it(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn.multiclass", None)  # import fails as if absent
     monkeypatch.setattr(sys, "argv", ["bench_tagger_ceiling.py"])
     with pytest.raises(SystemExit) as stop:
