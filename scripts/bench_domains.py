@@ -30,12 +30,13 @@ import inspect
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _tag_scores import confusion, f1_scores, multi_hot  # noqa: E402
 
 from translate import tuning  # noqa: E402
 
@@ -111,22 +112,10 @@ def tagger_scores(results, gold: list[list[str]], labels: list[str],
                   thresholds: list[float]) -> dict:
     import numpy as np
 
-    from translate.metrics import multilabel_scores, per_label_scores
-
     probs = np.array([[r.domain_probs.get(lab, 0.0) for lab in labels] for r in results])
-    targets = np.array([[float(lab in g) for lab in labels] for g in gold])
-    pooled = multilabel_scores(probs, targets, thresholds)
-    per = per_label_scores(probs, targets, thresholds)
-    confusion: dict[str, Counter] = {}
-    for r, g in zip(results, gold, strict=True):
-        predicted = sorted(r.domains) or ["(none)"]
-        for lab in g:
-            confusion.setdefault(lab, Counter()).update(predicted)
-    return {"micro_f1": round(pooled["micro_f1"], 4), "macro_f1": round(pooled["macro_f1"], 4),
-            "mAP": round(pooled["mAP"], 4), "rows": pooled["rows"],
-            "f1": {lab: round(p["f1"], 4) for lab, p in zip(labels, per, strict=True) if p},
+    return {**f1_scores(probs, multi_hot(gold, labels), thresholds, labels, ranking=True),
             "thresholds": dict(zip(labels, thresholds, strict=True)),
-            "confusion": {lab: dict(sorted(c.items())) for lab, c in sorted(confusion.items())}}
+            "confusion": confusion([list(r.domains) for r in results], gold)}
 
 
 def score_run(run: str, args: argparse.Namespace, modes: list[str]) -> dict:

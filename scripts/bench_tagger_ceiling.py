@@ -21,13 +21,15 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _tag_scores import confusion, f1_scores, multi_hot  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -72,25 +74,6 @@ def features(train: list[str], dev: list[str]):
     return a, b
 
 
-def confusion(predicted: list[list[str]], gold: list[list[str]]) -> dict:
-    """For each gold label, how often each label was predicted (as bench_domains counts)."""
-    table: dict[str, Counter] = {}
-    for p, g in zip(predicted, gold, strict=True):
-        for lab in g:
-            table.setdefault(lab, Counter()).update(sorted(p) or ["(none)"])
-    return {lab: dict(sorted(c.items())) for lab, c in sorted(table.items())}
-
-
-def scored(scores: np.ndarray, targets: np.ndarray, thresholds, labels: list[str]) -> dict:
-    """Micro/macro-F1 and per-label F1 at ``thresholds`` (mAP is ranking-only: see main)."""
-    from translate.metrics import multilabel_scores, per_label_scores
-
-    pooled = multilabel_scores(scores, targets, thresholds)
-    per = per_label_scores(scores, targets, thresholds)
-    return {"micro_f1": round(pooled["micro_f1"], 4), "macro_f1": round(pooled["macro_f1"], 4),
-            "f1": {lab: round(p["f1"], 4) for lab, p in zip(labels, per, strict=True) if p}}
-
-
 def main() -> None:
     args = parse_args()
     try:
@@ -108,26 +91,26 @@ def main() -> None:
     rows = labelled_rows(args.config, args.overrides, args.max_pairs)
     (tr_src, tr_gold), (dv_src, dv_gold) = rows["train"], rows["valid"]
     labels = sorted({lab for g in tr_gold for lab in g})
-    y_tr = np.array([[float(lab in g) for lab in labels] for g in tr_gold])
-    y_dv = np.array([[float(lab in g) for lab in labels] for g in dv_gold])
+    y_tr, y_dv = multi_hot(tr_gold, labels), multi_hot(dv_gold, labels)
     a, b = features(tr_src, dv_src)
     clf = OneVsRestClassifier(LinearSVC(C=args.C, class_weight="balanced")).fit(a, y_tr)
     # Margins through a sigmoid: probability-like scores in (0, 1) for the threshold grid;
     # the ranking (mAP, argmax) is the SVM's own.
     scores = 1.0 / (1.0 + np.exp(-clf.decision_function(b)))
+    best = scores.argmax(1)
     top = np.zeros_like(scores)
-    top[np.arange(len(scores)), scores.argmax(1)] = 1.0
+    top[np.arange(len(scores)), best] = 1.0
     tuned = tune_thresholds(scores, y_dv)
     out = {
         "config": args.config, "train_pairs": len(tr_src), "dev_sentences": len(dv_src),
         "classifier": f"tf-idf char_wb 1-5 + word 1-2, one-vs-rest LinearSVC(C={args.C}, "
                       "class_weight=balanced)",
+        # mAP is ranking-only: from the SVM's scores, not from a thresholded matrix.
         "mAP": round(multilabel_scores(scores, y_dv)["mAP"], 4),
-        "argmax": scored(top, y_dv, 0.5, labels),
-        "tuned_on_dev": {**scored(scores, y_dv, tuned, labels),
+        "argmax": f1_scores(top, y_dv, 0.5, labels),
+        "tuned_on_dev": {**f1_scores(scores, y_dv, tuned, labels),
                          "thresholds": dict(zip(labels, tuned, strict=True))},
-        "confusion_argmax": confusion(
-            [[labels[int(i)]] for i in scores.argmax(1)], dv_gold),
+        "confusion_argmax": confusion([[labels[int(i)]] for i in best], dv_gold),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(out, indent=1))
