@@ -26,11 +26,19 @@ def german(multi30k: Path) -> list[str]:
 
 def _infer(trained_run: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "translate.infer", "--model", str(trained_run), "--beam", "1",
-         "--batch-size", "8", "--device", "cpu", "--threads", "1", *args],
-        cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+    # A suite started in the background by a shell without job control (`pytest &`, nohup)
+    # inherits SIGINT ignored, and so would the child, which then cannot be interrupted
+    # (Python keeps an inherited SIG_IGN). A handler set here is reset to the default by
+    # exec, so the child starts as it would from a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "translate.infer", "--model", str(trained_run), "--beam",
+             "1", "--batch-size", "8", "--device", "cpu", "--threads", "1", *args],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _read_lines(stream, count: int, timeout: float = 240) -> list[bytes]:
@@ -85,7 +93,7 @@ def test_output_is_renamed_into_place_only_on_success(trained_run, german, tmp_p
         proc.stdin.flush()
         time.sleep(1)
         proc.send_signal(signal.SIGINT)  # a failed run, mid-way
-        assert proc.wait(timeout=240) == 130
+        assert proc.wait(timeout=240) == 130, proc.stderr.read()[-2000:]
     finally:
         proc.kill()
     assert out.read_text(encoding="utf-8") == "previous\n"  # untouched, no partial file
