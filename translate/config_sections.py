@@ -131,12 +131,16 @@ class DomainConditioningConfig:
     size of each label's learned embedding. ``label_dropout``: in training, the probability
     that a sentence's gold-label mixture is replaced by zeros ("unknown domain"), so the
     model also learns to translate when no label is known (``--domain none``, or a tagger
-    that passes no threshold). Needs the tagger and labelled training data.
+    that passes no threshold). Needs the tagger and labelled training data. ``output``: also
+    shift the output layer's query by the domain (a per-label vector added to the generator's
+    input), a direct path from the domain to the word choice that needs no help from the
+    recurrence; off by default, so a conditioned run from before it loads unchanged.
     """
 
     enabled: bool = False
     dim: int = 32
     label_dropout: float = 0.2
+    output: bool = False
 
 
 @dataclass

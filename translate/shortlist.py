@@ -370,7 +370,8 @@ class RestrictedModel:
         """As :meth:`Seq2Seq.decode_step`, in shortlist positions: logits ``[N, len(ids)]``."""
         vec, state, weights = self.model.decoder.step(
             self.ids[prev_tokens], state, enc.states, enc.mask, enc.proj_keys)
-        return self.proj(self.model.generator.pre(vec)), state, weights
+        shift = self.model.output_shift(state.domain)
+        return self.proj(self.model.generator.query(vec, shift)), state, weights
 
     def special(self, special: dict[str, int]) -> dict[str, int]:
         """Search's special ids (``bos_id``...) as positions in the shortlist."""

@@ -38,11 +38,17 @@ def gold_mixture(labels: Tensor, label_dropout: float, training: bool,
 class DomainMixer(nn.Module):
     """``table [n_labels, dim]``: the label embeddings; ``forward(weights [B, L]) -> [B, dim]``.
 
-    A bare parameter rather than an ``nn.Linear``, so dynamic int8 quantization (which swaps
+    With ``out_dim`` > 0 also ``out_shift [dim, out_dim]``: :meth:`shift` maps a mixture to
+    a vector added to the output layer's input (the domain's direct say in the word choice;
+    the decoder's recurrence has to learn to carry the domain there, which a model trained
+    for a few hundred steps has barely begun to). It starts at zero, so training begins from
+    the input-only model and the zero mixture shifts nothing.
+
+    Bare parameters rather than ``nn.Linear``, so dynamic int8 quantization (which swaps
     every ``nn.Linear``) leaves these few floats as they are.
     """
 
-    def __init__(self, n_labels: int, dim: int, label_dropout: float) -> None:
+    def __init__(self, n_labels: int, dim: int, label_dropout: float, out_dim: int = 0) -> None:
         super().__init__()
         if n_labels < 1:
             raise ValueError(f"domain conditioning needs at least one label, got {n_labels}")
@@ -50,10 +56,21 @@ class DomainMixer(nn.Module):
         self.dim = dim
         self.label_dropout = label_dropout
         self.table = nn.Parameter(torch.empty(n_labels, dim))
+        # Registered only when used: a conditioned run from before the option has no such key.
+        self.out_shift = nn.Parameter(torch.zeros(dim, out_dim)) if out_dim > 0 else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.uniform_(self.table, -0.1, 0.1)  # the scale of the word embeddings
+        if self.out_shift is not None:
+            nn.init.zeros_(self.out_shift)
+
+    def shift(self, domain: Tensor | None) -> Tensor | None:
+        """The output layer's shift ``[N, out_dim]`` for mixtures ``domain [N, dim]``; None
+        without an output shift or without a mixture."""
+        if self.out_shift is None or domain is None:
+            return None
+        return domain @ self.out_shift.to(domain.dtype)
 
     def forward(self, weights: Tensor) -> Tensor:
         if weights.dim() != 2 or weights.size(1) != self.n_labels:

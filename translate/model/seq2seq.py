@@ -66,7 +66,8 @@ class Generator(nn.Module):
     """Output projection h~ → vocabulary logits, optionally tied to the target embedding.
 
     With tying, an extra bias-free linear maps the decoder size to the embedding size first
-    when they differ.
+    when they differ. ``shift`` (a domain-conditioned model's output shift, broadcastable to
+    the query) is added to the query the projection sees.
     """
 
     def __init__(self, hidden: int, vocab: int, tied: nn.Embedding | None = None) -> None:
@@ -82,8 +83,18 @@ class Generator(nn.Module):
                 raise ValueError("tie_output needs the target embedding to have vocab rows")
             self.proj.weight = tied.weight
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        return self.proj(self.pre(hidden))
+    @property
+    def query_dim(self) -> int:
+        """Size of the vector :attr:`proj` multiplies (the decoder's or the embedding's)."""
+        return self.proj.in_features
+
+    def query(self, hidden: Tensor, shift: Tensor | None = None) -> Tensor:
+        """What the output projection multiplies: ``pre(hidden)``, plus ``shift`` if given."""
+        q = self.pre(hidden)
+        return q if shift is None else q + shift
+
+    def forward(self, hidden: Tensor, shift: Tensor | None = None) -> Tensor:
+        return self.proj(self.query(hidden, shift))
 
 
 class Seq2Seq(nn.Module):
@@ -132,7 +143,9 @@ class Seq2Seq(nn.Module):
         if cond.enabled:
             if self.tagger is None:
                 raise ValueError("domain conditioning needs the tagger and at least one label")
-            self.domain_mixer = DomainMixer(n_labels, cond.dim, cond.label_dropout)
+            self.domain_mixer = DomainMixer(
+                n_labels, cond.dim, cond.label_dropout,
+                out_dim=self.generator.query_dim if cond.output else 0)
 
     @property
     def conditioned(self) -> bool:
@@ -160,9 +173,13 @@ class Seq2Seq(nn.Module):
             enc = self.condition(enc, self.domain_mixer.from_gold(domains, src.size(0),
                                                                   src.device))
         hidden, _ = self.decode(tgt_in, enc)
+        shift = self.output_shift(enc.domain)  # [B, Q]: the same for every position
+        if shift is not None:
+            shift = shift.unsqueeze(1).expand(-1, hidden.size(1), -1)
         if tgt_mask is not None:
             hidden = hidden[tgt_mask]
-        return ModelOutput(logits=self.generator(hidden), domain_logits=self.tag(enc))
+            shift = None if shift is None else shift[tgt_mask]
+        return ModelOutput(logits=self.generator(hidden, shift), domain_logits=self.tag(enc))
 
     def decode(self, tgt_in: Tensor, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
         """Teacher-forced attentional vectors ``[B, T, dec_hidden]`` and attention ``[B, T, S]``.
@@ -200,6 +217,13 @@ class Seq2Seq(nn.Module):
             return enc
         return dataclasses.replace(enc, domain=self.domain_mixer(weights))
 
+    def output_shift(self, domain: Tensor | None) -> Tensor | None:
+        """The generator's shift for domain mixtures ``domain [N, dim]`` (None: the model has
+        no output conditioning, or the decoder state carries no mixture)."""
+        if self.domain_mixer is None:
+            return None
+        return self.domain_mixer.shift(domain)
+
     def init_decoder_state(self, enc: EncoderOutput) -> DecoderState:
         return self.decoder.init_state(enc.init_h, enc.init_c, enc.domain)
 
@@ -210,7 +234,7 @@ class Seq2Seq(nn.Module):
         vec, state, weights = self.decoder.step(
             prev_tokens, state, enc.states, enc.mask, enc.proj_keys
         )
-        return self.generator(vec), state, weights
+        return self.generator(vec, self.output_shift(state.domain)), state, weights
 
 
 def _init_weights(model: Seq2Seq) -> None:
