@@ -98,6 +98,52 @@ def _ignore_sigxfsz_and_limit(limit: int):
     return setup
 
 
+def test_a_new_run_never_starts_over_an_earlier_one(multi30k, multidomain, tmp_path) -> None:
+    """Training into a folder that holds a run is refused, naming the three ways on; with
+    --overwrite the new run starts from nothing (its own tokenizer, its own metrics)."""
+    raw = _small(multi30k, multidomain, tmp_path, "run", max_steps=2, valid_every=100000,
+                 save_every_minutes=0)
+    Trainer(config.from_dict(raw)).fit()
+    run = tmp_path / "run"
+    (run / "snapshot-000000001.pt").write_bytes(b"an averaging snapshot")
+    (run / "notes.txt").write_text("the user's own file")
+    def files() -> dict[str, bytes]:  # the lock file names whoever took it last
+        return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()
+                and p.name != ".lock"}
+
+    before = files()
+    cfg = tmp_path / "run.yaml"
+    raw["tokenizer"]["vocab_size"] = 360  # a new setting the old tokenizer would ignore
+    cfg.write_text(yaml.safe_dump(raw))
+
+    again = subprocess.run(PY + ["--config", str(cfg)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"translate.train: error: {run}: holds an earlier run (best.pt, last.pt, "
+        f"metrics.jsonl, summary.json, ...); continue it with `python -m translate.train "
+        f"--resume {run}`, set another training.run_dir, or pass --overwrite to delete it "
+        "and start over")
+    assert files() == before
+
+    both = subprocess.run(PY + ["--resume", str(run), "--overwrite"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+    fresh = subprocess.run(PY + ["--config", str(cfg), "--overwrite", "--set",
+                                 "training.max_steps=1"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "--overwrite: deleted the earlier run's" in fresh.stderr
+    assert not (run / "snapshot-000000001.pt").exists()
+    assert (run / "notes.txt").read_text() == "the user's own file"
+    vocab = json.loads((run / "tokenizer" / "tokenizer.json").read_text())
+    assert vocab["requested_vocab_size"] == 360
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records and {r["step"] for r in records} == {1}  # the earlier run's are gone
+    assert load_checkpoint(run / "last.pt")["progress"]["step"] == 1
+
+
 def test_failed_checkpoint_write_keeps_the_previous_one(multi30k, multidomain,
                                                         tmp_path) -> None:
     raw = _small(multi30k, multidomain, tmp_path, "full", max_steps=3, valid_every=100000)

@@ -30,6 +30,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 # In the order inference prefers them: averaged exists only when it validated better than best.
 CHECKPOINT_NAMES = ("averaged.pt", "best.pt", "last.pt")
+# The other files and folders a training run writes (weight snapshots: snapshot-*.pt).
+RUN_FILES = ("config.yaml", "tokenizer", "labels.json", "shortlist.pt", "metrics.jsonl",
+             "samples.jsonl", "summary.json", "valid_hyps.txt", "test_hyps.txt", "train.log",
+             "wandb_id", "wandb_artifact.json")
 
 
 class RunDir:
@@ -146,6 +151,31 @@ class RunDir:
     def checkpoints(self) -> list[Path]:
         """Existing checkpoints, in the order inference prefers them: averaged, best, last."""
         return [self.root / n for n in CHECKPOINT_NAMES if (self.root / n).is_file()]
+
+    def trained(self) -> list[Path]:
+        """What an earlier training run left here that a new run would overwrite or mix
+        with: checkpoints (weight snapshots included), metrics, summary. Empty for a new
+        folder, or one that only holds what preparing the data wrote (config, tokenizer)."""
+        names = [*CHECKPOINT_NAMES, self.metrics_path.name, self.summary_path.name]
+        found = [self.root / n for n in names if (self.root / n).is_file()]
+        return found + sorted(self.root.glob("snapshot-*.pt"))
+
+    def clear(self) -> list[str]:
+        """Delete everything a training run writes here (checkpoints, snapshots, logs,
+        summary, hypotheses, tokenizer, labels, shortlist, config, W&B run id), so that a new
+        run starts from nothing; returns the names deleted. Offline W&B runs under
+        ``wandb/`` and any file of the user's stay. Call it holding the run's lock."""
+        names = [*CHECKPOINT_NAMES, *RUN_FILES]
+        gone = []
+        for path in [self.root / n for n in names] + sorted(self.root.glob("snapshot-*.pt")):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.is_file():
+                path.unlink()
+            else:
+                continue
+            gone.append(path.name)
+        return gone
 
     def default_checkpoint(self) -> Path:
         """The checkpoint to translate with when none is named."""
@@ -325,3 +355,7 @@ class RunLock:
 
 class RunLockedError(CheckpointError):
     """Another process holds the run directory's writer lock."""
+
+
+class RunExistsError(CheckpointError):
+    """A new run was asked to start in a run directory that holds an earlier run."""

@@ -26,7 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="YAML config; configs/NAME.yaml falls back to the copy in the "
                         "package "
                         "(default: configs/default.yaml)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    start.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a training.run_dir that holds an earlier one, "
+                        "deleting its checkpoints, logs and tokenizer first (offline W&B "
+                        "runs under wandb/ stay); without it such a folder is refused")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set training.lr=5e-4 (repeatable)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N: shortcut for "
@@ -61,14 +66,14 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("translate").setLevel(logging.WARNING)
         from translate.train_ddp import train  # heavy imports after the config is known good
 
-        summary = train(cfg, rank, resume=bool(args.resume))
+        summary = train(cfg, rank, resume=bool(args.resume), overwrite=args.overwrite)
         if rank.is_main:
             print(json.dumps(summary, indent=2, default=str))
         return 0
 
     from translate.trainer import Trainer  # heavy imports after the config is known good
 
-    summary = Trainer(cfg, resume=bool(args.resume)).fit()
+    summary = Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite).fit()
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

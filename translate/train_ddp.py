@@ -47,10 +47,11 @@ log = logging.getLogger("translate.train")
 class DistributedTrainer(Trainer):
     """A :class:`Trainer` that is one of ``world_size`` torchrun processes."""
 
-    def __init__(self, cfg: Config, rank: Rank, resume: bool = False) -> None:
+    def __init__(self, cfg: Config, rank: Rank, resume: bool = False,
+                 overwrite: bool = False) -> None:
         self.rank = rank
         self.dist: Distributed | None = None  # set by _resolve_device, before the data
-        super().__init__(cfg, resume=resume)
+        super().__init__(cfg, resume=resume, overwrite=overwrite)
         if not resume and rank.rank:
             # Different dropout masks per rank (the weights were built from the shared seed).
             torch.manual_seed(cfg.training.seed + 1_000_003 * rank.rank)
@@ -178,10 +179,10 @@ class DistributedTrainer(Trainer):
         return self._clip_and_step(totals, ntokens)
 
 
-def train(cfg: Config, rank: Rank, resume: bool = False) -> dict:
+def train(cfg: Config, rank: Rank, resume: bool = False, overwrite: bool = False) -> dict:
     """Run one rank to the end and leave the process group cleanly, also on an error."""
     try:
-        return DistributedTrainer(cfg, rank, resume=resume).fit()
+        return DistributedTrainer(cfg, rank, resume=resume, overwrite=overwrite).fit()
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -33,7 +33,7 @@ from translate.model import build_model
 from translate.prefetch import Prefetcher
 from translate.prepare import Prepared, prepare
 from translate.progress import Progress, ProgressLines
-from translate.rundir import RunDir
+from translate.rundir import RunDir, RunExistsError
 from translate.runtime import (
     autocast,
     configure_cuda,
@@ -61,11 +61,16 @@ class Trainer(EvaluationMixin):
     is_main = True  # the process that writes the run directory (hook)
     world_size = 1  # processes that share each step's batches (hook)
 
-    def __init__(self, cfg: Config, resume: bool = False) -> None:
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
+        """``resume``: continue the run in ``cfg.training.run_dir`` from its last.pt.
+        Otherwise a new run starts there, which an earlier run's results refuse unless
+        ``overwrite`` (deletes them first; :meth:`RunDir.clear`)."""
         self.cfg = cfg
         self.run = RunDir(cfg.training.run_dir)
         # One writer per run directory, held until fit ends.
         self._lock = self.run.create().lock() if self.is_main else None
+        if self.is_main and not resume:
+            self._claim(overwrite)
         set_threads(cfg.training.num_threads)
         seed_everything(cfg.training.seed)
         configure_cuda()
@@ -117,6 +122,26 @@ class Trainer(EvaluationMixin):
                 with run_log(self.run.log_path):  # the steps after it are replayed: cut logs
                     self.run.truncate_logs(self.progress.step)
         self.tracker = self._tracker(tracking, resume, logged)
+
+    def _claim(self, overwrite: bool) -> None:
+        """Make the run directory the new run's. Training over an earlier run would leave a
+        folder that lies: its best.pt beside the new config.yaml until the new run first
+        validates, metrics of two runs in one file, and the old tokenizer reused whatever
+        the new config says."""
+        root = self.run.root
+        if overwrite:
+            gone = self.run.clear()
+            if gone:
+                log.warning("%s: --overwrite: deleted the earlier run's %s", root,
+                            ", ".join(gone))
+            return
+        found = self.run.trained()
+        if found:
+            raise RunExistsError(
+                f"{root}: holds an earlier run ({', '.join(p.name for p in found[:4])}"
+                f"{', ...' if len(found) > 4 else ''}); continue it with `python -m "
+                f"translate.train --resume {root}`, set another training.run_dir, or pass "
+                "--overwrite to delete it and start over")
 
     # ------------------------------------------------------------------ hooks
 
