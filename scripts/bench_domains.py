@@ -53,6 +53,8 @@ def parse_args() -> argparse.Namespace:
                          "(default for scoring: each run's own config)")
     ap.add_argument("--minutes", type=float, default=20.0, help="--train wall-clock budget")
     ap.add_argument("--run-dir", default="runs/bench_domains", help="--train's run directory")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="--train over an earlier run in --run-dir (deleting it first)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config override for --train and for reading the dev sets")
     ap.add_argument("--max-pairs", type=int, default=0,
@@ -71,7 +73,7 @@ def train(args: argparse.Namespace) -> tuple[str, dict]:
                  f"training.max_minutes={args.minutes}", "logging.wandb=disabled"]
     cfg = config.load(args.config, overrides)
     t0 = time.perf_counter()
-    summary = Trainer(cfg).fit()
+    summary = Trainer(cfg, overwrite=args.overwrite).fit()
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     return args.run_dir, summary
 
