@@ -73,6 +73,7 @@ step bench-train-big python3 scripts/bench_train.py --device "$MODE" --precision
 step train-parallel python3 -m translate.train --config configs/multi30k.yaml \
     --set "data.train[0].prefix=$DATA/train" --set "data.valid[0].prefix=$DATA/val" \
     --set "data.test[0].prefix=$DATA/test_2016_flickr" --set training.run_dir=/tmp/gc_run \
+    --overwrite \
     --set training.device="$MODE" --set training.precision="$PREC" \
     --set model.input_feeding=false --set training.max_steps="$TRAIN_STEPS" \
     --set training.valid_every=500 --set training.max_tokens=4000 \
@@ -88,6 +89,7 @@ step train-ddp python3 -m torch.distributed.run --standalone --nproc_per_node="$
     -m translate.train --config configs/multi30k.yaml \
     --set "data.train[0].prefix=$DATA/train" --set "data.valid[0].prefix=$DATA/val" \
     --set "data.test[0].prefix=$DATA/test_2016_flickr" --set training.run_dir=/tmp/gc_ddp \
+    --overwrite \
     --set training.device="$MODE" --set training.precision="$PREC" \
     --set model.input_feeding=false --set training.max_steps="$TRAIN_STEPS" \
     --set training.valid_every=100000 --set training.max_tokens=4000 \
