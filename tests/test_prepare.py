@@ -15,6 +15,7 @@ from translate.data import DataError, format_report, load_corpus
 from translate.data.schema import columns
 from translate.prepare import prepare
 from translate.rundir import RunDir
+from translate.tokenizer import TokenizerError
 
 MAX_TOKENS = 12  # short enough that real captions get cut
 
@@ -35,6 +36,24 @@ def prepared(multi30k, multidomain, tmp_path_factory):
     lines: list[str] = []
     run = RunDir(cfg.training.run_dir).create()
     return cfg, run, prepare(cfg, run, log=lines.append), lines
+
+
+def test_a_run_keeps_its_tokenizer_and_refuses_other_settings(prepared, multi30k, multidomain):
+    cfg, run, data, _ = prepared
+    raw = _raw(multi30k, multidomain, run.root.parent)
+    raw["tokenizer"]["input_sentence_size"] = 50  # how it was sampled: not its meaning
+    again = prepare(config.from_dict(raw), run, log=lambda _: None)
+    assert again.tokenizer.src_vocab_size == data.tokenizer.src_vocab_size
+    raw["tokenizer"].update(vocab_size=500, model_type="bpe")
+    with pytest.raises(TokenizerError) as err:
+        prepare(config.from_dict(raw), run, log=lambda _: None)
+    assert str(err.value) == (
+        f"{run.tokenizer_dir / 'tokenizer.json'}: the run's tokenizer was trained with other "
+        "settings than the config's (tokenizer.model_type: trained 'unigram', asked 'bpe'; "
+        "tokenizer.vocab_size: trained 400, asked 500); set them back, or start a new run "
+        "(another training.run_dir, or translate.train --overwrite)")
+    assert json.loads((run.tokenizer_dir / "tokenizer.json").read_text())[
+        "requested_vocab_size"] == 400  # untouched
 
 
 def test_pos_weight_is_negatives_over_positives_of_the_training_labels(prepared):

@@ -38,7 +38,7 @@ from translate.data.encoding import encode_corpus
 from translate.data.schema import TextColumn, columns, sample_columns
 from translate.loss import pos_weight_from_counts
 from translate.rundir import RunDir
-from translate.tokenizer import Tokenizer, TokenizerError
+from translate.tokenizer import Tokenizer, TokenizerError, changed_settings
 
 SAMPLE_SEED = 20241  # the tokenizer's sample of a large corpus is the same on every run
 SAMPLE_VERSION = 1  # bump when the sample (and so the cached tokenizer) would change
@@ -86,6 +86,12 @@ def _tokenizer(cfg: Config, run: RunDir, corpus: Corpus, log: Callable[[str], No
     """The run's tokenizer: its own, else the one trained on this corpus before, else new."""
     if (run.tokenizer_dir / "tokenizer.json").is_file():
         tok = Tokenizer.load(run.tokenizer_dir)
+        changed = changed_settings(run.tokenizer_dir, cfg.tokenizer)
+        if changed:  # a run's weights are tied to its pieces: it never swaps tokenizers
+            raise TokenizerError(
+                f"{run.tokenizer_dir / 'tokenizer.json'}: the run's tokenizer was trained with "
+                f"other settings than the config's ({'; '.join(changed)}); set them back, or "
+                "start a new run (another training.run_dir, or translate.train --overwrite)")
         log(f"tokenizer: reusing {run.tokenizer_dir}")
         return tok
     settings = {k: v for k, v in dataclasses.asdict(cfg.tokenizer).items() if k != "max_tokens"}

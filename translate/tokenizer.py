@@ -284,6 +284,19 @@ def _chain(a: Iterable[str], b: Iterable[str]) -> Iterable[str]:
     yield from b
 
 
+def changed_settings(out_dir: Path, cfg: TokenizerConfig) -> list[str]:
+    """The settings of ``cfg`` that differ from those the tokenizer in ``out_dir`` was
+    trained with, as ``"tokenizer.NAME: trained X, asked Y"`` (only what its metadata
+    records; ``input_sentence_size`` and ``max_tokens`` do not change the pieces' meaning)."""
+    meta = json.loads((Path(out_dir) / META_FILE).read_text(encoding="utf-8"))
+    asked = {"model_type": cfg.model_type, "requested_vocab_size": cfg.vocab_size,
+             "joint": cfg.joint, "byte_fallback": cfg.byte_fallback,
+             "character_coverage": cfg.character_coverage}
+    names = {"requested_vocab_size": "vocab_size"}
+    return [f"tokenizer.{names.get(k, k)}: trained {meta[k]!r}, asked {v!r}"
+            for k, v in asked.items() if k in meta and meta[k] != v]
+
+
 def _load_model(path: Path) -> spm.SentencePieceProcessor:
     if not path.is_file():
         raise TokenizerError(f"{path}: sentencepiece model file missing")
