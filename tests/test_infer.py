@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -246,6 +247,66 @@ def test_user_errors_are_one_line(case, trained_run, german, tmp_path, capsys):
     assert captured.out == ""
     assert captured.err.startswith(ERROR) and captured.err.count("\n") == 1, captured.err
     assert expected in captured.err
+
+
+@pytest.mark.parametrize("case", ["no_folder", "folder", "input_folder"])
+def test_path_problems_are_one_line_before_the_model_loads(case, german, tmp_path, capsys):
+    src = tmp_path / "in.de"
+    src.write_text(german[0] + "\n", encoding="utf-8")
+    args, expected = {
+        "no_folder": (["--input", str(src), "--output", str(tmp_path / "nope" / "out.en")],
+                      f"--output {tmp_path / 'nope' / 'out.en'}: folder {tmp_path / 'nope'} "
+                      "does not exist"),
+        "folder": (["--input", str(src), "--output", str(tmp_path)],
+                   f"--output {tmp_path}: is a folder; name a file"),
+        "input_folder": (["--input", str(tmp_path)], f"--input {tmp_path}: is a folder; name "
+                                                    "a file"),
+    }[case]
+    # a missing model would be the error if the paths were checked after loading it
+    assert run(args + ["--model", str(tmp_path / "no_model")]) == 2
+    assert capsys.readouterr().err == f"{ERROR} {expected}\n"
+
+
+def test_output_keeps_modes_and_links_and_names_a_full_disk(trained_run, german, tmp_path,
+                                                          capsys):
+    src = tmp_path / "in.de"
+    src.write_text("\n".join(german[:2]) + "\n", encoding="utf-8")
+    common = ["--model", str(trained_run), "--input", str(src), "--beam", "1"]
+    new = tmp_path / "new.en"
+    assert run(common + ["--output", str(new)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~umask  # as open() would make it
+    real, link = tmp_path / "real.en", tmp_path / "link.en"
+    real.write_text("old\n", encoding="utf-8")
+    real.chmod(0o640)
+    link.symlink_to(real)
+    assert run(common + ["--output", str(link)]) == 0
+    assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert real.read_text(encoding="utf-8") == new.read_text(encoding="utf-8")
+    capsys.readouterr()
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    assert run(common + ["--output", "/dev/full"]) == 2  # a device: written, not replaced
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{ERROR} --output /dev/full: could not write (No space left on device)")
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_a_closed_pipe_ends_quietly(trained_run, german, tmp_path):
+    """``infer | head -1``: the reader goes, infer stops without a traceback, status 141."""
+    src = tmp_path / "in.de"
+    src.write_text("\n".join(german * 2) + "\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "translate.infer", "--model", str(trained_run), "--input",
+         str(src), "--beam", "1", "--batch-size", "8", "--device", "cpu", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    assert proc.stdout.readline()  # the first chunk's first translation...
+    proc.stdout.close()  # ...and the reader is gone while later chunks are being translated
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "Broken pipe" not in err
 
 
 def test_default_model_is_latest_run(trained_run, german, tmp_path, monkeypatch, capsys):

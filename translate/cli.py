@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -42,6 +44,13 @@ def run_main(main: Callable[[], int], prog: str) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # Whoever read stdout has gone (`... | head`): stop quietly, as `yes | head` does, with
+        # the status a shell gives a process killed by SIGPIPE. Stdout goes to /dev/null so
+        # that the interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except USER_ERRORS as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from translate.infer_io import (
     BadLines,
     atomic_output,
     count_lines,
+    output_target,
     read_chunks,
     read_lines,
 )
@@ -105,9 +108,33 @@ def _numbers(numbers: list[int], shown: int = 20) -> str:
 
 def _existing(path: str, what: str) -> Path:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {p}: is a folder; name a file")
     if not p.is_file():
         raise ConfigError(f"{what} {p}: file not found")
     return p
+
+
+def _writable(path: str) -> None:
+    """Fail before the model loads when ``--output`` cannot be written: a file is created and
+    removed beside it, as the real (atomic) write will."""
+    target, direct = output_target(path)
+    if target.is_dir():
+        raise ConfigError(f"--output {path}: is a folder; name a file")
+    if direct:
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"--output {path}: not writable")
+        return
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--output {path}: folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+    except OSError as err:
+        raise ConfigError(f"--output {path}: cannot create a file in {folder} "
+                          f"({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -215,6 +242,8 @@ def _run(argv: list[str] | None) -> int:
         raise ConfigError("--wandb needs --reference (an evaluation run is a scored one)")
     source = args.input or "stdin"
     src_path = _existing(args.input, "--input") if args.input else None
+    if args.output:
+        _writable(args.output)
     if args.reference:
         refs, bad_refs = read_lines(_read_file(args.reference, "--reference"))
         if src_path is not None:  # stdin can only be counted once read (checked below)
@@ -265,10 +294,7 @@ def _run(argv: list[str] | None) -> int:
         stack.callback(bar.close)
         stream = stack.enter_context(src_path.open("rb")) if src_path else sys.stdin.buffer
         if args.output:
-            out = stack.enter_context(atomic_output(args.output))
-
-            def write(text: str) -> None:
-                out.write(text)
+            write = stack.enter_context(atomic_output(args.output))
         else:
             write = _stdout_writer()
         done = 0

@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
-__all__ = ["BadLines", "atomic_output", "count_lines", "decode_line", "read_chunks",
-           "read_lines"]
+from translate.errors import TranslateError
+
+__all__ = ["BadLines", "OutputError", "atomic_output", "count_lines", "decode_line",
+           "output_target", "read_chunks", "read_lines"]
 
 
 # --------------------------------------------------------------------------- reading
@@ -94,16 +97,69 @@ def count_lines(path: Path) -> int:
     return count + (last != b"\n")
 
 
+class OutputError(TranslateError):
+    """The output file could not be written (disk full, quota, I/O error)."""
+
+
 @contextlib.contextmanager
-def atomic_output(path: str) -> Iterator[TextIO]:
-    """A temporary file beside ``path``, renamed onto it only when the block succeeds: a
-    failed or interrupted run never leaves a partial file under the final name."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+def atomic_output(path: str) -> Iterator[Callable[[str], None]]:
+    """A function writing text to a temporary file beside ``path``, renamed onto it only when
+    the block succeeds: a failed or interrupted run never leaves a partial file under the
+    final name. A failed write (disk full...) is an :class:`OutputError` naming ``path``."""
+    target, direct = output_target(path)
+    if direct:  # a device or pipe (/dev/stdout, a FIFO): written as it comes, never replaced
+        tmp, out = None, open(target, "w", encoding="utf-8", newline="\n")
+    else:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                   suffix=".part")
+        os.fchmod(fd, _file_mode(target))  # mkstemp's 0600 would make the output private
+        out = open(fd, "w", encoding="utf-8", newline="\n")
+
+    def failed(err: OSError) -> OutputError:
+        return OutputError(f"--output {path}: could not write ({err.strerror or err})"
+                           + ("" if direct else "; nothing was written under that name"))
+
+    def write(text: str) -> None:
+        try:
+            out.write(text)
+        except OSError as err:
+            raise failed(err) from None
+
     try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as out:
-            yield out
-        os.replace(tmp, target)
+        yield write
+        try:
+            out.close()
+            if tmp is not None:
+                os.replace(tmp, target)
+        except OSError as err:
+            raise failed(err) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            out.close()
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The permissions a file written at ``path`` gets: those of the file it replaces, else
+    what ``open()`` would give a new one (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def output_target(path: str) -> tuple[Path, bool]:
+    """Where ``--output path`` writes, and whether directly: a device or pipe (``/dev/stdout``,
+    a FIFO) is written as output comes and never replaced; a regular file is replaced
+    atomically, through a symbolic link to it (the link stays a link)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # a new file
+        return Path(path), False
+    if stat.S_ISREG(mode):
+        return Path(os.path.realpath(path)), False
+    return Path(path), not stat.S_ISDIR(mode)
