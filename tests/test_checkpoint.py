@@ -193,10 +193,18 @@ def test_truncated_and_garbage_files_name_the_file(tmp_path):
     garbage.write_bytes(b"this is not a checkpoint\n" * 10)
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    for path in (truncated, garbage, empty):
-        with pytest.raises(CheckpointError, match="corrupt") as err:
+    what = {truncated: "a zip archive cut short (its directory is missing)",
+            garbage: "a text file, starting 'this is not a checkpoint'", empty: "an empty file"}
+    for path, looks in what.items():
+        with pytest.raises(CheckpointError) as err:
             load_checkpoint(path)
-        assert str(path) in str(err.value)
+        assert str(err.value) == (f"{path}: corrupt or truncated checkpoint: {looks} "
+                                  "(checkpoints are PyTorch zip archives)")
+    legacy = tmp_path / "legacy.pt"  # the pre-zip pickle format: refused before unpickling
+    torch.save({"version": CHECKPOINT_VERSION}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="legacy.pt: corrupt or truncated checkpoint: "
+                                              "not a zip archive"):
+        load_checkpoint(legacy)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
 

@@ -25,6 +25,7 @@ import pickle
 import random
 import re
 import secrets
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -168,6 +169,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save's format; else torch tries an old pickle
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint: {_not_a_zip(path)} "
+                              "(checkpoints are PyTorch zip archives)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -200,6 +204,21 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             + (" (upgrade translate)" if newer else "")
         )
     return state
+
+
+def _not_a_zip(path: Path) -> str:
+    """What a file that is not a zip archive looks like, for the error message."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK"):
+        return "a zip archive cut short (its directory is missing)"
+    try:
+        text = head.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "not a zip archive"
+    return f"a text file, starting {text.splitlines()[0][:40]!r}" if text else "a blank file"
 
 
 # --------------------------------------------------------------------------- RNG state
