@@ -99,11 +99,22 @@ def test_every_cli_help_is_plain_text(tmp_path: Path) -> None:
 
 def test_every_documented_user_error_is_one_line(trained_run: Path, tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.yaml")
+    bad_yaml, latin1 = tmp_path / "bad.yaml", tmp_path / "latin1.yaml"
+    bad_yaml.write_text("model: [1, 2\n", encoding="utf-8")
+    latin1.write_bytes("model: {}\n# Übersetzung\n".encode("latin-1"))
     cases = [
         ("translate.train", ["--bogus"], "unrecognized arguments: --bogus"),
         ("translate.train", ["--config", missing], "missing.yaml: config file not found"),
         ("translate.train", ["--device", "gpu0"], "training.device: expected auto, cpu, cuda"),
         ("translate.train", ["--resume", str(tmp_path)], "not a run directory to resume"),
+        ("translate.train", ["--config", str(bad_yaml)], f"{bad_yaml}: line 2, column 1: not "
+         "valid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow "
+         "sequence at line 1, column 8)"),
+        ("translate.train", ["--config", str(latin1)], f"{latin1}: line 2: not UTF-8 text"),
+        ("translate.train", ["--set", "model.emb_dim=[1,"], "--set model.emb_dim: line 1, "
+         "column 4: not valid YAML"),
+        ("translate.train", ["--set", "training.run_dir=/proc/run"],
+         "/proc/run: cannot create the run directory"),
         ("translate.data", ["--config", missing], "missing.yaml: config file not found"),
         ("translate.data", ["--set", "data.src_lang=en", "--set", "data.tgt_lang=en"],
          "data.tgt_lang: expected a language other than data.src_lang"),

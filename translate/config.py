@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from translate.config_parse import ConfigError, apply_override, build_section
+from translate.config_parse import ConfigError, apply_override, build_section, parse_yaml
 from translate.config_sections import (
     CleaningConfig,
     Config,
@@ -204,9 +204,12 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: not valid YAML: {err}") from None
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            line = p.read_bytes()[:err.start].count(b"\n") + 1
+            raise ConfigError(f"{p}: line {line}: not UTF-8 text ({err.reason} at byte "
+                              f"{err.start})") from None
+        raw = parse_yaml(text, str(p)) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: expected a mapping of sections at the top level")
     for assignment in overrides:

@@ -20,6 +20,23 @@ class ConfigError(TranslateError, ValueError):
     """A configuration problem a person can fix; the message names the dotted key."""
 
 
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is one line naming ``where``, the line and
+    column (PyYAML's own message spans several lines and names no file)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark, found = err.problem_mark, err.problem or "syntax error"
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        context = ""
+        if err.context and err.context_mark:
+            cm = err.context_mark
+            context = f" ({err.context} at line {cm.line + 1}, column {cm.column + 1})"
+        raise ConfigError(f"{where}: {at}not valid YAML: {found}{context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(err).split())}") from None
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -124,7 +141,7 @@ def apply_override(raw: dict, assignment: str) -> None:
                 raise ConfigError(f"--set {key}: {here} is not a section")
             default: Any = [] if isinstance(steps[i + 1], int) else {}
             node = node.setdefault(step, default)
-    value = yaml.safe_load(text)
+    value = parse_yaml(text, f"--set {key}")
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)  # YAML 1.1 reads "5e-4" as a string
     last = steps[-1]

@@ -124,7 +124,11 @@ class RunDir:
     # operations ---------------------------------------------------------------
     def create(self) -> RunDir:
         """Create the run folder and its tokenizer folder; returns ``self``."""
-        self.tokenizer_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.tokenizer_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(f"{self.root}: cannot create the run directory "
+                                  f"({err.strerror or err})") from None
         return self
 
     def lock(self) -> RunLock:
