@@ -109,6 +109,38 @@ def test_tabular_missing_column_lists_columns(real_rows: list[dict], tmp_path: P
     assert "pairs.jsonl" in msg and "'src'" in msg and "'de', 'en', 'labels'" in msg
 
 
+def test_tabular_bad_rows_name_their_lines(real_rows: list[dict], tmp_path: Path) -> None:
+    good = [f"{r['de']}\t{r['en']}\n" for r in real_rows[:5]]
+    cases = {  # file name: (content, the error after "<path>: ")
+        "short.tsv": ("de\ten\n" + "".join(good[:2]) + "ein Satz ohne Tab\n" + good[2]
+                      + "zu\tviele\tFelder\n",
+                      "every row needs the header's 2 fields; line 4 has 1, line 6 has 3"),
+        "latin1.tsv": (b"de\ten\n" + "".join(good).encode() + "Übung\tpractice\n".encode(
+            "latin-1"), "line 7: not UTF-8 (invalid continuation byte)"),
+        "broken.jsonl": ("".join(json.dumps(r) + "\n" for r in real_rows[:3]) + '{"de": "x"\n',
+                         "cannot read as jsonl: line 4: Expecting ',' delimiter: line 2 column "
+                         "1 (char 11)"),
+        "list.jsonl": (json.dumps(real_rows[0]) + "\n[1, 2]\n",
+                       "cannot read as jsonl: line 2: a JSON list, not an object"),
+    }
+    for name, (content, expected) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, "utf-8")
+        source = SourceConfig(kind="tabular", path=str(path), src_column="de", tgt_column="en")
+        with pytest.raises(DataError) as err:
+            load_source(source, "de", "en")
+        assert str(err.value) == f"{path}: {expected}"
+    # quoted CSV fields may hold the separator and line breaks: still one row each
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('de,en\n"Hallo, Welt","Hello,\nworld"\nein,one\n', "utf-8")
+    ds, _ = load_source(SourceConfig(kind="tabular", path=str(quoted), src_column="de",
+                                     tgt_column="en"), "de", "en")
+    assert columns(ds, "src", "tgt") == [["Hallo, Welt", "ein"], ["Hello,\nworld", "one"]]
+
+
 def test_tabular_unknown_extension(tmp_path: Path) -> None:
     (tmp_path / "pairs.xlsx").write_text("x", "utf-8")
     with pytest.raises(DataError, match="format"):

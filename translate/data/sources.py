@@ -15,7 +15,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import datasets
@@ -188,24 +188,71 @@ def _load_tabular(source: SourceConfig) -> datasets.Dataset:
     try:
         if fmt in ("tsv", "csv"):
             sep = "\t" if fmt == "tsv" else ","
-            with path.open(encoding="utf-8", newline="") as fh:
-                header = next(csv.reader(fh, delimiter=sep), [])
+            quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+            header = _check_fields(path, sep, quoting)
             kwargs: dict[str, Any] = {
                 "keep_default_na": False, "na_filter": False, "sep": sep,
                 "features": datasets.Features({c: datasets.Value("string") for c in header}),
             }
             if fmt == "tsv":
-                kwargs["quoting"] = csv.QUOTE_NONE
+                kwargs["quoting"] = quoting
             ds = datasets.Dataset.from_csv(str(path), keep_in_memory=True, **kwargs)
         elif fmt == "jsonl":
             ds = datasets.Dataset.from_json(str(path), keep_in_memory=True)
         else:
             ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
+    except DataError:
+        raise
     except Exception as err:  # pyarrow / pandas parse errors
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: cannot read as {fmt}: {msg}") from None
+        where = _first_bad_json_line(path) if fmt == "jsonl" else ""
+        raise DataError(f"{path}: cannot read as {fmt}: {where or msg}") from None
     return _select_columns(ds, str(path), source.src_column, source.tgt_column,
                            source.domains_column)
+
+
+def _check_fields(path: Path, sep: str, quoting: int) -> list[str]:
+    """The header of a TSV/CSV file, after checking that every row has as many fields: a
+    row with a missing separator would otherwise become a pair with an empty side (and be
+    dropped as one), one with an extra separator a parse error that names no line."""
+    bad: list[str] = []
+
+    def lines(fh: BinaryIO) -> Iterator[str]:  # decoded one by one: errors know their line
+        for n, raw in enumerate(fh, 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}: line {n}: not UTF-8 ({err.reason})") from None
+
+    with path.open("rb") as fh:
+        reader = csv.reader(lines(fh), delimiter=sep, quoting=quoting)
+        header = next(reader, [])
+        for row in reader:
+            if row and len(row) != len(header):
+                bad.append(f"line {reader.line_num} has {len(row)}")
+                if len(bad) == 4:
+                    break
+    if bad:
+        more = " (and more)" if len(bad) == 4 else ""
+        raise DataError(f"{path}: every row needs the header's {len(header)} fields; "
+                        f"{', '.join(bad[:3])}{more}")
+    return header
+
+
+def _first_bad_json_line(path: Path) -> str:
+    """``line N: <why>`` for the first line of a JSON-lines file that is not a JSON object
+    ("" when every line is one)."""
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError as err:
+                return f"line {n}: {err}"
+            if not isinstance(record, dict):
+                return f"line {n}: a JSON {type(record).__name__}, not an object"
+    return ""
 
 
 def _select_columns(ds: datasets.Dataset, where: str, src_col: str, tgt_col: str,
