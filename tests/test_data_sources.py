@@ -187,6 +187,14 @@ def test_hub_single_saved_dataset_and_local_folder(real_rows: list[dict], tmp_pa
     assert columns(ds, "tgt")[0] == [r["en"] for r in real_rows]
 
 
+def test_hub_name_that_is_a_missing_folder_says_so(tmp_path: Path) -> None:
+    for name in (str(tmp_path / "saved"), "./exports/wmt/de-en"):
+        with pytest.raises(DataError) as err:
+            load_source(SourceConfig(kind="hub", name=name), "de", "en")
+        assert str(err.value) == (f"hub:{name}: no such folder {Path(name)} (a dataset saved "
+                                  "with save_to_disk, or a local dataset folder)")
+
+
 def test_hub_offline_fails_with_advice() -> None:
     with pytest.raises(DataError) as err:
         load_source(SourceConfig(kind="hub", name="wmt/wmt14", subset="de-en"), "de", "en")

@@ -300,6 +300,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+
+
 def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_info.json").is_file() or (path / "state.json").is_file() or \
         (path / "dataset_dict.json").is_file()
@@ -322,6 +326,9 @@ def _load_hub(source: SourceConfig, src_lang: str, tgt_lang: str) -> datasets.Da
         ds = loaded
     else:
         if not local.is_dir():
+            if _looks_like_path(name):  # never a hub id: hub ids are "name" or "owner/name"
+                raise DataError(f"{where}: no such folder {local} (a dataset saved with "
+                                "save_to_disk, or a local dataset folder)")
             if _env_offline() or not hub_reachable():
                 raise DataError(_offline_advice(name))
         try:
