@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import yaml
 
 from conftest import ROOT, needs_cpu_bf16, tiny_config
 from translate import config
-from translate.checkpoint import load_checkpoint
+from translate.checkpoint import CheckpointError, load_checkpoint
 from translate.trainer import Trainer, TrainingError
 
 
@@ -67,6 +68,25 @@ def test_validation_loss_falls_on_real_data(trained_run: Path, multi30k: Path) -
     best = load_checkpoint(trained_run / "best.pt")
     assert "labels" not in best and len(best["thresholds"]) == 2
     assert all(0 < t < 1 for t in best["thresholds"])
+
+
+def test_a_resume_that_cannot_start_leaves_the_saved_config(multi30k, multidomain,
+                                                           tmp_path) -> None:
+    raw = _small(multi30k, multidomain, tmp_path, "run", max_steps=2, valid_every=100000)
+    Trainer(config.from_dict(raw)).fit()
+    run = tmp_path / "run"
+    saved = (run / "config.yaml").read_bytes()
+    wider = copy.deepcopy(raw)
+    wider["model"]["emb_dim"] += 8
+    with pytest.raises(CheckpointError) as err:
+        Trainer(config.from_dict(wider), resume=True)
+    assert str(err.value).startswith(
+        f"{run / 'last.pt'}: its weights do not fit the model this config builds (a resumed "
+        "run keeps its model settings: drop the --set model.* overrides): Error(s) in "
+        "loading state_dict for Seq2Seq: size mismatch for")
+    assert (run / "config.yaml").read_bytes() == saved  # it used to keep the bad override
+    raw["training"]["max_steps"] = 3
+    assert Trainer(config.from_dict(raw), resume=True).fit()["step"] == 3
 
 
 @pytest.mark.parametrize(("precision", "input_feeding"),

@@ -164,6 +164,23 @@ class RunDir:
         found = [self.root / n for n in names if (self.root / n).is_file()]
         return found + sorted(self.root.glob("snapshot-*.pt"))
 
+    def claim(self, overwrite: bool) -> list[str]:
+        """Make this folder a new run's (call it holding the lock); returns the names
+        :meth:`clear` deleted. Training over an earlier run would leave a folder that lies:
+        its best.pt beside the new config.yaml until the new run first validates, metrics
+        of two runs in one file, the old tokenizer reused whatever the new config says. So
+        an earlier run is refused (:class:`RunExistsError`) unless ``overwrite``."""
+        if overwrite:
+            return self.clear()
+        found = self.trained()
+        if found:
+            raise RunExistsError(
+                f"{self.root}: holds an earlier run ({', '.join(p.name for p in found[:4])}"
+                f"{', ...' if len(found) > 4 else ''}); continue it with `python -m "
+                f"translate.train --resume {self.root}`, set another training.run_dir, or "
+                "pass --overwrite to delete it and start over")
+        return []
+
     def clear(self) -> list[str]:
         """Delete everything a training run writes here (checkpoints, snapshots, logs,
         summary, hypotheses, tokenizer, labels, shortlist, config, W&B run id), so that a new

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from translate import config as config_mod
 from translate.batching import Batch, BatchSampler, collate
 from translate.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -33,7 +34,7 @@ from translate.model import build_model
 from translate.prefetch import Prefetcher
 from translate.prepare import Prepared, prepare
 from translate.progress import Progress, ProgressLines
-from translate.rundir import RunDir, RunExistsError
+from translate.rundir import RunDir
 from translate.runtime import (
     autocast,
     configure_cuda,
@@ -67,10 +68,22 @@ class Trainer(EvaluationMixin):
         ``overwrite`` (deletes them first; :meth:`RunDir.clear`)."""
         self.cfg = cfg
         self.run = RunDir(cfg.training.run_dir)
-        # One writer per run directory, held until fit ends.
+        # One writer per run directory, held until fit ends (or setting up fails: a
+        # program that catches the error may start another trainer on the folder).
         self._lock = self.run.create().lock() if self.is_main else None
+        try:
+            self._set_up(cfg, resume, overwrite)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _set_up(self, cfg: Config, resume: bool, overwrite: bool) -> None:
         if self.is_main and not resume:
-            self._claim(overwrite)
+            gone = self.run.claim(overwrite)
+            if gone:
+                log.warning("%s: --overwrite: deleted the earlier run's %s", self.run.root,
+                            ", ".join(gone))
         set_threads(cfg.training.num_threads)
         seed_everything(cfg.training.seed)
         configure_cuda()
@@ -78,8 +91,6 @@ class Trainer(EvaluationMixin):
         self.dtype = resolve_precision(cfg.training.precision, self.device)
         # before the long work, like the above
         tracking = resolve_mode(cfg.logging.wandb) if self.is_main else "disabled"
-        if self.is_main:
-            config_mod.save(cfg, self.run.config_path)
         with self._main_first(), self._run_log():
             self.data: Prepared = prepare(cfg, self.run, log=log.info)
         tok = self.data.tokenizer
@@ -121,27 +132,11 @@ class Trainer(EvaluationMixin):
             if self.is_main:
                 with run_log(self.run.log_path):  # the steps after it are replayed: cut logs
                     self.run.truncate_logs(self.progress.step)
+        if self.is_main:
+            # Only now: a run that could not start (bad data, or a resume whose --set
+            # changes what its checkpoint holds) leaves the saved config as it was.
+            config_mod.save(cfg, self.run.config_path)
         self.tracker = self._tracker(tracking, resume, logged)
-
-    def _claim(self, overwrite: bool) -> None:
-        """Make the run directory the new run's. Training over an earlier run would leave a
-        folder that lies: its best.pt beside the new config.yaml until the new run first
-        validates, metrics of two runs in one file, and the old tokenizer reused whatever
-        the new config says."""
-        root = self.run.root
-        if overwrite:
-            gone = self.run.clear()
-            if gone:
-                log.warning("%s: --overwrite: deleted the earlier run's %s", root,
-                            ", ".join(gone))
-            return
-        found = self.run.trained()
-        if found:
-            raise RunExistsError(
-                f"{root}: holds an earlier run ({', '.join(p.name for p in found[:4])}"
-                f"{', ...' if len(found) > 4 else ''}); continue it with `python -m "
-                f"translate.train --resume {root}`, set another training.run_dir, or pass "
-                "--overwrite to delete it and start over")
 
     # ------------------------------------------------------------------ hooks
 
@@ -184,8 +179,15 @@ class Trainer(EvaluationMixin):
         }
 
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as err:
+            detail = " ".join(str(err).split())[:300]
+            raise CheckpointError(
+                f"{self.run.last_path}: its weights do not fit the model this config builds "
+                "(a resumed run keeps its model settings: drop the --set model.* overrides): "
+                f"{detail}") from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
