@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -284,6 +285,13 @@ def test_output_keeps_modes_and_links_and_names_a_full_disk(trained_run, german,
     assert run(common + ["--output", str(link)]) == 0
     assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o640
     assert real.read_text(encoding="utf-8") == new.read_text(encoding="utf-8")
+    fifo, got = tmp_path / "fifo", []
+    os.mkfifo(fifo)  # a pipe is written into, not replaced by a regular file
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    assert run(common + ["--output", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and got == [new.read_bytes()]
     capsys.readouterr()
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system")

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +24,8 @@ from translate.config import ConfigError
 from translate.infer_io import (
     BadLines,
     atomic_output,
+    check_output,
     count_lines,
-    output_target,
     read_chunks,
     read_lines,
 )
@@ -113,28 +111,6 @@ def _existing(path: str, what: str) -> Path:
     if not p.is_file():
         raise ConfigError(f"{what} {p}: file not found")
     return p
-
-
-def _writable(path: str) -> None:
-    """Fail before the model loads when ``--output`` cannot be written: a file is created and
-    removed beside it, as the real (atomic) write will."""
-    target, direct = output_target(path)
-    if target.is_dir():
-        raise ConfigError(f"--output {path}: is a folder; name a file")
-    if direct:
-        if not os.access(target, os.W_OK):
-            raise ConfigError(f"--output {path}: not writable")
-        return
-    folder = target.parent
-    if not folder.is_dir():
-        raise ConfigError(f"--output {path}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
-    except OSError as err:
-        raise ConfigError(f"--output {path}: cannot create a file in {folder} "
-                          f"({err.strerror or err})") from None
-    os.close(fd)
-    os.unlink(tmp)
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -243,7 +219,7 @@ def _run(argv: list[str] | None) -> int:
     source = args.input or "stdin"
     src_path = _existing(args.input, "--input") if args.input else None
     if args.output:
-        _writable(args.output)
+        check_output(args.output)  # before the model loads
     if args.reference:
         refs, bad_refs = read_lines(_read_file(args.reference, "--reference"))
         if src_path is not None:  # stdin can only be counted once read (checked below)

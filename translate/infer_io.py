@@ -19,8 +19,8 @@ from typing import BinaryIO
 
 from translate.errors import TranslateError
 
-__all__ = ["BadLines", "OutputError", "atomic_output", "count_lines", "decode_line",
-           "output_target", "read_chunks", "read_lines"]
+__all__ = ["BadLines", "OutputError", "atomic_output", "check_output", "count_lines",
+           "decode_line", "output_target", "read_chunks", "read_lines"]
 
 
 # --------------------------------------------------------------------------- reading
@@ -110,8 +110,7 @@ def atomic_output(path: str) -> Iterator[Callable[[str], None]]:
     if direct:  # a device or pipe (/dev/stdout, a FIFO): written as it comes, never replaced
         tmp, out = None, open(target, "w", encoding="utf-8", newline="\n")
     else:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                   suffix=".part")
+        fd, tmp = _temp_beside(target)
         os.fchmod(fd, _file_mode(target))  # mkstemp's 0600 would make the output private
         out = open(fd, "w", encoding="utf-8", newline="\n")
 
@@ -122,6 +121,8 @@ def atomic_output(path: str) -> Iterator[Callable[[str], None]]:
     def write(text: str) -> None:
         try:
             out.write(text)
+            if direct:
+                out.flush()  # a pipe's reader gets each chunk as it is done, as on stdout
         except OSError as err:
             raise failed(err) from None
 
@@ -139,6 +140,32 @@ def atomic_output(path: str) -> Iterator[Callable[[str], None]]:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output(path: str) -> None:
+    """Raise :class:`OutputError` when ``--output path`` cannot be written, before any work:
+    a file is created and removed beside it, as :func:`atomic_output` will."""
+    target, direct = output_target(path)
+    if target.is_dir():
+        raise OutputError(f"--output {path}: is a folder; name a file")
+    if direct:
+        if not os.access(target, os.W_OK):
+            raise OutputError(f"--output {path}: not writable")
+        return
+    if not target.parent.is_dir():
+        raise OutputError(f"--output {path}: folder {target.parent} does not exist")
+    try:
+        fd, tmp = _temp_beside(target)
+    except OSError as err:
+        raise OutputError(f"--output {path}: cannot create a file in {target.parent} "
+                          f"({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """A new hidden file in ``target``'s folder (same file system: the rename is atomic)."""
+    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
 
 
 def _file_mode(path: Path) -> int:
