@@ -115,6 +115,8 @@ def test_tabular_bad_rows_name_their_lines(real_rows: list[dict], tmp_path: Path
         "short.tsv": ("de\ten\n" + "".join(good[:2]) + "ein Satz ohne Tab\n" + good[2]
                       + "zu\tviele\tFelder\n",
                       "every row needs the header's 2 fields; line 4 has 1, line 6 has 3"),
+        "short.csv": ('de,en\n"Hallo, Welt","Hello,\nworld"\nnur eine Spalte\n',
+                      "every row needs the header's 2 fields; line 4 has 1"),
         "latin1.tsv": (b"de\ten\n" + "".join(good).encode() + "Übung\tpractice\n".encode(
             "latin-1"), "line 7: not UTF-8 (invalid continuation byte)"),
         "broken.jsonl": ("".join(json.dumps(r) + "\n" for r in real_rows[:3]) + '{"de": "x"\n',

@@ -159,7 +159,7 @@ class RunDir:
     def trained(self) -> list[Path]:
         """What an earlier training run left here that a new run would overwrite or mix
         with: checkpoints (weight snapshots included), metrics, summary. Empty for a new
-        folder, or one that only holds what preparing the data wrote (config, tokenizer)."""
+        folder, or one that only holds what preparing the data wrote (its tokenizer)."""
         names = [*CHECKPOINT_NAMES, self.metrics_path.name, self.summary_path.name]
         found = [self.root / n for n in names if (self.root / n).is_file()]
         return found + sorted(self.root.glob("snapshot-*.pt"))
