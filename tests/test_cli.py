@@ -124,6 +124,7 @@ def test_every_documented_user_error_is_one_line(trained_run: Path, tmp_path: Pa
         ("translate.infer", ["--model", str(trained_run), "--device", "gpu0"],
          "device 'gpu0': expected auto, cpu, cuda or cuda:N"),
         ("translate.infer", ["--beam", "two"], "argument --beam: invalid int value"),
+        ("translate.infer", ["--threads", "-2"], "argument --threads: expected 0 or more, got -2"),
     ]
     import torch
 

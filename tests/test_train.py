@@ -252,6 +252,22 @@ def test_train_cli_reports_config_errors_in_one_line(tmp_path) -> None:
         f"translate.train: error: {bad}: training.lr: expected float, got 'fast'"]
 
 
+def test_numeric_training_settings_out_of_range_are_refused(multi30k, multidomain,
+                                                             tmp_path) -> None:
+    """Each used to be accepted: a negative num_threads started a run on torch's default
+    threads, a negative max_minutes one without a time limit, and so on."""
+    for key, value, expected in (
+            ("num_threads", -3, "a number >= 0 (0 = torch's default), got -3"),
+            ("max_minutes", -1.0, "a number >= 0 (0 = no limit), got -1.0"),
+            ("clip_norm", -1.0, "a number >= 0 (0 = no clipping), got -1.0"),
+            ("patience", -1, "a number >= 0 (0 = never stop), got -1"),
+            ("plateau_factor", 1.5, "a number in (0, 1), got 1.5")):
+        raw = _small(multi30k, multidomain, tmp_path, "bad", **{key: value})
+        with pytest.raises(config.ConfigError) as err:
+            config.from_dict(raw)
+        assert str(err.value) == f"training.{key}: expected {expected}"
+
+
 # Two runs whose averages land clearly on either side of the best single checkpoint (seeds
 # 1, 2, 3 and 7 measured): a high constant learning rate scatters the last snapshots around
 # the optimum, so their mean validates better (by 0.18-0.26 in loss); snapshots from the

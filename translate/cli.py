@@ -31,6 +31,17 @@ def help_text(doc: str | None) -> str:
     return text.replace("``", "").strip()
 
 
+def non_negative(text: str) -> int:
+    """argparse type: an integer >= 0 (e.g. ``--threads``, where 0 means torch's default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",

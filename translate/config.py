@@ -121,6 +121,17 @@ def validate(cfg: Config) -> Config:
     _check(tr.save_every_steps >= 0, "training.save_every_steps", "an integer >= 0 (0 = off)",
            tr.save_every_steps)
     _check(tr.max_nonfinite >= 1, "training.max_nonfinite", "at least 1", tr.max_nonfinite)
+    for key, meaning in (("num_threads", "0 = torch's default"), ("max_steps", "0 = no limit"),
+                         ("max_epochs", "0 = no limit"), ("max_minutes", "0 = no limit"),
+                         ("warmup_steps", "0 = none"), ("weight_decay", "0 = none"),
+                         ("clip_norm", "0 = no clipping"), ("patience", "0 = never stop"),
+                         ("plateau_patience", "validations to wait"),
+                         ("valid_max_sentences", "0 = the whole split"),
+                         ("average_last", "0 = off"), ("num_samples", "0 = none")):
+        _check(getattr(tr, key) >= 0, f"training.{key}", f"a number >= 0 ({meaning})",
+               getattr(tr, key))
+    _check(0 < tr.plateau_factor < 1, "training.plateau_factor", "a number in (0, 1)",
+           tr.plateau_factor)
     _check(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "training.max_steps",
            "a limit: one of max_steps, max_epochs, max_minutes must be positive", tr.max_steps)
     _check(cfg.logging.log_every > 0, "logging.log_every", "a positive integer",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from translate import config as config_mod
 from translate import tuning
-from translate.cli import ArgumentParser, help_text, run_main
+from translate.cli import ArgumentParser, help_text, non_negative, run_main
 from translate.config import ConfigError
 
 PROG = "python -m translate.evaluate"
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default), best, last, averaged, or a path to a .pt file")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"))
-    p.add_argument("--threads", metavar="N", type=int, default=0,
+    p.add_argument("--threads", metavar="N", type=non_negative, default=0,
                    help="CPU threads (0 = torch's default)")
     p.add_argument("--shortlist", choices=("on", "off"),
                    help="vocabulary shortlist (default: the run's inference config)")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from translate import tuning
-from translate.cli import ArgumentParser, run_main
+from translate.cli import ArgumentParser, non_negative, run_main
 from translate.config import ConfigError
 from translate.infer_io import (
     BadLines,
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", action=argparse.BooleanOptionalAction,
                    help="dynamic int8 quantization of LSTM and linear layers (CPU only; "
                         "default: the run's inference.quantize)")
-    p.add_argument("--threads", metavar="N", type=int, default=0,
+    p.add_argument("--threads", metavar="N", type=non_negative, default=0,
                    help="torch CPU threads (default: torch's choice)")
     p.add_argument("--shortlist", choices=("on", "off"),
                    help="decode each batch over a vocabulary shortlist learned from the "
