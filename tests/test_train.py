@@ -268,6 +268,26 @@ def test_numeric_training_settings_out_of_range_are_refused(multi30k, multidomai
         assert str(err.value) == f"training.{key}: expected {expected}"
 
 
+def test_data_and_tagger_sizes_out_of_range_are_refused(multi30k, multidomain,
+                                                          tmp_path) -> None:
+    """data.max_train_pairs: -5 used to drop the last five training pairs."""
+    cases = ((("data", "max_train_pairs"), -5, "data.max_train_pairs: expected a number >= 0 "
+              "(0 = all), got -5"),
+             (("data", "train", 0, "max_pairs"), -4, "data.train[0].max_pairs: expected a "
+              "number >= 0 (0 = all), got -4"),
+             (("model", "tagger", "hidden"), 0, "model.tagger.hidden: expected a positive "
+              "integer, got 0"))
+    for keys, value, expected in cases:
+        raw = _small(multi30k, multidomain, tmp_path, "bad")
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {}) if isinstance(key, str) else node[key]
+        node[keys[-1]] = value
+        with pytest.raises(config.ConfigError) as err:
+            config.from_dict(raw)
+        assert str(err.value) == expected
+
+
 # Two runs whose averages land clearly on either side of the best single checkpoint (seeds
 # 1, 2, 3 and 7 measured): a high constant learning rate scatters the last snapshots around
 # the optimum, so their mean validates better (by 0.18-0.26 in loss); snapshots from the

@@ -76,6 +76,15 @@ def validate(cfg: Config) -> Config:
             needed = {"text": "prefix", "tabular": "path", "hub": "name"}.get(src.kind)
             if needed and not getattr(src, needed):
                 raise ConfigError(f"{where}.{needed}: required for kind {src.kind!r}")
+            _check(src.max_pairs >= 0, f"{where}.max_pairs", "a number >= 0 (0 = all)",
+                   src.max_pairs)
+    _check(d.max_train_pairs >= 0, "data.max_train_pairs", "a number >= 0 (0 = all)",
+           d.max_train_pairs)
+    for key in ("max_valid", "max_test"):
+        _check(getattr(d.split, key) >= 0, f"data.split.{key}", "a number >= 0",
+               getattr(d.split, key))
+    _check(d.cleaning.min_chars_for_ratio >= 0, "data.cleaning.min_chars_for_ratio",
+           "a number >= 0", d.cleaning.min_chars_for_ratio)
     _check(DEVICE_PATTERN.fullmatch(tr.device) is not None, "training.device", DEVICE_HELP,
            tr.device)
     if not d.train and not d.unsplit:
@@ -100,6 +109,9 @@ def validate(cfg: Config) -> Config:
     for key in ("emb_dim", "enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
         _check(getattr(m, key) > 0, f"model.{key}", "a positive integer", getattr(m, key))
     _check(0 <= m.dropout < 1, "model.dropout", "a number in [0, 1)", m.dropout)
+    _check(m.tagger.hidden > 0, "model.tagger.hidden", "a positive integer", m.tagger.hidden)
+    _check(m.tagger.loss_weight >= 0, "model.tagger.loss_weight", "a number >= 0",
+           m.tagger.loss_weight)
     if m.attention == "dot":
         _check(m.dec_hidden == 2 * m.enc_hidden, "model.attention",
                "'general' or 'mlp' unless dec_hidden == 2 * enc_hidden (dot attention)",
