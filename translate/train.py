@@ -29,9 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     start.add_argument("--overwrite", action="store_true",
-                   help="start a new run in a training.run_dir that holds an earlier one, "
-                        "deleting its checkpoints, logs and tokenizer first (offline W&B "
-                        "runs under wandb/ stay); without it such a folder is refused")
+                       help="start a new run in a training.run_dir that holds an earlier one, "
+                            "deleting its checkpoints, logs and tokenizer first (offline W&B "
+                            "runs under wandb/ stay); without it such a folder is refused")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set training.lr=5e-4 (repeatable)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N: shortcut for "
