@@ -2,6 +2,8 @@
 
 A thin layer over :class:`translate.trainer.Trainer`; ``--resume RUN_DIR`` continues a run
 from its own saved config (``--set`` still applies, e.g. to raise ``training.max_steps``).
+A new run refuses a ``training.run_dir`` that holds an earlier one; ``--overwrite`` deletes
+that run and starts over.
 
 Under torchrun (``torchrun --nproc_per_node=N -m translate.train --config ...``) each process
 is one rank of a DistributedDataParallel run (:mod:`translate.train_ddp`); rank 0 writes the
