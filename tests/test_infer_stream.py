@@ -4,6 +4,7 @@ at all. Real subprocesses on the shared tiny de→en run."""
 from __future__ import annotations
 
 import os
+import pty
 import select
 import signal
 import subprocess
@@ -24,7 +25,7 @@ def german(multi30k: Path) -> list[str]:
     return multi30k.joinpath("test_2016_flickr.de").read_text(encoding="utf-8").splitlines()
 
 
-def _infer(trained_run: Path, *args: str) -> subprocess.Popen:
+def _infer(trained_run: Path, *args: str, stdin=subprocess.PIPE) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # A suite started in the background by a shell without job control (`pytest &`, nohup)
     # inherits SIGINT ignored, and so would the child, which then cannot be interrupted
@@ -35,8 +36,7 @@ def _infer(trained_run: Path, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "translate.infer", "--model", str(trained_run), "--beam",
              "1", "--batch-size", "8", "--device", "cpu", "--threads", "1", *args],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+            cwd=ROOT, env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -60,6 +60,27 @@ def test_read_chunks_bounds_and_keeps_every_line():
     lines = [line for c in chunks for line in c]
     assert lines[:4] == ["a", "", "\ufffd", "d\u2028e"] and lines[-1] == "last"
     assert bad.total == 30 and str(bad).endswith("and 10 more") and bad.first[0] == 3
+
+
+def test_a_terminal_gets_each_line_back_as_it_is_typed(trained_run, german):
+    """stdin a terminal (a pseudo-terminal here): each line is translated when it is entered,
+    not after a chunk of 256 lines, and a hint says how to end."""
+    controller, terminal = pty.openpty()
+    proc = _infer(trained_run, stdin=terminal)
+    os.close(terminal)
+    try:
+        for sentence in german[:2]:
+            os.write(controller, (sentence + "\n").encode())
+            (line,) = _read_lines(proc.stdout, 1)
+            assert line.endswith(b"\n") and line.strip()
+        assert proc.poll() is None  # still waiting for the next line
+        os.write(controller, b"\x04")  # Ctrl-D on an empty line: end of input
+        assert proc.wait(timeout=120) == 0
+        assert proc.stdout.read() == b""
+        assert "translating each line you type; Ctrl-D ends" in proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        os.close(controller)
 
 
 def test_first_chunk_is_answered_before_stdin_closes(trained_run, german):

@@ -258,8 +258,13 @@ def _run(argv: list[str] | None) -> int:
         _warn("n-best lists are only written with --format jsonl; text shows the best one")
 
     # Chunks big enough for length-sorted batches, small enough for a live progress bar, a
-    # prompt answer in a pipe and bounded memory whatever the input's length.
+    # prompt answer in a pipe and bounded memory whatever the input's length. Someone typing
+    # at a terminal gets each line back as they enter it.
     chunk = max(resolved.batch_size * 8 * resolved.workers, 256)
+    if src_path is None and sys.stdin.isatty():
+        chunk = 1
+        print(f"{PROG.split()[-1]}: translating each line you type; Ctrl-D ends",
+              file=sys.stderr)
     hyps: list[str] | None = [] if refs is not None else None  # text only, for scoring
     srcs: list[str] = []  # for the --wandb sentence table only
     bad = BadLines()
