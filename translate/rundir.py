@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # In the order inference prefers them: averaged exists only when it validated better than best.
 CHECKPOINT_NAMES = ("averaged.pt", "best.pt", "last.pt")
-# The other files and folders a training run writes (weight snapshots: snapshot-*.pt).
+# The other files and folders a training run writes (weight snapshots: snapshots()).
 RUN_FILES = ("config.yaml", "tokenizer", "labels.json", "shortlist.pt", "metrics.jsonl",
              "samples.jsonl", "summary.json", "valid_hyps.txt", "test_hyps.txt", "train.log",
              "wandb_id", "wandb_artifact.json")
@@ -121,6 +121,14 @@ class RunDir:
     def lock_path(self) -> Path:
         return self.root / ".lock"
 
+    def snapshot_path(self, step: int) -> Path:
+        """The weights of the validation at ``step``, kept for checkpoint averaging."""
+        return self.root / f"snapshot-{step:09d}.pt"
+
+    def snapshots(self) -> list[Path]:
+        """The kept weight snapshots, oldest first (the zero-padded step sorts them)."""
+        return sorted(self.root.glob("snapshot-*.pt"))
+
     # operations ---------------------------------------------------------------
     def create(self) -> RunDir:
         """Create the run folder and its tokenizer folder; returns ``self``."""
@@ -161,8 +169,7 @@ class RunDir:
         with: checkpoints (weight snapshots included), metrics, summary. Empty for a new
         folder, or one that only holds what preparing the data wrote (its tokenizer)."""
         names = [*CHECKPOINT_NAMES, self.metrics_path.name, self.summary_path.name]
-        found = [self.root / n for n in names if (self.root / n).is_file()]
-        return found + sorted(self.root.glob("snapshot-*.pt"))
+        return [self.root / n for n in names if (self.root / n).is_file()] + self.snapshots()
 
     def claim(self, overwrite: bool) -> list[str]:
         """Make this folder a new run's (call it holding the lock); returns the names
@@ -188,7 +195,7 @@ class RunDir:
         ``wandb/`` and any file of the user's stay. Call it holding the run's lock."""
         names = [*CHECKPOINT_NAMES, *RUN_FILES]
         gone = []
-        for path in [self.root / n for n in names] + sorted(self.root.glob("snapshot-*.pt")):
+        for path in [self.root / n for n in names] + self.snapshots():
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.is_file():

@@ -134,9 +134,9 @@ class EvaluationMixin:
         keep = self.cfg.training.average_last
         if keep < 2:
             return
-        save_checkpoint(self.run.root / f"snapshot-{self.progress.step:09d}.pt",
+        save_checkpoint(self.run.snapshot_path(self.progress.step),
                         {"model": self.model.state_dict(), "thresholds": list(self.thresholds)})
-        for old in sorted(self.run.root.glob("snapshot-*.pt"))[:-keep]:
+        for old in self.run.snapshots()[:-keep]:
             old.unlink()
 
     def _average(self) -> None:
@@ -144,7 +144,7 @@ class EvaluationMixin:
 
         Written as ``averaged.pt``, which inference prefers, so it must never be worse.
         """
-        snapshots = sorted(self.run.root.glob("snapshot-*.pt"))
+        snapshots = self.run.snapshots()
         if len(snapshots) < 2 or not len(self.data.splits["valid"]):
             return
         best_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
