@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +20,7 @@ from typing import BinaryIO
 from translate.errors import TranslateError
 
 __all__ = ["BadLines", "OutputError", "atomic_output", "check_output", "count_lines",
-           "decode_line", "output_target", "read_chunks", "read_lines"]
+           "decode_line", "read_chunks", "read_lines"]
 
 
 # --------------------------------------------------------------------------- reading
@@ -106,12 +106,13 @@ def atomic_output(path: str) -> Iterator[Callable[[str], None]]:
     """A function writing text to a temporary file beside ``path``, renamed onto it only when
     the block succeeds: a failed or interrupted run never leaves a partial file under the
     final name. A failed write (disk full...) is an :class:`OutputError` naming ``path``."""
-    target, direct = output_target(path)
+    target, direct = _output_target(path)
     if direct:  # a device or pipe (/dev/stdout, a FIFO): written as it comes, never replaced
         tmp, out = None, open(target, "w", encoding="utf-8", newline="\n")
     else:
-        fd, tmp = _temp_beside(target)
-        os.fchmod(fd, _file_mode(target))  # mkstemp's 0600 would make the output private
+        fd, tmp = _temp_beside(target, "part")
+        with contextlib.suppress(OSError):  # a file it replaces keeps its permissions
+            os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
         out = open(fd, "w", encoding="utf-8", newline="\n")
 
     def failed(err: OSError) -> OutputError:
@@ -145,7 +146,7 @@ def atomic_output(path: str) -> Iterator[Callable[[str], None]]:
 def check_output(path: str) -> None:
     """Raise :class:`OutputError` when ``--output path`` cannot be written, before any work:
     a file is created and removed beside it, as :func:`atomic_output` will."""
-    target, direct = output_target(path)
+    target, direct = _output_target(path)
     if target.is_dir():
         raise OutputError(f"--output {path}: is a folder; name a file")
     if direct:
@@ -155,7 +156,7 @@ def check_output(path: str) -> None:
     if not target.parent.is_dir():
         raise OutputError(f"--output {path}: folder {target.parent} does not exist")
     try:
-        fd, tmp = _temp_beside(target)
+        fd, tmp = _temp_beside(target, "probe")  # never taken for the output's own temp file
     except OSError as err:
         raise OutputError(f"--output {path}: cannot create a file in {target.parent} "
                           f"({err.strerror or err})") from None
@@ -163,23 +164,15 @@ def check_output(path: str) -> None:
     os.unlink(tmp)
 
 
-def _temp_beside(target: Path) -> tuple[int, str]:
-    """A new hidden file in ``target``'s folder (same file system: the rename is atomic)."""
-    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+def _temp_beside(target: Path, suffix: str) -> tuple[int, str]:
+    """A new hidden file in ``target``'s folder (same file system: the rename is atomic),
+    named as :func:`translate.checkpoint.atomic_write_text` names its own and, like it, made
+    by a plain exclusive open: the umask's permissions, not ``mkstemp``'s private 0600."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.{suffix}")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
 
 
-def _file_mode(path: Path) -> int:
-    """The permissions a file written at ``path`` gets: those of the file it replaces, else
-    what ``open()`` would give a new one (0666 less the umask)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def output_target(path: str) -> tuple[Path, bool]:
+def _output_target(path: str) -> tuple[Path, bool]:
     """Where ``--output path`` writes, and whether directly: a device or pipe (``/dev/stdout``,
     a FIFO) is written as output comes and never replaced; a regular file is replaced
     atomically, through a symbolic link to it (the link stays a link)."""
