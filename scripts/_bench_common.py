@@ -1,9 +1,9 @@
 """Shared pieces of the benchmarks: config with data overrides, GEMM peak, RSS, load, the
 precision axis (parsing, interleaved order, ratios to fp32) and the CPU's capability.
 
-Both benchmarks build the real :class:`translate.trainer.Trainer` from a YAML config, so what
-they time is exactly what ``python -m translate.train`` runs. Peer figures are not here: they
-are read, with the host they were measured on, by ``_peers.py``.
+Both benchmarks build the real :class:`~translate.training.trainer.Trainer` from a YAML
+config, so what they time is exactly what ``python -m translate.train`` runs. Peer figures
+are not here: they are read, with the host they were measured on, by ``_peers.py``.
 """
 
 from __future__ import annotations

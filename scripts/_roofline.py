@@ -30,7 +30,7 @@ percent of the FLOPs and not GEMMs of the kind the peak measures.
 
 Besides the GEMMs, two parts of every step are memory-bound work no kernel choice removes:
 the loss (one log-softmax over ``[N_t, V]`` and its gradient, already one fused pass in
-:class:`translate.loss.TranslationLoss`) and the optimiser update (fused AdamW over every
+:class:`translate.training.loss.TranslationLoss`) and the optimiser update (fused AdamW over every
 parameter). :func:`time_floor` times the project's own code for them on tensors of the
 step's sizes. GEMMs + floor is still an optimistic step: it leaves out the LSTM gate
 nonlinearities, dropout, embeddings, attention and gradient clipping.
@@ -112,7 +112,7 @@ def time_floor(vocab: int, tgt_tokens: list[int], param_sizes: list[int],
                device: torch.device, reps: int = 3) -> float:
     """Seconds of the loss (forward + backward, ``[n, vocab]`` for each ``n`` in
     ``tgt_tokens``) and one fused AdamW step per batch over parameters of ``param_sizes``."""
-    from translate.loss import TranslationLoss
+    from translate.training.loss import TranslationLoss
 
     loss_fn = TranslationLoss(pad_id=0, label_smoothing=0.1)
     total = 0.0

@@ -21,7 +21,7 @@ def f1_scores(scores: np.ndarray, targets: np.ndarray, thresholds, labels: list[
     """Micro/macro-F1 and per-label F1 of ``scores`` at ``thresholds`` (rounded to 4);
     ``ranking``: also mAP and the row count (meaningful only for real scores, not for a
     thresholded 0/1 matrix)."""
-    from translate.metrics import multilabel_scores, per_label_scores
+    from translate.tracking.metrics import multilabel_scores, per_label_scores
 
     pooled = multilabel_scores(scores, targets, thresholds)
     per = per_label_scores(scores, targets, thresholds)

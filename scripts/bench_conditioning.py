@@ -39,8 +39,8 @@ def dev_sets(data: Path, lines: int) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def score_run(run: str, sets: dict, beam: int, wrong: str | None) -> dict:
-    from translate.metrics import bleu_chrf
-    from translate.translator import Translator
+    from translate.inference.translator import Translator
+    from translate.tracking.metrics import bleu_chrf
 
     tr = Translator.load(run, device="cpu")
     conditioned = bool(tr.model.conditioned)

@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
 
 def train(args: argparse.Namespace) -> tuple[str, dict]:
     from translate import config
-    from translate.trainer import Trainer
+    from translate.training.trainer import Trainer
 
     overrides = [*args.overrides, f"training.run_dir={args.run_dir}",
                  f"training.max_minutes={args.minutes}", "logging.wandb=disabled"]
@@ -122,7 +122,7 @@ def tagger_scores(results, gold: list[list[str]], labels: list[str],
 
 def score_run(run: str, args: argparse.Namespace, modes: list[str]) -> dict:
     from translate.evaluate import load_split, report
-    from translate.translator import Translator
+    from translate.inference.translator import Translator
 
     tr = Translator.load(run, device="cpu")
     cfg_path = args.config if args.config_given else Path(run) / "config.yaml"

@@ -57,9 +57,9 @@ from _peers import (  # noqa: E402
 )
 
 from translate import tuning  # noqa: E402
-from translate.metrics import bleu_chrf  # noqa: E402
+from translate.inference.translator import Translator  # noqa: E402
 from translate.runtime import set_threads  # noqa: E402
-from translate.translator import Translator  # noqa: E402
+from translate.tracking.metrics import bleu_chrf  # noqa: E402
 
 DATA = Path(os.environ.get("BENCH_DATA", ROOT.parent / "shared" / "data" / "multi30k"))
 

@@ -78,7 +78,7 @@ def synthetic_lengths(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_sampler(args) -> None:
-    from translate.batching import BatchSampler
+    from translate.data.batching import BatchSampler
 
     src, tgt = synthetic_lengths(args.pairs)
     # As the trainer gets them from the encoded cache: array.array("i") of Python ints.
@@ -141,9 +141,9 @@ def bench_tokenizer(args) -> None:
     import sentencepiece as spm
     from bench_scale import _read
 
-    from translate.config_sections import TokenizerConfig
-    from translate.prepare import SAMPLE_SEED
-    from translate.tokenizer import Tokenizer
+    from translate.config.sections import TokenizerConfig
+    from translate.data.tokenizer import Tokenizer
+    from translate.training.prepare import SAMPLE_SEED
 
     src, tgt = _read(args.workdir / "train.de"), _read(args.workdir / "train.en")
     dev = _dev_text()
@@ -191,7 +191,7 @@ def vocab_overlap(models: list[str]) -> list[dict]:
 def bench_encode(args) -> None:
     from bench_scale import _read
 
-    from translate.tokenizer import Tokenizer
+    from translate.data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(args.tokenizer)
     meta = {}
@@ -210,7 +210,7 @@ def bench_encode(args) -> None:
 
 def bench_shortlist(args) -> None:
     from translate.data.encoded import RaggedColumn
-    from translate.shortlist import build_lexical_table
+    from translate.search.shortlist import build_lexical_table
 
     meta = json.loads((args.workdir / "encoded.json").read_text())
     cols = [RaggedColumn(args.workdir / f"{s}.ids", args.workdir / f"{s}.off", np.int16,

@@ -58,7 +58,7 @@ from _peers import (  # noqa: E402
     probe_host,
 )
 
-from translate.metrics import bleu_chrf  # noqa: E402
+from translate.tracking.metrics import bleu_chrf  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
 TOOLKIT = "opennmt-py 3.5.1"

@@ -119,7 +119,7 @@ def compare(runs: list[dict], precisions: list[str]) -> dict:
 
 def train_once(args: argparse.Namespace, precision: str, run_dir: Path, peers) -> dict:
     """One fresh run of the budget in ``precision``; its summary (also printed on stderr)."""
-    from translate.trainer import Trainer
+    from translate.training.trainer import Trainer
 
     if run_dir.exists():  # a fresh run every time (the tokenizer is retrained: ~seconds)
         shutil.rmtree(run_dir)

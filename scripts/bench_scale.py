@@ -178,8 +178,8 @@ PREPARE = """
 import json, sys, time
 t0 = time.perf_counter()
 from translate import config
-from translate.prepare import prepare
-from translate.rundir import RunDir
+from translate.training.prepare import prepare
+from translate.runs.rundir import RunDir
 cfg = config.load(sys.argv[1])
 imports = time.perf_counter() - t0
 stamps = []

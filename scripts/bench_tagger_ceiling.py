@@ -82,7 +82,7 @@ def main() -> None:
     except ImportError:
         sys.exit("bench_tagger_ceiling: needs scikit-learn (pip install scikit-learn); "
                  "translate itself does not depend on it")
-    from translate.metrics import multilabel_scores, tune_thresholds
+    from translate.tracking.metrics import multilabel_scores, tune_thresholds
 
     if args.max_pairs < 0:
         sys.exit(f"bench_tagger_ceiling: --max-pairs: expected 0 (all) or more, got "

@@ -1,6 +1,6 @@
 """Training-speed benchmark on Multi30k de→en for both decoder modes.
 
-Builds the real :class:`translate.trainer.Trainer` from ``configs/multi30k.yaml`` (emb 256,
+Builds the real :class:`translate.training.trainer.Trainer` from ``configs/multi30k.yaml`` (emb 256,
 2-layer bi-LSTM 256/dir encoder, 2-layer LSTM 512 decoder, general attention, ~2000 target
 tokens per batch) and times ``Trainer._step`` — collate, forward, loss, backward, clipping,
 Adam — on real batches in the training order, after a warm-up. Each decoder mode runs in its
@@ -120,7 +120,7 @@ def batch_lengths(train, ix: list[int]) -> tuple[list[int], list[int]]:
 
 def run_mode(args: argparse.Namespace, mode: str) -> dict:
     """Time one decoder mode in this process."""
-    from translate.trainer import Trainer
+    from translate.training.trainer import Trainer
 
     logging.basicConfig(level=logging.WARNING)
     pin_threads(args.threads)

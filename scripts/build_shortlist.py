@@ -2,8 +2,8 @@
 
 Training writes ``shortlist.pt`` at its end; older runs decode over the whole vocabulary
 until they get one. This reads the run's own config and tokenizer, encodes its training data
-exactly as the trainer did (``translate.prepare``), builds the Dice table
-(:func:`translate.shortlist.build_lexical_table`) and writes it atomically.
+exactly as the trainer did (``translate.training.prepare``), builds the Dice table
+(:func:`translate.search.shortlist.build_lexical_table`) and writes it atomically.
 
     python scripts/build_shortlist.py --model RUN_DIR
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from translate import config as config_mod  # noqa: E402
-from translate.checkpoint import RunDir  # noqa: E402
 from translate.cli import run_main  # noqa: E402
-from translate.prepare import prepare  # noqa: E402
-from translate.shortlist import build_lexical_table  # noqa: E402
+from translate.runs.checkpoint import RunDir  # noqa: E402
+from translate.search.shortlist import build_lexical_table  # noqa: E402
+from translate.training.prepare import prepare  # noqa: E402
 
 PROG = "scripts/build_shortlist.py"
 

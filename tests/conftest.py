@@ -89,7 +89,7 @@ def tiny_config(multi30k: Path, multidomain: Path, run_dir: Path, cache_dir: Pat
 def trained_run(multi30k: Path, multidomain: Path, tmp_path_factory) -> Path:
     """One real training run shared by the inference tests (trained once per session)."""
     from translate import config
-    from translate.trainer import Trainer
+    from translate.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("trained")
     raw = tiny_config(multi30k, multidomain, root / "run", root / "cache")

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from conftest import needs_cpu_bf16, tiny_config
-from translate.attention_view import EOS_PIECE, validation_heatmaps
-from translate.decoding import decode_ids
-from translate.heatmap import PAD, render_heatmap
 from translate.infer import main as infer_main
-from translate.translator import Translator
+from translate.inference.translator import Translator
+from translate.search.attention_view import EOS_PIECE, validation_heatmaps
+from translate.search.decoding import decode_ids
+from translate.tracking.heatmap import PAD, render_heatmap
 
 # fp32 row sums: a softmax over at most ~40 positions, summed in float32.
 SUM_TOL = 1e-5
@@ -232,7 +232,7 @@ def test_offline_wandb_run_logs_attention_heatmaps(multi30k, multidomain, tmp_pa
     ``logging.attention_samples`` validation sentences' heatmaps are in the run's media, the
     very images the trained model's attention renders to."""
     from translate import config
-    from translate.trainer import Trainer
+    from translate.training.trainer import Trainer
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("WANDB_MODE", "offline")

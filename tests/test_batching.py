@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from translate.batching import (
+from translate.config import TokenizerConfig
+from translate.data.batching import (
     Batch,
     BatchSampler,
     EncodedSplit,
@@ -17,8 +18,7 @@ from translate.batching import (
     encode_sources,
     encode_split,
 )
-from translate.config import TokenizerConfig
-from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from translate.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 LABELS = ["captions", "general"]
 
@@ -235,7 +235,7 @@ def test_inference_batches_cap_sentences_and_tokens_longest_first(tok, multi30k)
     """Inference batches the real test set with the training sampler: at most ``batch_size``
     sentences and ``max_tokens`` padded source positions each, longest batch first, every
     sentence once; an empty line counts as the one eos token collate gives it."""
-    from translate.decoding import inference_batches
+    from translate.search.decoding import inference_batches
 
     lines = read_lines(multi30k / "test_2016_flickr.de") + [""]
     split = encode_sources(tok, lines, max_len=256)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from translate.checkpoint import (
+from translate.runs.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
     average_checkpoints,
@@ -97,7 +97,7 @@ def test_rng_state_round_trips_through_weights_only_file(tmp_path):
 _FULL_DISK_CHILD = """
 import resource, signal, sys
 import torch
-from translate.checkpoint import save_checkpoint
+from translate.runs.checkpoint import save_checkpoint
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.RLIM_INFINITY))
 try:

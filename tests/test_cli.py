@@ -58,8 +58,9 @@ def test_infer_loads_neither_the_training_stack_nor_datasets(trained_run, multi3
         "    main(sys.argv[1:])\n"
         "except SystemExit as exit:\n"
         "    assert exit.code == 0, exit.code\n"
-        "heavy = ('datasets', 'wandb', 'translate.trainer', 'translate.data', "
-        "'translate.prepare', 'translate.tracking', 'translate.validation')\n"
+        "heavy = ('datasets', 'wandb', 'translate.training.trainer', 'translate.data', "
+        "'translate.training.prepare', 'translate.tracking.tracker',"
+        " 'translate.training.validation')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, "--model", str(trained_run), "--input",

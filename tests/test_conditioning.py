@@ -15,12 +15,12 @@ from test_model import make_model, pad, sentences, teacher_forcing
 from conftest import needs_cpu_bf16, tiny_config
 from translate import config
 from translate.config import ConfigError, DomainConditioningConfig
-from translate.decoding import decode_ids
 from translate.infer import main
+from translate.inference.translator import Translator
 from translate.model import build_model
 from translate.model.conditioning import gold_mixture
-from translate.search import beam_search
-from translate.translator import Translator
+from translate.search.beam import beam_search
+from translate.search.decoding import decode_ids
 
 ERROR = "python -m translate.infer: error:"
 COND = DomainConditioningConfig(enabled=True, dim=8, label_dropout=0.0)
@@ -188,7 +188,7 @@ def test_unconditioned_runs_load_and_decode_as_before(trained_run, multi30k):
 @pytest.fixture(scope="module")
 def cond_run(multi30k: Path, multidomain: Path, tmp_path_factory) -> Path:
     """A tiny conditioned run on captions + general (label dropout 0.3, output shift on)."""
-    from translate.trainer import Trainer
+    from translate.training.trainer import Trainer
 
     root = tmp_path_factory.mktemp("conditioned")
     raw = tiny_config(multi30k, multidomain, root / "run", root / "cache", max_steps=150,
@@ -262,7 +262,7 @@ def test_forced_domains_change_outputs_and_none_is_a_zero_domain_input(cond_run,
 
 
 def test_decode_ids_records_the_weights_it_used(cond_run, mixed):
-    from translate.conditioning import DomainChoice
+    from translate.search.domain_choice import DomainChoice
 
     tr = Translator.load(cond_run, device="cpu", shortlist=False)
     ids = tr.tokenizer.encode_src(mixed)
@@ -327,7 +327,7 @@ def test_cli_domain_errors_are_one_line(cond_run, mixed, tmp_path, capsys, flags
 
 def test_conditioning_without_labelled_data_is_a_one_line_error(multi30k, multidomain, tmp_path):
     from translate.data import DataError
-    from translate.trainer import Trainer
+    from translate.training.trainer import Trainer
 
     raw = tiny_config(multi30k, multidomain, tmp_path / "run", tmp_path / "cache")
     raw["data"]["train"] = [{"kind": "text", "prefix": str(multi30k / "train"),

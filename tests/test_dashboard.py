@@ -21,7 +21,10 @@ import pytest
 from conftest import tiny_config
 from translate import config
 from translate.config import LoggingConfig
-from translate.dashboard import (
+from translate.infer import main as infer_main
+from translate.inference.translator import Translator
+from translate.runs.rundir import RunDir
+from translate.tracking.dashboard import (
     confusion_pairs,
     confusion_rows,
     extremes,
@@ -29,11 +32,8 @@ from translate.dashboard import (
     sample_indices,
     sentence_chrf,
 )
-from translate.infer import main as infer_main
-from translate.rundir import RunDir
-from translate.tracking import Tracker
-from translate.trainer import Trainer
-from translate.translator import Translator
+from translate.tracking.tracker import Tracker
+from translate.training.trainer import Trainer
 
 _BLOCK, _HEADER = 32768, 7  # wandb's .wandb framing: LevelDB log blocks, 7-byte headers
 
@@ -287,7 +287,7 @@ def test_per_domain_keys_keep_their_best_and_a_failing_call_stops_only_wandb(
         tracker.log({"valid/bleu/captions": value, "valid/f1/general": value / 10,
                      "valid/loss": value}, step)
     tracker.wandb.run.finish()  # W&B breaks under the tracker's feet
-    with caplog.at_level(logging.WARNING, logger="translate.tracking"):
+    with caplog.at_level(logging.WARNING, logger="translate.tracking.tracker"):
         tracker.log({"valid/loss": 1.0}, 40)
         tracker.log({"valid/loss": 0.5}, 50)
     assert not tracker.active and caplog.text.count("W&B logging stops") == 1

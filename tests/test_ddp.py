@@ -22,10 +22,10 @@ from test_train import _small
 
 from conftest import ROOT
 from translate import config
-from translate.checkpoint import load_checkpoint
-from translate.distributed import Rank, from_env, shard
-from translate.prefetch import Prefetcher
-from translate.trainer import Trainer
+from translate.runs.checkpoint import load_checkpoint
+from translate.training.distributed import Rank, from_env, shard
+from translate.training.prefetch import Prefetcher
+from translate.training.trainer import Trainer
 
 STEPS = 10
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

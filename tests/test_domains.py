@@ -14,12 +14,12 @@ import torch
 
 from conftest import ROOT, tiny_config
 from translate import config
-from translate.checkpoint import load_checkpoint
 from translate.config import ConfigError, DataConfig, SamplingConfig, SourceConfig
 from translate.data import load_corpus
+from translate.data.sampling import DomainSampler
 from translate.data.schema import columns
-from translate.sampling import DomainSampler
-from translate.trainer import Trainer
+from translate.runs.checkpoint import load_checkpoint
+from translate.training.trainer import Trainer
 
 
 def test_multidomain_config_names_every_domain_with_its_dev_set(shared_data: Path) -> None:
@@ -183,11 +183,11 @@ def test_per_domain_validation_is_sacrebleu_on_each_domains_rows(trained_run: Pa
 def test_a_pair_in_two_sources_trains_both_labels(multidomain, tmp_path) -> None:
     """'Das ist großartig.' is in the chat and the Tatoeba folders: one step on it raises
     the tagger's probability of both labels."""
-    from translate.batching import collate
-    from translate.loss import batch_losses
+    from translate.data.batching import collate
     from translate.model import build_model
-    from translate.prepare import prepare
-    from translate.rundir import RunDir
+    from translate.runs.rundir import RunDir
+    from translate.training.loss import batch_losses
+    from translate.training.prepare import prepare
 
     raw = {"data": {"cache_dir": str(tmp_path / "cache"), "train": [
         {"prefix": str(multidomain / "chat" / "train"), "domains": ["chat"], "max_pairs": 1831},

@@ -15,14 +15,14 @@ import torch
 
 from conftest import tiny_config
 from translate import config, shortlist
-from translate.batching import BatchSampler, collate, encode_split
 from translate.config import TokenizerConfig
 from translate.data import encoding
+from translate.data.batching import BatchSampler, collate, encode_split
 from translate.data.encoded import check_entry
 from translate.data.schema import TextColumn, columns, make_dataset, sample_columns
-from translate.prepare import prepare
-from translate.rundir import RunDir
-from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from translate.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from translate.runs.rundir import RunDir
+from translate.training.prepare import prepare
 
 LABELS = ["captions", "general"]
 SPECIAL = {"pad_id": PAD_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
@@ -53,7 +53,7 @@ def _encode(dataset, tok, cache: Path, logs: list[str] | None = None, corpus_key
             workers: int = 0):
     return encoding.encode_corpus(
         {"train": dataset}, corpus_key, tok.fingerprint(),
-        # The array encoders, as translate.prepare uses them; encode_split (the comparison
+        # The array encoders, as translate.training.prepare uses them; encode_split (the comparison
         # below) goes through the list ones.
         functools.partial(tok.encode_src_arrays, num_threads=1),
         functools.partial(tok.encode_tgt_arrays, num_threads=1),
@@ -194,7 +194,7 @@ def test_lexical_table_from_disk_in_blocks_equals_the_one_from_lists(dataset, to
 
 
 def test_tokenizer_sample_streams_the_rows_of_a_cache_file(dataset, tmp_path):
-    """The sample read record batch by record batch (translate.prepare's tokenizer sample)
+    """The sample read record batch by record batch (translate.training.prepare's tokenizer sample)
     equals ``select`` on the same rows, across batch boundaries, and in memory too."""
     path = tmp_path / "train.arrow"
     table = dataset.with_format("arrow")[:]

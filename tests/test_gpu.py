@@ -14,8 +14,8 @@ import torch
 
 from conftest import tiny_config
 from translate import config
-from translate.checkpoint import load_checkpoint
-from translate.trainer import Trainer
+from translate.runs.checkpoint import load_checkpoint
+from translate.training.trainer import Trainer
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -60,9 +60,9 @@ def test_fp16_uses_a_grad_scaler_and_resumes(multi30k, multidomain, tmp_path) ->
 def test_shortlist_decoding_on_cuda(trained_run: Path, multi30k: Path, precision: str) -> None:
     """Whole-vocabulary shortlist = the full search; a real one keeps outputs inside it."""
     from translate.config import InferenceConfig
-    from translate.decoding import decode_ids
-    from translate.shortlist import Shortlist
-    from translate.translator import Translator
+    from translate.inference.translator import Translator
+    from translate.search.decoding import decode_ids
+    from translate.search.shortlist import Shortlist
 
     tr = Translator.load(trained_run, device="cuda", precision=precision)
     lines = multi30k.joinpath("test_2016_flickr.de").read_text(encoding="utf-8").splitlines()

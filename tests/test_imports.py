@@ -101,3 +101,69 @@ def test_every_module_imports_alone_in_a_fresh_process():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "failed: []", proc.stderr[-3000:]
     assert len(MODULES) > 30
+
+
+# Which translate packages each package may import (besides itself and the top-level leaves).
+# The order is the flow of one batch: config -> data -> model -> runs -> tracking -> search ->
+# training | inference -> serve | distill. The top-level leaves (errors, masks, tuning, cli,
+# runtime) import at most config and each other; the command-line modules (train, infer,
+# evaluate) sit above everything.
+LEAVES = {"errors", "masks", "tuning", "cli", "runtime"}
+COMMANDS = {"train", "infer", "evaluate"}
+ALLOWED = {
+    "config": set(),
+    "data": {"config"},
+    "model": {"config"},
+    "runs": {"config"},
+    "tracking": {"config", "runs"},
+    "search": {"config", "data", "model", "tracking"},
+    "training": {"config", "data", "model", "runs", "tracking", "search"},
+    "inference": {"config", "data", "model", "runs", "tracking", "search"},
+    "serve": {"config", "data", "model", "runs", "tracking", "search", "inference"},
+    "distill": {"config", "data", "model", "runs", "tracking", "search", "inference",
+                "training"},
+}
+
+
+def _unit(module: str) -> str:
+    """``translate.data.batching`` -> ``data``; ``translate.runtime`` -> ``runtime``."""
+    return module.split(".")[1]
+
+
+def _layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, targets in sorted(graph.items()):
+        if module == "translate":
+            continue
+        unit = _unit(module)
+        if unit in COMMANDS:
+            continue
+        for target in sorted(targets):
+            other = _unit(target)
+            if other == unit:
+                continue
+            if unit in LEAVES:
+                ok = other in LEAVES | {"config"}
+            else:
+                ok = other in LEAVES or other in ALLOWED.get(unit, set())
+            if not ok:
+                bad.append(f"{module} imports {target}")
+    return bad
+
+
+def test_layer_checker_catches_an_upward_import():
+    graph = {"translate.model.seq2seq": {"translate.data.batching", "translate.masks"},
+             "translate.search.beam": {"translate.model.seq2seq"},
+             "translate.config.parse": {"translate.errors"}}
+    assert _layer_violations(graph) == ["translate.model.seq2seq imports translate.data.batching"]
+
+
+def test_packages_import_only_the_layers_below_them():
+    """Every arrow between subpackages points down the flow (see ``ALLOWED``): the model never
+    imports data or tracking, training and inference never import each other, and nothing
+    imports a command-line module."""
+    known = set(MODULES)
+    graph = {_module_name(p): _imports(p, known) for p in sorted(PACKAGE.rglob("*.py"))}
+    units = {_unit(m) for m in graph if m != "translate"}
+    assert units <= set(ALLOWED) | LEAVES | COMMANDS, units - set(ALLOWED) - LEAVES - COMMANDS
+    assert _layer_violations(graph) == []

@@ -17,8 +17,8 @@ import pytest
 import sacrebleu
 import torch
 
-from translate.checkpoint import load_checkpoint
 from translate.infer import main, read_lines
+from translate.runs.checkpoint import load_checkpoint
 from translate.runtime import cpu_bf16_lstm_supported
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_jsonl_says_what_the_scores_are_over(trained_run, german, tmp_path, caps
              (["--shortlist", "off"], trained_run, "vocabulary"), ([], old, "vocabulary")]
     for extra, model, over in cases:
         caplog.clear()
-        with caplog.at_level("INFO", logger="translate.translator"):
+        with caplog.at_level("INFO", logger="translate.inference.translator"):
             assert run(["--model", str(model), "--input", str(src), "--format", "jsonl",
                         "--beam", "2", *extra]) == 0
         rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import needs_cpu_bf16
-from translate.batching import BatchSampler, collate, encode_split
 from translate.config import ModelConfig, TaggerConfig, TokenizerConfig
-from translate.loss import (
+from translate.data.batching import BatchSampler, collate, encode_split
+from translate.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from translate.model import build_model
+from translate.training.loss import (
     LossOutput,
     TranslationLoss,
     batch_losses,
@@ -23,8 +25,6 @@ from translate.loss import (
     pos_weight_from_counts,
     reference_loss,
 )
-from translate.model import build_model
-from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 PAD = 3  # id 0 (unk) is a real target below
 

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from translate.metrics import average_precision, bleu_chrf, multilabel_scores, tune_thresholds
+from translate.tracking.metrics import (
+    average_precision,
+    bleu_chrf,
+    multilabel_scores,
+    tune_thresholds,
+)
 
 
 def _perturb(lines: list[str], seed: int = 0) -> list[str]:

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from translate.config import ModelConfig, TaggerConfig
-from translate.loss import TranslationLoss, domain_loss
 from translate.model import DecoderState, EncoderOutput, ModelOutput, Seq2Seq, build_model
 from translate.model.attention import Attention
+from translate.training.loss import TranslationLoss, domain_loss
 
 PAD, BOS, EOS = 3, 1, 2  # UNK = 0 is a real token and appears in the inputs below
 VOCAB, LABELS = 23, 4

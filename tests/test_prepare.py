@@ -13,9 +13,9 @@ from conftest import tiny_config
 from translate import config
 from translate.data import DataError, format_report, load_corpus
 from translate.data.schema import columns
-from translate.prepare import prepare
-from translate.rundir import RunDir
-from translate.tokenizer import TokenizerError
+from translate.data.tokenizer import TokenizerError
+from translate.runs.rundir import RunDir
+from translate.training.prepare import prepare
 
 MAX_TOKENS = 12  # short enough that real captions get cut
 

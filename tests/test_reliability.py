@@ -21,8 +21,8 @@ from test_train import _small
 
 from conftest import ROOT
 from translate import config
-from translate.checkpoint import load_checkpoint
-from translate.trainer import Trainer
+from translate.runs.checkpoint import load_checkpoint
+from translate.training.trainer import Trainer
 
 PY = [sys.executable, "-m", "translate.train"]
 
@@ -187,7 +187,7 @@ def test_bad_save_settings_are_refused_naming_the_field(multi30k, multidomain,
 
 
 def test_progress_lines_every_n_steps_or_after_the_time_limit() -> None:
-    from translate.progress import ProgressLines
+    from translate.training.progress import ProgressLines
 
     lines: list[str] = []
     by_steps = ProgressLines(lines.append, every=3, max_minutes=60)
@@ -202,7 +202,7 @@ def test_progress_lines_every_n_steps_or_after_the_time_limit() -> None:
 
 
 def test_truncate_logs_cuts_both_logs_and_a_torn_line(tmp_path) -> None:
-    from translate.rundir import RunDir
+    from translate.runs.rundir import RunDir
 
     run = RunDir(tmp_path)
     run.metrics_path.write_text("".join(json.dumps({"step": s, "train/loss": 1.0}) + "\n"

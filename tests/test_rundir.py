@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from translate.checkpoint import CheckpointError, save_checkpoint
-from translate.rundir import RunDir
+from translate.runs.checkpoint import CheckpointError, save_checkpoint
+from translate.runs.rundir import RunDir
 
 
 def test_run_dir_layout_check_and_latest(tmp_path):

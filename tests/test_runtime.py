@@ -50,7 +50,7 @@ def test_importing_translate_or_loading_a_translator_changes_no_environment(trai
         "        importlib.import_module(m.name)\n"
         "steps.append(dict(os.environ) == before)\n"
         "from translate.runtime import seed_everything\n"
-        "from translate.translator import Translator\n"
+        "from translate.inference.translator import Translator\n"
         "seed_everything(3)\n"
         "tr = Translator.load(sys.argv[1], device='cpu', quantize=True)\n"
         "tr.translate(['Ein Hund läuft.'], beam=2)\n"
@@ -187,7 +187,7 @@ applied = 'infer'
 """
 _LOAD = """
 import sys
-from translate.translator import Translator
+from translate.inference.translator import Translator
 Translator.load(sys.argv[1], device='cpu', quantize=True).translate(['Ein Hund läuft.'])
 applied = 'load'
 """

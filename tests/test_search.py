@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from translate.config import InferenceConfig, ModelConfig
-from translate.decoding import decode_ids
 from translate.model import build_model
-from translate.search import Hypothesis, beam_search, greedy_search, length_penalty
+from translate.search.beam import Hypothesis, beam_search, greedy_search, length_penalty
+from translate.search.decoding import decode_ids
 
 UNK, BOS, EOS, PAD = 0, 1, 2, 3
 SPECIALS = {"bos_id": BOS, "eos_id": EOS, "pad_id": PAD}
@@ -317,7 +317,7 @@ def test_cuda_matches_cpu(trained, src):
 @pytest.mark.parametrize("vocab", [8000, 8037, 150, 7])
 @pytest.mark.parametrize("n", [1, 2, 10])
 def test_row_topk_matches_torch_topk(vocab, n):
-    from translate.search_ops import row_topk as _row_topk
+    from translate.search.ops import row_topk as _row_topk
 
     gen = torch.Generator().manual_seed(vocab * 31 + n)
     x = torch.log_softmax(torch.randn(57, vocab, generator=gen) * 4, dim=1)
@@ -369,7 +369,7 @@ def test_search_log_probs_are_bit_identical_to_an_out_of_place_log_softmax(train
                                                                            src):
     """On CPU, search normalises the generator's logits in place (no second [N, V] buffer);
     over real decoder steps that gives exactly what the out-of-place call would."""
-    from translate.search import _log_probs
+    from translate.search.beam import _log_probs
 
     s, n = src
     with torch.no_grad():

@@ -13,12 +13,12 @@ import torch
 
 from conftest import needs_cpu_bf16
 from translate import shortlist
-from translate.batching import source_split
-from translate.checkpoint import load_checkpoint
 from translate.config import InferenceConfig
-from translate.decoding import decode_ids, inference_batches
-from translate.shortlist import LexicalTable, RestrictedModel, Shortlist, build_lexical_table
-from translate.translator import PIECES_PER_SENTENCE, Translator
+from translate.data.batching import source_split
+from translate.inference.translator import PIECES_PER_SENTENCE, Translator
+from translate.runs.checkpoint import load_checkpoint
+from translate.search.decoding import decode_ids, inference_batches
+from translate.search.shortlist import LexicalTable, RestrictedModel, Shortlist, build_lexical_table
 
 # Five sentence pairs over source ids 4-7 and target ids 10-14 (think "Hund" 4 -> "dog" 10).
 SRC = [[4, 5], [4, 6], [4, 5], [7, 6], [7]]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from translate.config import ConfigError, TokenizerConfig
-from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, TokenizerError
+from translate.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, TokenizerError
 
 SPECIALS = {UNK_ID, BOS_ID, EOS_ID, PAD_ID}
 UNSEEN = [

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from translate.config import LoggingConfig
-from translate.rundir import RunDir
-from translate.tracking import Tracker, TrackingError, find_api_key, resolve_mode
+from translate.runs.rundir import RunDir
+from translate.tracking.tracker import Tracker, TrackingError, find_api_key, resolve_mode
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 hex chars, wandb's key format
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_environment_overrides(clean_env, monkeypatch, caplog):
     monkeypatch.delenv("WANDB_DISABLED")
     # online without any key: offline with a warning, never a login prompt
     monkeypatch.delenv("WANDB_API_KEY")
-    with caplog.at_level(logging.WARNING, logger="translate.tracking"):
+    with caplog.at_level(logging.WARNING, logger="translate.tracking.tracker"):
         assert resolve_mode("online") == "offline"
     assert "no API key" in caplog.text
     with pytest.raises(TrackingError, match="logging.wandb"):
@@ -122,9 +122,9 @@ def test_disabled_writes_metrics_but_nothing_of_wandb(clean_env, tmp_path, monke
 def test_disabled_does_not_import_wandb(clean_env, tmp_path):
     code = (
         "import sys\n"
-        "from translate.rundir import RunDir\n"
+        "from translate.runs.rundir import RunDir\n"
         "from translate.config import LoggingConfig\n"
-        "from translate.tracking import Tracker\n"
+        "from translate.tracking.tracker import Tracker\n"
         f"t = Tracker(LoggingConfig(wandb='disabled'), RunDir({str(tmp_path / 'r')!r}), {{}})\n"
         "t.log({'x': 1}, step=1); t.finish()\n"
         "assert 'wandb' not in sys.modules, 'wandb was imported'\n"
@@ -175,7 +175,7 @@ def test_online_start_failure_falls_back_to_offline(clean_env, tmp_path, monkeyp
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
     run_dir = RunDir(tmp_path / "run")
-    with caplog.at_level(logging.WARNING, logger="translate.tracking"):
+    with caplog.at_level(logging.WARNING, logger="translate.tracking.tracker"):
         tracker = Tracker(LoggingConfig(wandb="auto"), run_dir, config={}, init_timeout=2)
     assert "online start failed" in caplog.text
     assert tracker.mode == "offline"

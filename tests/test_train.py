@@ -20,8 +20,8 @@ import yaml
 
 from conftest import ROOT, needs_cpu_bf16, tiny_config
 from translate import config
-from translate.checkpoint import CheckpointError, load_checkpoint
-from translate.trainer import Trainer, TrainingError
+from translate.runs.checkpoint import CheckpointError, load_checkpoint
+from translate.training.trainer import Trainer, TrainingError
 
 
 def _small(multi30k: Path, multidomain: Path, tmp: Path, name: str, **training) -> dict:
@@ -156,10 +156,10 @@ def test_bf16_teacher_forced_loss_of_a_trained_model_is_close_to_fp32(trained_ru
     """A trained model has large logits, where bf16 rounding matters most: the fp32 loss of
     its bf16 logits on 200 test2016 pairs. Measured 3e-5 relative apart, whether the model
     was trained in fp32 (4.30479 vs 4.30487) or bf16 (4.31261 vs 4.31248)."""
-    from translate.batching import EncodedSplit
-    from translate.loss import TranslationLoss
-    from translate.translator import Translator
-    from translate.validation import teacher_forced_loss
+    from translate.data.batching import EncodedSplit
+    from translate.inference.translator import Translator
+    from translate.training.loss import TranslationLoss
+    from translate.training.validation import teacher_forced_loss
 
     tr = Translator.load(trained_run, device="cpu")
     tok = tr.tokenizer

@@ -12,14 +12,14 @@ import pytest
 import torch
 import yaml
 
-import translate.decoding as decoding
-import translate.search as search
+import translate.search.beam as search
+import translate.search.decoding as decoding
 from conftest import needs_cpu_bf16
 from translate import config
-from translate.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from translate.config import ConfigError
-from translate.search import beam_search
-from translate.translator import Translator, split_long
+from translate.inference.translator import Translator, split_long
+from translate.runs.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from translate.search.beam import beam_search
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ def test_checkpoint_choice_and_version_error(trained_run, tmp_path):
 
 def test_batches_hold_a_bounded_number_of_hypothesis_tokens(translator, german, monkeypatch):
     """Batches of long sentences hold fewer of them (memory); results are unchanged."""
-    import translate.translator as tr_mod
+    import translate.inference.translator as tr_mod
 
     seen = []
     real = tr_mod.decode_ids

@@ -79,7 +79,7 @@ def load_split(cfg_path: str | Path, overrides: list[str], split: str,
 
 def report(hyps: list[str], refs: list[str], domains: list[list[str]]) -> dict:
     """Per-domain and pooled scores with the signatures (what both formats print)."""
-    from translate.metrics import bleu_chrf, domain_scores
+    from translate.tracking.metrics import bleu_chrf, domain_scores
 
     pooled = bleu_chrf(hyps, refs)
     per = domain_scores(hyps, refs, domains)
@@ -107,9 +107,9 @@ def _run(argv: list[str] | None) -> int:
     if args.split not in SPLITS:
         raise ConfigError(f"--split {args.split!r}: expected one of {', '.join(SPLITS)}")
     tuning.apply_process_tuning(inference=True)  # before torch loads (below)
-    from translate.rundir import RunDir
+    from translate.inference.translator import Translator
+    from translate.runs.rundir import RunDir
     from translate.runtime import set_threads
-    from translate.translator import Translator
 
     set_threads(args.threads)
     model_dir = args.model

@@ -21,7 +21,7 @@ from pathlib import Path
 from translate import tuning
 from translate.cli import ArgumentParser, non_negative, run_main
 from translate.config import ConfigError
-from translate.infer_io import (
+from translate.inference.infer_io import (
     BadLines,
     atomic_output,
     check_output,
@@ -159,7 +159,7 @@ def format_line(result, fmt: str, n_best: int) -> str:
     if n_best > 1:
         obj["nbest"] = [{"translation": t, "score": s} for t, s in result.nbest]
     if result.attention is not None:
-        from translate.attention_view import add_attention_json
+        from translate.search.attention_view import add_attention_json
 
         add_attention_json(obj, result)
     obj["domains"] = result.domains
@@ -179,7 +179,7 @@ def format_line(result, fmt: str, n_best: int) -> str:
 
 def score(hyps: list[str], refs: list[str], domains: list[list[str]] | None) -> list[str]:
     """Report lines: corpus BLEU/chrF with signatures, then one line per domain."""
-    from translate.metrics import bleu_chrf
+    from translate.tracking.metrics import bleu_chrf
 
     total = bleu_chrf(hyps, refs)
     out = [f"BLEU {total['bleu']:.2f}  chrF {total['chrf']:.2f}  ({len(hyps)} lines)",
@@ -204,9 +204,9 @@ def _run(argv: list[str] | None) -> int:
     # Imported here, not at the top: --help and usage errors answer without loading torch.
     from tqdm import tqdm
 
-    from translate.rundir import RunDir
+    from translate.inference.translator import Translator
+    from translate.runs.rundir import RunDir
     from translate.runtime import set_threads
-    from translate.translator import Translator
 
     set_threads(args.threads)
     refs = ref_domains = None
@@ -301,7 +301,7 @@ def _run(argv: list[str] | None) -> int:
         for line in score(hyps, refs, ref_domains):
             print(line, file=sys.stderr)
     if args.wandb:  # after the output is written: W&B can fail, the translations stay
-        from translate.eval_tracking import log_evaluation
+        from translate.tracking.eval_log import log_evaluation
 
         log_evaluation(model_dir, srcs, hyps, refs, ref_domains, {
             "checkpoint": args.checkpoint, "input": source, "reference": args.reference,

@@ -1,12 +1,12 @@
 """``python -m translate.train --config configs/X.yaml [--set key=value ...]``.
 
-A thin layer over :class:`translate.trainer.Trainer`; ``--resume RUN_DIR`` continues a run
+A thin layer over :class:`translate.training.trainer.Trainer`; ``--resume RUN_DIR`` continues a run
 from its own saved config (``--set`` still applies, e.g. to raise ``training.max_steps``).
 A new run refuses a ``training.run_dir`` that holds an earlier one; ``--overwrite`` deletes
 that run and starts over.
 
 Under torchrun (``torchrun --nproc_per_node=N -m translate.train --config ...``) each process
-is one rank of a DistributedDataParallel run (:mod:`translate.train_ddp`); rank 0 writes the
+is one rank of a DistributedDataParallel run (:mod:`translate.training.ddp`); rank 0 writes the
 run directory and prints the summary.
 """
 
@@ -60,20 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cfg = config_mod.load(args.config or config_mod.DEFAULT_CONFIG, overrides)
 
-    from translate.distributed import from_env  # imports torch: after the process tuning
+    from translate.training.distributed import from_env  # imports torch: after the process tuning
 
     rank = from_env()
     if rank.world_size > 1:
         if not rank.is_main:  # rank 0 speaks for the run; the others only warn
             logging.getLogger("translate").setLevel(logging.WARNING)
-        from translate.train_ddp import train  # heavy imports after the config is known good
+        from translate.training.ddp import train  # heavy imports after the config is known good
 
         summary = train(cfg, rank, resume=bool(args.resume), overwrite=args.overwrite)
         if rank.is_main:
             print(json.dumps(summary, indent=2, default=str))
         return 0
 
-    from translate.trainer import Trainer  # heavy imports after the config is known good
+    from translate.training.trainer import Trainer  # heavy imports after the config is known good
 
     summary = Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite).fit()
     print(json.dumps(summary, indent=2, default=str))

@@ -13,8 +13,8 @@ import sys
 from translate import config, tuning
 from translate.cli import ArgumentParser, help_text, run_main
 from translate.data import format_report, load_corpus
+from translate.data.sampling import DomainSampler, is_active
 from translate.data.schema import columns
-from translate.sampling import DomainSampler, is_active
 
 
 def main(argv: list[str] | None = None) -> int:

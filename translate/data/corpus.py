@@ -321,7 +321,7 @@ def format_report(report: dict) -> str:
         dropped = report.get("dropped", {}).get(split, {})
         text = ", ".join(f"{r} {n}" for r, n in dropped.items()) or "none"
         lines.append(f"dropped ({split}): {text}")
-    truncated = report.get("truncated")  # added by translate.prepare, once tokenized
+    truncated = report.get("truncated")  # added by translate.training.prepare, once tokenized
     if truncated:
         lines.append("cut to tokenizer.max_tokens: " + ", ".join(
             f"{s} src {n['src']} tgt {n['tgt']}" for s, n in truncated.items()))

@@ -20,7 +20,7 @@ Why plain numpy files and not Arrow / ``datasets`` columns:
   with every file's size and sha256 -- written last, atomically -- tells a complete entry
   from a truncated or corrupted one; such an entry is rebuilt, never read.
 
-Row layout matches :class:`translate.batching.EncodedSplit`: pieces only, cut to
+Row layout matches :class:`translate.data.batching.EncodedSplit`: pieces only, cut to
 ``max_len``; labels as sorted indices into the run's label list.
 """
 
@@ -176,7 +176,7 @@ class EmptyRows(Sequence[list[int]]):
 
 
 class MappedSplit:
-    """An encoded split read from disk, with :class:`~translate.batching.EncodedSplit`'s
+    """An encoded split read from disk, with :class:`~translate.data.batching.EncodedSplit`'s
     interface: ``src_ids[i]``, ``tgt_ids[i]``, ``label_ids[i]``, ``src_lens``, ``tgt_lens``,
     ``n_labels``, ``len()`` and the truncation counts."""
 

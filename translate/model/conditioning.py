@@ -6,7 +6,7 @@ per sentence over the tagger's labels) times the label embeddings ``table [L, di
 
 * in training, the gold labels as a normalised multi-hot row (a pair found in two domains'
   folders gets half of each), replaced by zeros with probability ``label_dropout``;
-* at inference, whatever the caller chooses (:mod:`translate.conditioning`): the tagger's
+* at inference, whatever the caller chooses (:mod:`translate.search.domain_choice`): the tagger's
   prediction, forced labels, or zeros.
 
 All-zero weights give the zero vector, which is the "unknown domain" input: label dropout
