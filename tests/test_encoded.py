@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from translate import config, shortlist
+from translate import config
+from translate.search import shortlist
 from translate.config import TokenizerConfig
 from translate.data import encoding
 from translate.data.batching import BatchSampler, collate, encode_split

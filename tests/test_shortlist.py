@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import needs_cpu_bf16
-from translate import shortlist
+from translate.search import shortlist
 from translate.config import InferenceConfig
 from translate.data.batching import source_split
 from translate.inference.translator import PIECES_PER_SENTENCE, Translator
