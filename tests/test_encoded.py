@@ -15,7 +15,6 @@ import torch
 
 from conftest import tiny_config
 from translate import config
-from translate.search import shortlist
 from translate.config import TokenizerConfig
 from translate.data import encoding
 from translate.data.batching import BatchSampler, collate, encode_split
@@ -23,6 +22,7 @@ from translate.data.encoded import check_entry
 from translate.data.schema import TextColumn, columns, make_dataset, sample_columns
 from translate.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from translate.runs.rundir import RunDir
+from translate.search import shortlist
 from translate.training.prepare import prepare
 
 LABELS = ["captions", "general"]

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import needs_cpu_bf16
-from translate.search import shortlist
 from translate.config import InferenceConfig
 from translate.data.batching import source_split
 from translate.inference.translator import PIECES_PER_SENTENCE, Translator
 from translate.runs.checkpoint import load_checkpoint
+from translate.search import shortlist
 from translate.search.decoding import decode_ids, inference_batches
 from translate.search.shortlist import LexicalTable, RestrictedModel, Shortlist, build_lexical_table
 
