@@ -35,9 +35,9 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
           "-w", str(tmp_path / "dist"), str(src)], tmp_path, env)
     wheel = next((tmp_path / "dist").glob("translate-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"translate/configs/default.yaml", "translate/configs/multi30k.yaml",
-            "translate/configs/multidomain.yaml", "translate/data/gettext_domains.tsv"} \
-        <= set(names)
+    assert {"translate/config/presets/default.yaml", "translate/config/presets/multi30k.yaml",
+            "translate/config/presets/multidomain.yaml",
+            "translate/data/gettext_domains.tsv"} <= set(names)
 
     # A fresh venv without the checkout; the dependencies (torch, datasets...) come from this
     # interpreter's site-packages, added after the venv's own, so the wheel's copy wins.
@@ -57,6 +57,14 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
     assert where.startswith(str(purelib)), where
     assert "usage: python -m translate.data" in _run(
         [str(python), "-m", "translate.data", "--help"], elsewhere, env).stdout
+    # The console scripts are installed beside the interpreter and run the same commands.
+    for name in ("translate-train", "translate-infer", "translate-evaluate", "translate-data"):
+        usage = _run([str(home / "bin" / name), "--help"], elsewhere, env).stdout
+        assert usage.startswith("usage: python -m translate."), (name, usage[:200])
+    bad = subprocess.run([str(home / "bin" / "translate-train"), "--config", "nowhere.yaml"],
+                         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert bad.stderr.startswith("translate.train: error: ") and "nowhere.yaml" in bad.stderr
     proc = _run([str(python), "-m", "translate.data", "--quiet"], elsewhere, env)
     assert "gettext:/usr/share/locale" in proc.stdout and "train " in proc.stdout
     # The README's configs/NAME.yaml falls back to the packaged copy.

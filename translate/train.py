@@ -80,5 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """The ``translate-train`` console script: ``main`` with one-line user errors."""
     run_main(main, "translate.train")
+
+
+if __name__ == "__main__":
+    command()

@@ -37,5 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """The ``translate-data`` console script: ``main`` with one-line user errors."""
     run_main(main, "translate.data")
+
+
+if __name__ == "__main__":
+    command()
