@@ -167,3 +167,15 @@ def test_packages_import_only_the_layers_below_them():
     units = {_unit(m) for m in graph if m != "translate"}
     assert units <= set(ALLOWED) | LEAVES | COMMANDS, units - set(ALLOWED) - LEAVES - COMMANDS
     assert _layer_violations(graph) == []
+
+
+def test_no_two_modules_share_a_name():
+    """``translate/conditioning.py`` beside ``translate/model/conditioning.py`` was a trap for
+    readers and for tracebacks: every module's file name is unique in the package."""
+    seen: dict[str, Path] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        assert path.name not in seen, f"{path} and {seen[path.name]}"
+        seen[path.name] = path
+    assert len(seen) > 30
