@@ -241,6 +241,19 @@ class LoggingConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Read by ``python -m translate.distill`` only (translate.distill.settings)."""
+
+    keep_references: bool = False  # also train the student on the human references
+    beam_size: int | None = None  # the teacher's search; None: the teacher's inference config
+    batch_size: int | None = None
+    device: str | None = None  # None: the teacher's training.device
+    precision: Literal["auto", "fp32", "bf16", "fp16"] | None = None  # None: the teacher's
+    chunk_lines: int = 2048  # source lines per atomically written chunk (the resume unit)
+    output: str | None = None  # the distilled corpus' folder; None: {run_dir}/distilled
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -248,3 +261,4 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
