@@ -240,7 +240,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("runs/bench-distill"))
     p.add_argument("--minutes", type=float, default=20.0,
                    help="training minutes of each model (default 20)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per training process and for decoding test2016")
+    p.add_argument("--translate-threads", type=int, default=0,
+                   help="torch threads of the translate stage (default: --threads)")
     p.add_argument("--keep-references", action="store_true",
                    help="also train a student on the distilled corpus plus the references")
     p.add_argument("--repeats", type=int, default=1, help="timed decodes per row")
@@ -256,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result: dict = {"date": started, "cpu": _cpu(), "cores": os.cpu_count(),
                     "commit": _commit(), "argv": sys.argv[1:] if argv is None else argv,
-                    "minutes": args.minutes, "threads": args.threads}
+                    "minutes": args.minutes, "threads": args.threads,
+                    "translate_threads": args.translate_threads or args.threads}
     teacher = args.teacher or train_teacher(args.work, args.minutes, args.threads)
     runs: dict[str, Path] = {"teacher": teacher}
     if args.student:
@@ -264,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             runs["baseline"] = args.baseline
     else:
-        result["translate"] = distill_corpus(teacher, args.work, args.threads)
+        result["translate"] = distill_corpus(teacher, args.work,
+                                             args.translate_threads or args.threads)
         runs.update(train_side_by_side(teacher, args.work, args.minutes, args.threads,
                                        args.keep_references, args.baseline))
     result["steps"] = {name: _steps(run) for name, run in runs.items()}

@@ -151,6 +151,10 @@ def test_teacher_to_student_end_to_end(trained_run, multi30k, multidomain, tmp_p
     results = student_tr.translate(texts)  # greedy: the student's inference.beam_size
     assert [bool(r.text) for r in results] == [True, False, True]
     assert student_tr.options().beam_size == 1
+    # the shortlist the trainer learnt, and int8, work on a student unchanged
+    assert run.shortlist_path.is_file() and results[0].scores_over == "shortlist"
+    int8 = Translator.load(run.root, device="cpu", quantize=True)
+    assert [bool(r.text) for r in int8.translate(texts)] == [True, False, True]
     assert sum(p.numel() for p in student_tr.model.parameters()) < sum(
         p.numel() for p in Translator.load(trained_run, device="cpu").model.parameters())
     # the train stage alone refuses the finished run unless told to resume or overwrite
