@@ -28,6 +28,7 @@ from translate.inference.infer_io import (
     count_lines,
     read_chunks,
     read_lines,
+    translation_record,
 )
 
 PROG = "python -m translate.infer"
@@ -154,21 +155,7 @@ def format_line(result, fmt: str, n_best: int) -> str:
     """One output line (without the newline) for one :class:`Translation`."""
     if fmt == "text":
         return result.text.translate(_BREAKS)
-    obj: dict = {"translation": result.text, "score": result.score,
-                 "scores_over": result.scores_over}
-    if n_best > 1:
-        obj["nbest"] = [{"translation": t, "score": s} for t, s in result.nbest]
-    if result.attention is not None:
-        from translate.search.attention_view import add_attention_json
-
-        add_attention_json(obj, result)
-    obj["domains"] = result.domains
-    obj["domain_probs"] = result.domain_probs
-    if result.conditioned_by is not None:
-        obj["conditioning"] = {"by": result.conditioned_by, "weights": result.conditioning}
-    if result.warnings:
-        obj["warnings"] = result.warnings
-    line = json.dumps(obj, ensure_ascii=False)
+    line = json.dumps(translation_record(result, n_best), ensure_ascii=False)
     for char, escaped in _JSON_BREAKS.items():
         line = line.replace(char, escaped)
     return line

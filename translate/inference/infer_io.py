@@ -20,7 +20,31 @@ from typing import BinaryIO
 from translate.errors import TranslateError
 
 __all__ = ["BadLines", "OutputError", "atomic_output", "check_output", "count_lines",
-           "decode_line", "read_chunks", "read_lines"]
+           "decode_line", "read_chunks", "read_lines", "translation_record"]
+
+
+# --------------------------------------------------------------------------- records
+
+
+def translation_record(result, n_best: int) -> dict:
+    """One :class:`~translate.inference.translator.Translation` as ``--format jsonl`` writes
+    it (and ``python -m translate.serve``'s ``/v1/translate`` answers it): one place for the
+    field names, so the two cannot drift apart."""
+    obj: dict = {"translation": result.text, "score": result.score,
+                 "scores_over": result.scores_over}
+    if n_best > 1:
+        obj["nbest"] = [{"translation": t, "score": s} for t, s in result.nbest]
+    if result.attention is not None:
+        from translate.search.attention_view import add_attention_json
+
+        add_attention_json(obj, result)
+    obj["domains"] = result.domains
+    obj["domain_probs"] = result.domain_probs
+    if result.conditioned_by is not None:
+        obj["conditioning"] = {"by": result.conditioned_by, "weights": result.conditioning}
+    if result.warnings:
+        obj["warnings"] = result.warnings
+    return obj
 
 
 # --------------------------------------------------------------------------- reading

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the service, in a registry of its own.
+
+prometheus_client is the standard client library and gives the text format, histograms and
+thread-safe counters for free. A registry per service (not the library's global one) lets a
+process, e.g. a test, run several services without their metrics mixing or colliding.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """The service's counters, gauges and histograms (names prefixed ``translate_``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("translate_requests", "HTTP translation requests answered",
+                                ["api", "status"], registry=r)
+        self.sentences = Counter("translate_sentences", "Sentences translated", registry=r)
+        self.expired = Counter("translate_expired_sentences",
+                               "Sentences dropped from a batch because their request had "
+                               "outlived its deadline or its client had gone", registry=r)
+        self.queue_depth = Gauge("translate_queue_depth",
+                                 "Sentences waiting for the model's worker", registry=r)
+        self.batch_sentences = Histogram("translate_batch_sentences",
+                                         "Sentences per call of the translator",
+                                         buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("translate_batch_seconds",
+                                       "Seconds per call of the translator",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("translate_request_seconds",
+                                 "Seconds from a translation request's arrival to its answer",
+                                 ["api"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ready = Gauge("translate_ready", "1 once the model is loaded and warmed up",
+                           registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
