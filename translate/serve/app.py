@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as StarletteRequest
 
 from translate.config import ConfigError
@@ -123,12 +124,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestError(413, f"request body of {declared} bytes exceeds the limit of "
                                     f"{limit} bytes (--max-body-bytes)")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"request body exceeds the limit of {limit} bytes "
-                                    "(--max-body-bytes)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"request body exceeds the limit of {limit} bytes "
+                                        "(--max-body-bytes)")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer; logged at debug like any request
+        raise RequestError(400, "the client closed the connection before sending the whole "
+                                "body") from None
     return b"".join(chunks)
 
 
@@ -190,7 +195,8 @@ async def parse_payload(request: Request, body: bytes, form: bool) -> dict:
         try:
             data = await replay.form(max_files=0)
         except Exception as err:  # python-multipart's and starlette's parse errors
-            raise RequestError(400, f"malformed multipart form: {err}") from None
+            raise RequestError(400, f"malformed multipart form: "
+                                    f"{getattr(err, 'detail', err)}") from None
         pairs = []
         for key, value in data.multi_items():
             if not isinstance(value, str):
@@ -293,6 +299,9 @@ class Accounting:
         started = time.monotonic()
         scope.setdefault("state", {})["arrived"] = started
         status = 500
+        api = self.APIS.get(scope["path"]) if scope["method"] == "POST" else None
+        if api is not None:
+            self.service.metrics.in_flight.inc()
 
         async def send_status(message) -> None:
             nonlocal status
@@ -304,8 +313,8 @@ class Accounting:
             await self.app(scope, receive, send_status)
         finally:
             seconds = time.monotonic() - started
-            api = self.APIS.get(scope["path"]) if scope["method"] == "POST" else None
             if api is not None:
+                self.service.metrics.in_flight.dec()
                 self.service.metrics.requests.labels(api, str(status)).inc()
                 self.service.metrics.latency.labels(api).observe(seconds)
             log.debug("%s %s %d %.1f ms", scope["method"], scope["path"], status,

@@ -28,6 +28,9 @@ class Metrics:
         self.expired = Counter("translate_expired_sentences",
                                "Sentences dropped from a batch because their request had "
                                "outlived its deadline or its client had gone", registry=r)
+        self.in_flight = Gauge("translate_requests_in_flight",
+                               "Translation requests received and not yet answered",
+                               registry=r)
         self.queue_depth = Gauge("translate_queue_depth",
                                  "Sentences waiting for the model's worker", registry=r)
         self.batch_sentences = Histogram("translate_batch_sentences",
