@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from translate import config as config_mod
@@ -57,10 +58,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from translate.distill.pipeline import run  # torch: after the process tuning
     from translate.runtime import set_threads
+    from translate.training.distributed import from_env
 
+    rank = from_env()
+    if not rank.is_main:  # under torchrun rank 0 speaks for the run; the others only warn
+        logging.getLogger("translate").setLevel(logging.WARNING)
     set_threads(cfg.training.num_threads)
-    out = run(teacher_dir, cfg, stage=args.stage, resume=args.resume, overwrite=args.overwrite)
-    print(json.dumps(out, indent=2, default=str))
+    out = run(teacher_dir, cfg, stage=args.stage, resume=args.resume, overwrite=args.overwrite,
+              rank=rank)
+    if rank.is_main:
+        print(json.dumps(out, indent=2, default=str))
     return 0
 
 
