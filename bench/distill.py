@@ -1,6 +1,8 @@
-"""Distillation benchmark: does a distilled student decode greedily at least 4x faster than
-its teacher's beam 5, within 0.5 BLEU of it, and beat the same small model trained without
-distillation by 2 BLEU or more?
+"""Distillation: a distilled student vs its teacher and a same-size baseline; about an hour.
+
+Does a distilled student decode greedily at least 4x faster than its teacher's beam 5,
+within 0.5 BLEU of it, and beat the same small model trained without distillation by 2 BLEU
+or more?
 
 On one host, in one run (each step can also take an earlier step's result instead):
 

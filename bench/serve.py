@@ -1,4 +1,6 @@
-"""Serving benchmark: does ``python -m translate.serve`` batch concurrent requests well enough?
+"""Serving benchmark: translate.serve under concurrent clients vs in-process; ~2 min (+ training).
+
+Does ``python -m translate.serve`` batch concurrent requests well enough?
 
 Two targets, on one host, with one model, beam and thread count for both sides:
 

@@ -6,6 +6,8 @@ exactly as the trainer did (``translate.training.prepare``), builds the Dice tab
 (:func:`translate.search.shortlist.build_lexical_table`) and writes it atomically.
 
     python scripts/build_shortlist.py --model RUN_DIR
+
+It imports the installed ``translate`` (``pip install -e .`` in this checkout, or a wheel).
 """
 
 from __future__ import annotations
@@ -14,15 +16,12 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from translate import config as config_mod  # noqa: E402
-from translate.cli import run_main  # noqa: E402
-from translate.runs.checkpoint import RunDir  # noqa: E402
-from translate.search.shortlist import build_lexical_table  # noqa: E402
-from translate.training.prepare import prepare  # noqa: E402
+from translate import config as config_mod
+from translate.cli import run_main
+from translate.runs.rundir import RunDir
+from translate.search.shortlist import build_lexical_table
+from translate.training.prepare import prepare
 
 PROG = "scripts/build_shortlist.py"
 

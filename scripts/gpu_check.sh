@@ -65,9 +65,9 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else '-', 'datasets', 
 if [ "$MODE" = cuda ]; then
     step gpu-tests python3 -m pytest -q -m gpu -p no:cacheprovider tests
 fi
-step bench-train python3 scripts/bench_train.py --device "$MODE" --precision "$PREC" \
+step bench-train python3 -m bench train --device "$MODE" --precision "$PREC" \
     --steps "$STEPS" --data "$DATA" --run-root /tmp/gc_bench
-step bench-train-big python3 scripts/bench_train.py --device "$MODE" --precision "$PREC" \
+step bench-train-big python3 -m bench train --device "$MODE" --precision "$PREC" \
     --steps "$STEPS" --data "$DATA" --max-tokens "$BIG" --modes parallel \
     --run-root /tmp/gc_bench_big
 step train-parallel python3 -m translate.train --config configs/multi30k.yaml \
@@ -102,7 +102,7 @@ line = json.dumps({'ddp_processes': $NPROC, 'tokens_per_s': round(total),
                    'tokens_per_s_per_process': round(total / $NPROC)})
 print(line)
 open('$OUT/ddp.json', 'w').write(line + '\\n')"
-step bench-infer python3 scripts/bench_infer.py --model /tmp/gc_run --device "$MODE" \
+step bench-infer python3 -m bench infer --model /tmp/gc_run --device "$MODE" \
     --no-quantize --limit "$LIMIT" --batch-sizes 64,256 --cli-runs 1
 echo "gpu_check: $([ $status = 0 ] && echo all steps passed || echo SOME STEPS FAILED)" \
     | tee -a "$LOG"

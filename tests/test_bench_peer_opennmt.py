@@ -1,18 +1,14 @@
-"""scripts/bench_peer_opennmt.py without OpenNMT-py: reading its training reports, choosing
+"""bench/peer_opennmt.py without OpenNMT-py: reading its training reports, choosing
 the checkpoint the time budget left whole, and the protocol's configuration."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_peer_opennmt import CONFIG, newest_checkpoint, read_train_log  # noqa: E402
+from bench.peer_opennmt import CONFIG, newest_checkpoint, read_train_log
 
 # OpenNMT-py 3.5.1's report line (onmt/utils/statistics.py), filled in.
 REPORT = ("[2026-11-29 12:00:{s:02d},000 INFO] Step {step:2d}/1000000; acc: 10.2; ppl: 900.1; "

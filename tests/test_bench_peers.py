@@ -5,15 +5,11 @@ Pure functions over CPU flags and a GEMM rate, so nothing is timed here.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from _peers import (  # noqa: E402
+from bench._peers import (
     MEASURED_PEERS,
     OTHER_HOST,
     HostMatch,
@@ -22,6 +18,8 @@ from _peers import (  # noqa: E402
     host_match,
     load_peers,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PEERS = ROOT.parent / "shared" / "peers"
 AMX_HOST = {"cpu_flags": ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"],
@@ -78,10 +76,12 @@ def test_cpu_flags_read_the_first_flags_line(tmp_path: Path) -> None:
 
 
 def test_the_projects_own_peers_files_load_and_match_only_their_kind_of_host():
-    """scripts/peers holds what bench_peer_opennmt.py measured: files the benchmarks read
-    (the keys they look up are there) and that match only the host they describe."""
-    from _peers import TRAIN_KEY, WHOLE_KEY
-    from bench_infer import PEER_KEYS
+    """bench/peers holds what ``python -m bench peer_opennmt`` measured: files the benchmarks
+    read (the keys they look up are there) and that match only the host they describe."""
+    from bench._peers import TRAIN_KEY, WHOLE_KEY
+    from bench.infer import PEER_KEYS
+
+    assert MEASURED_PEERS == ROOT / "bench" / "peers"
 
     records = load_peers(MEASURED_PEERS)
     assert records

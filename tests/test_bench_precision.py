@@ -4,15 +4,10 @@ ratios, and the capability fields for given CPU flags. Pure functions: nothing i
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from _bench_common import (  # noqa: E402
+from bench._common import (
     abba,
     base_precision,
     cpu_capability,
@@ -82,7 +77,7 @@ def test_cpu_capability_of_this_host() -> None:
 
 
 def test_quality_comparison_round_by_round() -> None:
-    from bench_quality import compare
+    from bench.quality import compare
 
     runs = [{"round": 0, "precision_asked": "fp32", "tokens_per_s": 1000.0, "test_bleu": 30.0},
             {"round": 0, "precision_asked": "bf16", "tokens_per_s": 1500.0, "test_bleu": 30.4},

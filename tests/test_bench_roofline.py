@@ -1,25 +1,18 @@
 """The benchmark's GEMM roofline counts the same products as its analytic FLOP formula.
 
-``scripts/_roofline.py`` lists the matrix-multiply shapes of a training step shape by shape;
-``scripts/bench_train.py`` has the closed formula per token. They were written separately, so
+``bench/_roofline.py`` lists the matrix-multiply shapes of a training step shape by shape;
+``bench/train.py`` has the closed formula per token. They were written separately, so
 agreement (up to the attention products, which only the formula counts) checks both.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
-from _roofline import gemm_flops, step_gemms, time_floor, time_gemms  # noqa: E402
-from bench_train import flops  # noqa: E402
-
-from translate.config import ModelConfig  # noqa: E402
+from bench._roofline import gemm_flops, step_gemms, time_floor, time_gemms
+from bench.train import flops
+from translate.config import ModelConfig
 
 
 @pytest.mark.parametrize("input_feeding", [True, False])

@@ -4,14 +4,10 @@ when scikit-learn (not a dependency of translate) is missing."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import bench_tagger_ceiling  # noqa: E402
+from bench import tagger_ceiling as bench_tagger_ceiling
 
 
 def test_confusion_counts_each_gold_label_against_the_predicted_ones() -> None:
@@ -24,7 +20,7 @@ def test_confusion_counts_each_gold_label_against_the_predicted_ones() -> None:
 
 def test_without_scikit_learn_it_says_how_to_get_it(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn.multiclass", None)  # import fails as if absent
-    monkeypatch.setattr(sys, "argv", ["bench_tagger_ceiling.py"])
+    monkeypatch.setattr(sys, "argv", ["python -m bench tagger_ceiling"])
     with pytest.raises(SystemExit) as stop:
         bench_tagger_ceiling.main()
     assert "pip install scikit-learn" in str(stop.value)

@@ -349,7 +349,7 @@ def test_help_and_usage_errors_do_not_load_torch():
 def test_cli_turns_off_mkl_buffer_cache_before_torch_loads(exported, trained_run, german,
                                                           tmp_path):
     """MKL reads MKL_DISABLE_FAST_MM when torch loads it: the command sets it first (its
-    effect on peak memory is measured by scripts/bench_infer.py) unless the user exported a
+    effect on peak memory is measured by python -m bench infer) unless the user exported a
     value."""
     src = tmp_path / "in.de"
     src.write_text(german[0] + "\n", encoding="utf-8")

@@ -1,9 +1,11 @@
-"""Measure OpenNMT-py on this host with the performance protocol and write a peers file.
+"""OpenNMT-py on this host by the performance protocol, written as a peers file; ~25 minutes.
 
 Ratios to a peer mean something only on the kind of host the peer was measured on
-(``_peers.py``): the same OpenNMT-py ran 2.1x faster on an AMX host than on an AVX2 one. When
-``../shared/peers`` holds no record for this host, this script makes one, so that
-``bench_infer.py`` / ``bench_train.py`` / ``bench_quality.py --peers DIR`` print same-host ratios.
+(``bench/_peers.py``): the same OpenNMT-py ran 2.1x faster on an AMX host than on an AVX2 one.
+When ``../shared/peers`` holds no record for this host, this benchmark makes one, so that
+``python -m bench infer`` / ``train`` / ``quality`` print same-host ratios (they read
+``bench/peers`` and any ``--peers DIR``). It takes the training budget (``--minutes``, 20)
+plus a few minutes of decoding.
 
 The protocol is the one recorded in ``../shared/peers/*.json``: Multi30k de->en, one joint
 sentencepiece unigram 8k (sentencepiece's defaults), ``brnn`` 2 layers x 256 per direction,
@@ -19,9 +21,9 @@ does not use, and get empty stand-ins here when missing:
 
     pip install --no-deps --target /opt/onmt OpenNMT-py==3.5.1 'pyonmttok>=1.37,<2' \\
         configargparse six rapidfuzz
-    python scripts/bench_peer_opennmt.py --onmt /opt/onmt --work /tmp/onmt \\
-        --out peers/opennmt-py-$(date +%F).json [--minutes 20] [--rounds 2]
-    python scripts/bench_infer.py --model runs/multi30k --peers peers
+    python -m bench peer_opennmt --onmt /opt/onmt --work /tmp/onmt \\
+        --out bench/peers/opennmt-py-$(date +%F).json [--minutes 20] [--rounds 2]
+    python -m bench infer --model runs/multi30k
 
 OpenNMT-py checkpoints pickle Python objects; loading the ones this script just trained needs
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in its processes (never in ours).
@@ -44,10 +46,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _peers import (  # noqa: E402
+from bench._peers import (
     BEAM5_KEY,
     BLEU_CHRF_BEAM5_KEY,
     BLEU_CHRF_GREEDY_KEY,
@@ -57,9 +56,9 @@ from _peers import (  # noqa: E402
     WHOLE_KEY,
     probe_host,
 )
+from translate.tracking.metrics import bleu_chrf
 
-from translate.tracking.metrics import bleu_chrf  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
 TOOLKIT = "opennmt-py 3.5.1"
 STUBS = ("spacy", "ahocorasick", "fasttext", "ctranslate2")
@@ -152,7 +151,7 @@ def train(work: Path, env: dict, minutes: float) -> dict:
                     "-n_sample", "-1"], env=env, check=True, capture_output=True)
     log = work / "train.log"
     with log.open("w", encoding="utf-8") as out:
-        # Its own session, so that the budget stops its data-loading workers too.
+        # Its own process group, so that the budget stops its data-loading workers too.
         proc = subprocess.Popen([sys.executable, "-m", "onmt.bin.train", "-config", str(cfg)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)

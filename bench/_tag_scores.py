@@ -1,6 +1,6 @@
 """How the benchmarks score a domain tagger: targets, F1 at thresholds, the confusion table.
 
-Shared by ``bench_domains.py`` (the model's head) and ``bench_tagger_ceiling.py`` (a
+Shared by ``bench/domains.py`` (the model's head) and ``bench/tagger_ceiling.py`` (a
 dedicated classifier on the same data), so their figures are computed the same way.
 """
 

@@ -1,15 +1,16 @@
-"""Time-to-quality benchmark: train for a fixed wall-clock budget, then beam-5 test BLEU.
+"""Time-to-quality: train for a fixed wall-clock budget, then beam-5 test BLEU; ~22 min a run.
 
 Trains ``configs/quality.yaml`` (the best-known recipe; the file says why each choice) on
 Multi30k de→en with ``training.max_minutes`` = ``--minutes`` through the real trainer, then
 the trainer scores its best checkpoint on test_2016_flickr with beam 5 (sacrebleu BLEU/chrF,
 signatures included). The budget covers training and periodic validation; the final test
-decoding is timed separately. The load average is recorded because on a shared machine it
+decoding is timed separately (a minute or two: a run takes about ``--minutes`` + 2, per
+precision and round). The load average is recorded because on a shared machine it
 explains most of the run-to-run variation.
 
-    python scripts/bench_quality.py [--minutes 20] [--threads 2] [--device cpu]
-                                    [--config configs/quality.yaml] [--data DIR]
-                                    [--precisions auto[,fp32,bf16...]] [--rounds 1]
+    python -m bench quality [--minutes 20] [--threads 2] [--device cpu]
+                            [--config configs/quality.yaml] [--data DIR]
+                            [--precisions auto[,fp32,bf16...]] [--rounds 1]
 
 Several ``--precisions`` train one after the other in the same run of the benchmark, each
 with the full budget and its own run directory, their order reversed every other round
@@ -32,11 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _bench_common import (  # noqa: E402
+from bench._common import (
     DEFAULT_DATA,
     abba,
     base_precision,
@@ -49,12 +46,12 @@ from _bench_common import (  # noqa: E402
     pin_threads,
     round_ratios,
 )
-from _peers import BLEU_CHRF_BEAM5_KEY, add_peers_argument, peer_view  # noqa: E402
+from bench._peers import BLEU_CHRF_BEAM5_KEY, add_peers_argument, peer_view
+from translate import tuning
 
+ROOT = Path(__file__).resolve().parents[1]
 # The peers' BLEU_CHRF_BEAM5_KEY figure is [BLEU, chrF] on test2016: BLEU is its first item.
 BLEU = 0
-
-from translate import tuning  # noqa: E402
 
 
 def main() -> None:

@@ -1,14 +1,14 @@
 """The matrix multiplies of one training step, timed alone: how fast could a step be if it were
 nothing but its GEMMs?
 
-Why: bench_train compares the achieved rate (analytic FLOPs / step time) with the 2048³ GEMM
-peak. That peak is one large square product; the model's products are not. The output
-projection has an inner dimension of 256, the recurrent products have as many rows as the
-batch has sentences (~100-200), and a step has T of them per layer, one after another. Timing
-exactly those shapes with ``torch.mm`` and nothing else gives the rate this architecture's
-GEMMs can reach on this machine, an upper bound for the whole step (which also runs the LSTM
-gate nonlinearities, softmaxes, the loss, dropout and Adam). If that bound is below a target,
-no kernel work on the rest of the step can reach it.
+Why: ``python -m bench train`` compares the achieved rate (analytic FLOPs / step time) with
+the 2048³ GEMM peak. That peak is one large square product; the model's products are not.
+The output projection has an inner dimension of 256, the recurrent products have as many rows
+as the batch has sentences (~100-200), and a step has T of them per layer, one after another.
+Timing exactly those shapes with ``torch.mm`` and nothing else gives the rate this
+architecture's GEMMs can reach on this machine, an upper bound for the whole step (which also
+runs the LSTM gate nonlinearities, softmaxes, the loss, dropout and Adam). If that bound is
+below a target, no kernel work on the rest of the step can reach it.
 
 Shapes, per batch of B sentences, source / target lengths padded to S / T, and N_s / N_t real
 tokens (forward ``[m, k] x [k, n]``; backward adds ``[m, n] x [n, k]`` for the input gradient
@@ -41,7 +41,8 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-from _bench_common import best_seconds
+
+from bench._common import best_seconds
 
 Shape = tuple[int, int, int]  # (m, k, n) of one [m, k] x [k, n] product
 

@@ -1,4 +1,4 @@
-"""Training-speed benchmark on Multi30k de→en for both decoder modes.
+"""Training-speed benchmark on Multi30k de→en for both decoder modes; about 4 minutes.
 
 Builds the real :class:`translate.training.trainer.Trainer` from ``configs/multi30k.yaml`` (emb 256,
 2-layer bi-LSTM 256/dir encoder, 2-layer LSTM 512 decoder, general attention, ~2000 target
@@ -7,7 +7,7 @@ Adam — on real batches in the training order, after a warm-up. Each decoder mo
 own child process so that peak RSS and the allocator state are that mode's alone; each child
 measures the fp32 GEMM peak (torch.mm 2048³) in the same process, right before and after the
 timed steps, so the ratio to peak is not skewed by load from other jobs changing in between.
-On a shared host the GEMM rate itself drifts from minute to minute (BENCHMARKS.md), so the
+On a shared host the GEMM rate itself drifts from minute to minute (docs/benchmarks.md), so the
 child also probes it with one GEMM every ``--probe-every`` steps, outside the step clock,
 and reports the ratio to the median probe as well: the rate the machine gave while these
 steps ran.
@@ -24,9 +24,9 @@ only (padding is overhead, not useful work):
                      + 2·Hd·V                                        (output projection;
                                                                       tied: 2·(Hd·E + E·V))
 
-    python scripts/bench_train.py [--steps 30] [--warmup 5] [--threads 2] [--device cpu]
-                                  [--precisions fp32[,bf16,...]] [--rounds 1]
-                                  [--modes input_feeding parallel]
+    python -m bench train [--steps 30] [--warmup 5] [--threads 2] [--device cpu]
+                          [--precisions fp32[,bf16,...]] [--rounds 1]
+                          [--modes input_feeding parallel]
 
 Several ``--precisions`` are an interleaved A/B: each round runs every mode in every
 precision, one child after the other, in ABBA order over rounds, so a change in a shared
@@ -36,7 +36,8 @@ child) and their median. Every result carries the CPU's capability (model, bf16/
 torch's dispatch level, the bf16 unit that ``precision: auto`` sees), and the CPU time of the
 timed steps besides the wall clock.
 
-Prints one JSON object (stdout) and a human summary (stderr).
+Prints one JSON object (stdout) and a human summary (stderr). With the defaults (one
+precision, one round) it takes about 4 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -52,12 +54,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
-from _bench_common import (  # noqa: E402
+from bench._common import (
     DEFAULT_DATA,
     GemmProbe,
     abba,
@@ -71,14 +70,15 @@ from _bench_common import (  # noqa: E402
     pin_threads,
     round_ratios,
 )
-from _peers import (  # noqa: E402
+from bench._peers import (
     TRAIN_KEY,
     add_peers_argument,
     peer_view,
 )
-from _roofline import gemm_flops, step_gemms, time_floor, time_gemms  # noqa: E402
+from bench._roofline import gemm_flops, step_gemms, time_floor, time_gemms
+from translate import tuning
 
-from translate import tuning  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODES = {"input_feeding": True, "parallel": False}
 TARGETS_TOK_S = {"input_feeding": 1600.0, "parallel": 2000.0}
@@ -210,7 +210,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
 
 
 def gemm_bound(args, trainer, train, timed: list) -> dict:
-    """Time the GEMMs of ``--roofline-batches`` of the timed batches alone (``_roofline``).
+    """Time the GEMMs of ``--roofline-batches`` of the timed batches alone (``bench._roofline``).
 
     Returns their rate (GEMM FLOPs / their time), the analytic FLOPs of those batches over
     the same time (the achieved rate of a step made of nothing but these products), their
@@ -323,17 +323,20 @@ def main() -> None:
 def _child(args: argparse.Namespace, mode: str, precision: str) -> dict:
     """One (mode, precision) measurement in its own process."""
     with tempfile.TemporaryFile("w+") as err:
-        cmd = [sys.executable, __file__, "--child", mode, "--data", args.data,
+        cmd = [sys.executable, "-m", "bench", "train", "--child", mode, "--data", args.data,
                "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--probe-every", str(args.probe_every),
                "--roofline-batches", str(args.roofline_batches),
                "--threads", str(args.threads), "--device", args.device,
                "--precisions", precision, "--max-tokens", str(args.max_tokens),
                "--run-root", args.run_root]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        # The child imports this checkout's bench package from any working directory.
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                              env={**os.environ, "PYTHONPATH": path})
         if proc.returncode:
             err.seek(0)
-            sys.exit(f"bench_train: mode {mode} ({precision}) failed:\n{err.read()[-4000:]}")
+            sys.exit(f"bench train: mode {mode} ({precision}) failed:\n{err.read()[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

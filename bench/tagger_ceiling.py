@@ -1,10 +1,10 @@
-"""How well can *any* sentence-level classifier tag a config's domains? Prints JSON.
+"""How well can *any* sentence classifier tag a config's domains? About 2 minutes; prints JSON.
 
-A reference point for the tagger's targets (issue 15): the field's standard strong baseline
+A reference point for the tagger's targets: the field's standard strong baseline
 for short-text classification — tf-idf character 1-5-grams (within words) plus word 1-2-grams
 of the source sentence, one linear SVM per label (class-balanced, one-vs-rest, so a pair in
 two sources trains against both labels) — trained on the config's labelled training data and
-scored on its labelled dev sets exactly as ``scripts/bench_domains.py`` scores the tagger:
+scored on its labelled dev sets exactly as ``python -m bench domains`` scores the tagger:
 micro/macro-F1 over the labels, per-label F1, the confusion between domains. Two operating
 points: each sentence's top label (``argmax``) and per-label thresholds tuned on the dev sets
 themselves (``tuned_on_dev``: optimistic, an upper bound for this classifier).
@@ -12,7 +12,7 @@ themselves (``tuned_on_dev``: optimistic, an upper bound for this classifier).
 It needs scikit-learn, which ``translate`` does not depend on (``pip install scikit-learn``):
 this is a measurement of the data, not part of the toolkit.
 
-    python scripts/bench_tagger_ceiling.py --config configs/multidomain.yaml
+    python -m bench tagger_ceiling --config configs/multidomain.yaml
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench._tag_scores import confusion, f1_scores, multi_hot
 
-from _tag_scores import confusion, f1_scores, multi_hot  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,12 +78,12 @@ def main() -> None:
         from sklearn.multiclass import OneVsRestClassifier
         from sklearn.svm import LinearSVC
     except ImportError:
-        sys.exit("bench_tagger_ceiling: needs scikit-learn (pip install scikit-learn); "
+        sys.exit("bench tagger_ceiling: needs scikit-learn (pip install scikit-learn); "
                  "translate itself does not depend on it")
     from translate.tracking.metrics import multilabel_scores, tune_thresholds
 
     if args.max_pairs < 0:
-        sys.exit(f"bench_tagger_ceiling: --max-pairs: expected 0 (all) or more, got "
+        sys.exit(f"bench tagger_ceiling: --max-pairs: expected 0 (all) or more, got "
                  f"{args.max_pairs}")
     t0 = time.perf_counter()
     rows = labelled_rows(args.config, args.overrides, args.max_pairs)

@@ -1,5 +1,7 @@
-"""Inference benchmark: greedy vs beam, batch sizes, fp32/bf16 vs dynamic int8, vocabulary
-shortlist off vs on, plus a full CLI run.
+"""Inference benchmark: beam/greedy, batch sizes, fp32/bf16/int8, shortlist, the CLI; ~10 min.
+
+Greedy vs beam, batch sizes, fp32/bf16 vs dynamic int8, vocabulary shortlist off vs on, plus
+a full CLI run; about 10 minutes on 2 CPU cores with the defaults.
 
 Translates Multi30k test_2016_flickr.de with a run directory and prints one JSON object
 (stdout) and a human summary (stderr). Throughput counts decoding only (each precision's
@@ -16,11 +18,11 @@ capability (model, bf16/AMX flags, torch's dispatch level, the bf16 unit) comes 
 results.
 
 Ratios to the peers (``../shared/peers/*.json``) are printed only when this host matches the
-one they were measured on (``_peers.py``); otherwise the absolute figures and why not.
+one they were measured on (``bench/_peers.py``); otherwise the absolute figures and why not.
 
-    python scripts/bench_infer.py --model runs/multi30k [--threads 2] [--limit 0]
-                                  [--precisions fp32,bf16] [--shortlists off,on]
-                                  [--repeats 1] [--no-quantize]
+    python -m bench infer --model runs/multi30k [--threads 2] [--limit 0]
+                          [--precisions fp32,bf16] [--shortlists off,on]
+                          [--repeats 1] [--no-quantize]
 """
 
 from __future__ import annotations
@@ -35,10 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from _bench_common import (  # noqa: E402
+from bench._common import (
     abba,
     base_precision,
     cpu_capability,
@@ -47,7 +46,7 @@ from _bench_common import (  # noqa: E402
     peak_rss_mb,
     round_ratios,
 )
-from _peers import (  # noqa: E402
+from bench._peers import (
     BEAM5_KEY,
     GREEDY_KEY,
     WHOLE_KEY,
@@ -55,15 +54,15 @@ from _peers import (  # noqa: E402
     add_peers_argument,
     peer_view,
 )
+from translate import tuning
+from translate.inference.translator import Translator
+from translate.runtime import set_threads
+from translate.tracking.metrics import bleu_chrf
 
-from translate import tuning  # noqa: E402
-from translate.inference.translator import Translator  # noqa: E402
-from translate.runtime import set_threads  # noqa: E402
-from translate.tracking.metrics import bleu_chrf  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BENCH_DATA", ROOT.parent / "shared" / "data" / "multi30k"))
 
-# Issue targets as multiples of the best same-host peer's decoding-only rate:
+# Targets as multiples of the best same-host peer's decoding-only rate:
 # (precision, beam) -> ratio ...
 TARGET_VS_PEER = {("fp32", 1): 2.0, ("fp32", 5): 2.0, ("int8-dynamic", 5): 3.0}
 # ... and of its whole default command (beam 5), start-up included.
@@ -100,7 +99,7 @@ def shortlist_sizes(translator: Translator, src: list[str], batch_size: int) -> 
 
 def vs_peer(row: dict, peers: PeerView) -> dict:
     """The row's ratio to the best same-host peer's decoding-only rate (None on another
-    host) and the issue's target ratio."""
+    host) and the target ratio."""
     key = PEER_KEYS.get(row["beam"])
     return {"vs_best_peer": key and peers.ratio(row["sentences_per_s"], key),
             "target_vs_peer": TARGET_VS_PEER.get((row["precision"], row["beam"]))}
@@ -145,7 +144,7 @@ def cli_wall_clock(model: str, src_path: Path, threads: int, device: str) -> dic
                               capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
-            raise SystemExit(f"bench_infer: the CLI failed:\n{proc.stderr}")
+            raise SystemExit(f"bench infer: the CLI failed:\n{proc.stderr}")
         lines = out.read_text(encoding="utf-8").count("\n")
         rss_mb = int(hwm.read_text()) / 1024 if hwm.is_file() else float("nan")
     return {"command": "-m translate.infer " + " ".join(args), "seconds": round(seconds, 2),

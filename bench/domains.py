@@ -1,4 +1,4 @@
-"""Domain benchmark: the tagger's F1 and per-domain dev BLEU of runs; prints JSON.
+"""Domain benchmark: tagger F1 and per-domain dev BLEU of runs; ~4 min a run, +20 with --train.
 
 For each run (``--runs DIR ...``, or one trained here first with ``--train``) the pooled
 labelled dev sets of its config (``configs/multidomain.yaml``: Multi30k ``val`` as captions
@@ -6,18 +6,24 @@ and the eight ``multidomain-de-en`` dev sets, whole files by default) are transl
 decoding mode and scored per domain (BLEU, chrF, sacrebleu signatures) and pooled; the
 tagger's probabilities on the same sentences give micro/macro-F1 and mAP over the labels at
 the thresholds the run tuned on validation, per-label F1 and the confusion between domains
-(for each gold domain, how often each label was predicted).
+(for each gold domain, how often each label was predicted). The time: one greedy decode of
+the whole dev sets takes about 1 minute on 1 thread, once per mode.
 
 Modes: ``plain`` translates as ``Translator.translate`` does by default (the only mode of a
-run without domain conditioning). A domain-conditioned run (``model.conditioned``, issue 15
-item 3) is decoded with ``none`` (conditioning off), ``predicted`` (the tagger's labels,
-what plain does for it) and ``gold`` (each sentence's own labels, one call per label set);
-these go through ``Translator.translate(domains=...)`` and are skipped (listed in
-``skipped_modes``) for runs and code versions without it. ``--modes`` picks a subset.
+run without domain conditioning). A domain-conditioned run (``model.conditioned``) is decoded
+with ``none`` (conditioning off), ``predicted`` (the tagger's labels, what plain does for it)
+and ``gold`` (each sentence's own labels, one call per label set); on request (``--modes``)
+also ``wrong``: every sentence forced to one fixed label (``--wrong``, default religion), to
+see how much a wrong domain costs. These go through ``Translator.translate(domains=...)`` and
+are skipped (listed in ``skipped_modes``) for runs and code versions without it, ``wrong``
+also when the run does not know the label. With ``gold`` decoded, every other mode reports
+``changed_vs_gold``: the share of sentences whose translation differs from gold's, pooled and
+per domain. ``--modes`` picks a subset.
 
-    python scripts/bench_domains.py --runs runs/plain runs/cond --names plain cond
-    python scripts/bench_domains.py --train --minutes 20 --threads 2 --names multidomain
-    python scripts/bench_domains.py --runs runs/multidomain --max-pairs 100 --beam 1
+    python -m bench domains --runs runs/plain runs/cond --names plain cond
+    python -m bench domains --train --minutes 20 --threads 2 --names multidomain
+    python -m bench domains --runs runs/multidomain --max-pairs 100 --beam 1
+    python -m bench domains --runs runs/cond --modes gold,wrong --wrong religion --max-pairs 200
 
 With two runs or more, ``compare`` gives each later run's mean per-domain BLEU minus the
 first run's (its first mode) and its worst single-domain difference, per mode.
@@ -32,15 +38,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench._tag_scores import confusion, f1_scores, multi_hot
+from translate import tuning
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _tag_scores import confusion, f1_scores, multi_hot  # noqa: E402
-
-from translate import tuning  # noqa: E402
-
-MODES = ("plain", "none", "predicted", "gold")
+MODES = ("plain", "none", "predicted", "gold", "wrong")
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-pairs", type=int, default=0,
                     help="dev pairs per domain (0 = whole dev sets)")
     ap.add_argument("--modes", default="", help="comma-separated subset of " + ",".join(MODES))
+    ap.add_argument("--wrong", default="religion",
+                    help="the label every sentence is forced to in mode 'wrong'")
     ap.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     ap.add_argument("--threads", type=int, default=2)
     return ap.parse_args()
@@ -88,10 +92,13 @@ def supports_conditioning(translator) -> bool:
     return "domains" in params and bool(getattr(translator.model, "conditioned", False))
 
 
-def translate(translator, src: list[str], mode: str, gold: list[list[str]], beam: int):
+def translate(translator, src: list[str], mode: str, gold: list[list[str]], beam: int,
+              wrong: str = ""):
     """Translations of ``src`` in ``mode``; gold decodes each distinct label set apart."""
     if mode == "plain":
         return translator.translate(src, beam=beam)
+    if mode == "wrong":
+        return translator.translate(src, beam=beam, domains=[wrong])
     if mode in ("none", "predicted"):
         return translator.translate(src, beam=beam,
                                     domains="none" if mode == "none" else None)
@@ -120,6 +127,19 @@ def tagger_scores(results, gold: list[list[str]], labels: list[str],
             "confusion": confusion([list(r.domains) for r in results], gold)}
 
 
+def changed_vs(texts: list[str], base: list[str], gold: list[list[str]]) -> dict:
+    """The share of sentences whose ``texts`` differ from ``base``: pooled and per gold label."""
+    per: dict[str, list[int]] = {}
+    for text, other, labels in zip(texts, base, gold, strict=True):
+        for lab in labels:
+            counts = per.setdefault(lab, [0, 0])
+            counts[0] += text != other
+            counts[1] += 1
+    changed = sum(a != b for a, b in zip(texts, base, strict=True))
+    return {"pooled": round(changed / max(len(texts), 1), 3),
+            "per_domain": {lab: round(c / n, 3) for lab, (c, n) in sorted(per.items())}}
+
+
 def score_run(run: str, args: argparse.Namespace, modes: list[str]) -> dict:
     from translate.evaluate import load_split, report
     from translate.inference.translator import Translator
@@ -132,14 +152,17 @@ def score_run(run: str, args: argparse.Namespace, modes: list[str]) -> dict:
                        else ["plain"])
     out: dict = {"run": run, "checkpoint": str(tr.checkpoint_path), "sentences": len(src),
                  "modes": {}, "skipped_modes": []}
+    texts: dict[str, list[str]] = {}
     for mode in wanted:
-        if mode != "plain" and not supports_conditioning(tr):
+        if (mode != "plain" and not supports_conditioning(tr)) or (
+                mode == "wrong" and args.wrong not in tr.labels):
             out["skipped_modes"].append(mode)
             continue
         t0 = time.perf_counter()
-        results = translate(tr, src, mode, gold, args.beam)
+        results = translate(tr, src, mode, gold, args.beam, args.wrong)
         seconds = time.perf_counter() - t0
-        scored = report([r.text for r in results], refs, gold)
+        texts[mode] = [r.text for r in results]
+        scored = report(texts[mode], refs, gold)
         bleus = [d["bleu"] for d in scored["domains"].values()]
         out["modes"][mode] = {"bleu": {d: s["bleu"] for d, s in scored["domains"].items()},
                               "chrf": {d: s["chrf"] for d, s in scored["domains"].items()},
@@ -149,6 +172,11 @@ def score_run(run: str, args: argparse.Namespace, modes: list[str]) -> dict:
         out["n"] = {d: s["n"] for d, s in scored["domains"].items()}
         if "tagger" not in out and tr.labels and results and results[0].domain_probs:
             out["tagger"] = tagger_scores(results, gold, tr.labels, tr.thresholds)
+    if "wrong" in out["modes"]:
+        out["modes"]["wrong"]["label"] = args.wrong
+    for mode in out["modes"]:
+        if "gold" in texts and mode != "gold":
+            out["modes"][mode]["changed_vs_gold"] = changed_vs(texts[mode], texts["gold"], gold)
     return out
 
 
@@ -177,9 +205,9 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in modes if m not in MODES]
     if bad:
-        sys.exit(f"bench_domains: unknown mode {bad[0]!r}; expected {', '.join(MODES)}")
-    tuning.apply_process_tuning(inference=True)  # before torch loads (with _bench_common)
-    from _bench_common import cpu_capability, load_average, pin_threads
+        sys.exit(f"bench domains: unknown mode {bad[0]!r}; expected {', '.join(MODES)}")
+    tuning.apply_process_tuning(inference=True)  # before torch loads (with bench._common)
+    from bench._common import cpu_capability, load_average, pin_threads
 
     pin_threads(args.threads)
     runs, trained = list(args.runs), {}
@@ -187,7 +215,7 @@ def main() -> None:
         run, trained = train(args)
         runs.append(run)
     if not runs:
-        sys.exit("bench_domains: give --runs DIR ... or --train")
+        sys.exit("bench domains: give --runs DIR ... or --train")
     names = list(args.names) + [Path(r).name for r in runs[len(args.names):]]
     result: dict = {"load_average": load_average(), "cpu": cpu_capability(),
                     "threads": args.threads, "beam": args.beam,

@@ -1,28 +1,30 @@
-"""Lean-memory benchmarks of issue 14: epoch plan, tokenizer sample size, shortlist counting.
+"""Lean-memory benchmarks: epoch plan, tokenizer sample, shortlist counting; ~1-10 min a command.
 
-Each measurement runs in a child process whose ``PYTHONPATH`` is ``--root`` (this checkout
-by default), so the same command measures another checkout (e.g. ``--root ../main``) for a
-before/after comparison; the ``compare`` command alternates the two, run by run.
+The ``compare`` command runs a measurement in child processes that import ``translate`` from
+another checkout (``--other``, e.g. ``../main``) and from this one, alternately, run by run:
+a before/after comparison of the same measurement code.
 
-    python scripts/bench_lean.py corpus --workdir DIR [--pairs 1000000]
-        the synthetic corpus of scripts/bench_scale.py (DIR/train.de, DIR/train.en)
-    python scripts/bench_lean.py sampler [--pairs 1000000] [--root DIR]
+    python -m bench lean corpus --workdir DIR [--pairs 1000000]
+        the synthetic corpus of ``python -m bench scale`` (DIR/train.de, DIR/train.en)
+    python -m bench lean sampler [--pairs 1000000] [--root DIR]
         BatchSampler epoch plan on synthetic lengths (sums of 2-3 real pairs' word counts,
         times 1.3 for pieces): build time, len + padding_fraction time, plan bytes, peak RSS
-    python scripts/bench_lean.py tokenizer --workdir DIR --sizes 100000,300000 [--vocab 8000]
+    python -m bench lean tokenizer --workdir DIR --sizes 100000,300000 [--vocab 8000]
         sentencepiece training time per input_sentence_size (the sample prepare.py takes),
         and quality on held-out real dev text: pieces per sentence, byte-fallback pieces
-    python scripts/bench_lean.py encode --workdir DIR --tokenizer TOKDIR
+    python -m bench lean encode --workdir DIR --tokenizer TOKDIR
         encode DIR/train.* into flat files as the encoded cache stores them
-    python scripts/bench_lean.py shortlist --workdir DIR [--root DIR] [--pairs N] [--save F]
+    python -m bench lean shortlist --workdir DIR [--root DIR] [--pairs N] [--save F]
         build_lexical_table over the encoded files (read from disk): time, peak RSS, hash
-    python scripts/bench_lean.py tablediff SAMPLE.npy FULL.npy
+    python -m bench lean tablediff SAMPLE.npy FULL.npy
         how much a table counted on fewer pairs keeps of the full table's top-k
-    python scripts/bench_lean.py compare --other ../main -- sampler --pairs 1000000
+    python -m bench lean compare --other ../main -- sampler --pairs 1000000
         the given command alternately in --other and in this checkout, --repeat times each
 
 Prints JSON on stdout (one object per line for the multi-run commands); progress on stderr.
-Figures depend on the host's load: compare ratios from one interleaved run.
+Figures depend on the host's load: compare ratios from one interleaved run. Time: seconds for
+``sampler`` and ``tablediff``, about 1 minute per 300k sentences for ``tokenizer``, minutes
+for ``corpus``, ``encode`` and ``shortlist`` at 1M pairs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -62,7 +65,7 @@ def _emit(obj: dict) -> None:
 def synthetic_lengths(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Piece-like lengths of ``n`` synthetic pairs: each joins 2-3 random real pairs (as
     bench_scale's corpus), its length the words of the parts times 1.3."""
-    from bench_scale import real_pairs
+    from bench.scale import real_pairs
 
     src, tgt = real_pairs(SHARED)
     s_words = np.array([len(x.split()) for x in src])
@@ -139,8 +142,8 @@ def _dev_text() -> list[str]:
 
 def bench_tokenizer(args) -> None:
     import sentencepiece as spm
-    from bench_scale import _read
 
+    from bench.scale import _read
     from translate.config.sections import TokenizerConfig
     from translate.data.tokenizer import Tokenizer
     from translate.training.prepare import SAMPLE_SEED
@@ -189,8 +192,7 @@ def vocab_overlap(models: list[str]) -> list[dict]:
 
 
 def bench_encode(args) -> None:
-    from bench_scale import _read
-
+    from bench.scale import _read
     from translate.data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(args.tokenizer)
@@ -251,9 +253,17 @@ def table_diff(args) -> None:
 
 
 def child(root: Path, argv: list[str]) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": str(root), "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env,
-                          cwd=root, capture_output=True, text=True)
+    """``python -m bench lean ARGV`` in a child process (working directory ``root``) that
+    imports this checkout's ``bench`` and ``root``'s ``translate``: ``bench`` through a link in
+    a temporary directory ahead of ``root`` on ``PYTHONPATH``, and ``-P`` keeps the working
+    directory off the import path."""
+    with tempfile.TemporaryDirectory(prefix="bench_lean-") as tmp:
+        (Path(tmp) / "bench").symlink_to(Path(__file__).resolve().parent,
+                                          target_is_directory=True)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([tmp, str(root)]),
+               "WANDB_MODE": "disabled"}
+        proc = subprocess.run([sys.executable, "-P", "-m", "bench", "lean", *argv], env=env,
+                              cwd=root, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{root}: {' '.join(argv)} failed:\n{proc.stderr[-3000:]}")
     return [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
@@ -302,7 +312,7 @@ def main() -> None:
         argv, rest = argv[:cut], argv[cut + 1:]
     args = p.parse_args(argv)
     if args.cmd == "corpus":
-        from bench_scale import synthesize
+        from bench.scale import synthesize
 
         args.workdir.mkdir(parents=True, exist_ok=True)
         _emit(synthesize(args.pairs, args.workdir / "train"))

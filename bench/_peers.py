@@ -27,14 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PEERS = ROOT.parent / "shared" / "peers"
-# Peers files this project measured itself (scripts/bench_peer_opennmt.py), for hosts that
+# Peers files this project measured itself (``python -m bench peer_opennmt``), for hosts that
 # ../shared/peers has no record of; read beside it.
-MEASURED_PEERS = ROOT / "scripts" / "peers"
+MEASURED_PEERS = Path(__file__).resolve().parent / "peers"
 
 # Flags whose presence changes which GEMM kernels run (and so the peers' and our speed).
 KNOWN_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
 META_KEYS = ("measured", "host", "protocol")
-# The figures a toolkit's block holds: written by bench_peer_opennmt.py, read by the benchmarks.
+# The figures a toolkit's block holds: written by bench/peer_opennmt.py, read by the benchmarks.
 GREEDY_KEY = "greedy_decode_only_sent_per_s_batch64"
 BEAM5_KEY = "beam5_decode_only_sent_per_s_batch64"
 WHOLE_KEY = "whole_command_beam5_test2016_s"  # seconds, lower is better
@@ -130,7 +130,8 @@ def probe_host(threads: int = 2) -> tuple[set[str], float]:
     """This host's flags and its best-of-5 fp32 2048³ GEMM rate on ``threads`` CPU threads
     (the record's setting), restoring torch's thread count afterwards."""
     import torch
-    from _bench_common import gemm_peak_gflops
+
+    from bench._common import gemm_peak_gflops
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -198,7 +199,7 @@ def add_peers_argument(parser) -> None:
     """``--peers DIR`` (repeatable) for a benchmark's argument parser; see :func:`peer_view`."""
     parser.add_argument("--peers", type=Path, action="append",
                         help="a directory of peers files, repeatable (default ../shared/peers "
-                             "and scripts/peers, from bench_peer_opennmt.py)")
+                             "and bench/peers, from python -m bench peer_opennmt)")
 
 
 def peer_view(directories: Path | Sequence[Path] | None = None,

@@ -3,7 +3,7 @@ precision axis (parsing, interleaved order, ratios to fp32) and the CPU's capabi
 
 Both benchmarks build the real :class:`~translate.training.trainer.Trainer` from a YAML
 config, so what they time is exactly what ``python -m translate.train`` runs. Peer figures
-are not here: they are read, with the host they were measured on, by ``_peers.py``.
+are not here: they are read, with the host they were measured on, by ``bench._peers``.
 """
 
 from __future__ import annotations
