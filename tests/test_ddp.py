@@ -94,6 +94,15 @@ def test_two_ranks_equal_one_process_accumulating_and_rank0_alone_writes(
     assert stdout.count('"run_dir"') == 1
     log = (run / "train.log").read_text(encoding="utf-8")
     assert log.count("run directory:") == 1
+    # the log and summary.json say that two ranks trained (the single process: world_size 1)
+    assert log.count(" INFO distributed: ") == 1
+    assert ("distributed: 2 ranks (gloo), global batch = 2 x 1 x 400 tokens = 800 tokens "
+            "(ranks x accum_steps x max_tokens)") in log
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert summary["world_size"] == 2 and summary["backend"] == "gloo"
+    single_summary = json.loads((tmp / "single" / "summary.json").read_text(encoding="utf-8"))
+    assert single_summary["world_size"] == 1 and single_summary["backend"] is None
+    assert "distributed:" not in (tmp / "single" / "train.log").read_text(encoding="utf-8")
     assert len(a["rng_ranks"]) == 2 and a["world_size"] == 2
     # ranks draw different dropout streams
     assert not torch.equal(a["rng_ranks"][0]["torch"], a["rng_ranks"][1]["torch"])

@@ -45,6 +45,7 @@ def test_validation_loss_falls_on_real_data(trained_run: Path, multi30k: Path) -
     assert valid[1]["valid/loss"] < valid[0]["valid/loss"] - 0.2
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["step"] == 300 and summary["tokens_per_s"] > 0
+    assert summary["world_size"] == 1 and summary["backend"] is None  # one process trained
     # The test scores are sacrebleu's on the hypotheses the run wrote, one per test pair.
     hyps = (trained_run / "test_hyps.txt").read_text(encoding="utf-8").split("\n")[:-1]
     refs = (multi30k / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()[:200]

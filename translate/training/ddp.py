@@ -68,6 +68,10 @@ class DistributedTrainer(Trainer):
     def world_size(self) -> int:  # type: ignore[override]
         return self.rank.world_size
 
+    @property
+    def backend(self) -> str | None:  # type: ignore[override]
+        return self.dist.backend if self.dist is not None else None
+
     def _resolve_device(self) -> torch.device:
         device = rank_device(resolve_device(self.cfg.training.device), self.rank)
         self.dist = Distributed(self.rank, device)

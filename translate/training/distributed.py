@@ -75,6 +75,7 @@ class Distributed:
         self.rank = rank
         self.device = device
         backend = "nccl" if device.type == "cuda" else "gloo"
+        self.backend = backend  # the gradient group's
         if device.type == "cuda":
             torch.cuda.set_device(device)
         if not dist.is_initialized():

@@ -5,7 +5,7 @@ taken on
 held-out data (best weights, early stopping, checkpoint averaging, the final test score and
 the decoding shortlist), so that the loop can be read without them and the other way round.
 It uses the trainer's attributes (``cfg``, ``model``, ``data``, ``run``, ``progress``,
-``tracker``, ``thresholds``) and its ``save_last``.
+``tracker``, ``thresholds``, ``world_size``, ``backend``) and its ``save_last``.
 """
 
 from __future__ import annotations
@@ -174,7 +174,9 @@ class EvaluationMixin:
                          "train_minutes": p.elapsed / 60,
                          "tokens_per_s": p.tokens / max(p.elapsed, 1e-9),
                          "truncated": self.data.report["truncated"],
-                         "run_dir": str(self.run.root)}
+                         "run_dir": str(self.run.root),
+                         # processes that trained (torchrun ranks) and their backend
+                         "world_size": self.world_size, "backend": self.backend}
         if len(self.data.splits["test"]):
             result = self._run_validation("test", greedy=False,
                                           thresholds=self.thresholds or None)

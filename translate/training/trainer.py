@@ -61,6 +61,7 @@ class Trainer(EvaluationMixin):
 
     is_main = True  # the process that writes the run directory (hook)
     world_size = 1  # processes that share each step's batches (hook)
+    backend: str | None = None  # torch.distributed's backend; None for one process (hook)
 
     def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
         """``resume``: continue the run in ``cfg.training.run_dir`` from its last.pt.
@@ -225,6 +226,8 @@ class Trainer(EvaluationMixin):
                  "%.1f%% padding", sum(p.numel() for p in self.model.parameters()) / 1e6,
                  self.device, str(self.dtype).removeprefix("torch."), len(self.sampler),
                  100 * self.sampler.padding_fraction(self.progress.epoch))
+        if self.world_size > 1:
+            log.info("distributed: %s", self._distribution())
         try:
             return self._loop()
         finally:
@@ -412,6 +415,17 @@ class Trainer(EvaluationMixin):
         if self.is_main:
             say(msg)
         return {"interrupted": self._stop_signal, "step": self.progress.step, "resume": cmd}
+
+    def _distribution(self) -> str:
+        """How many processes train and the batch one optimizer step takes from all of them,
+        e.g. ``2 ranks (gloo), global batch = 2 x 1 x 400 tokens = 800 tokens (ranks x
+        accum_steps x max_tokens)``; a token budget bounds each micro-batch's padded size."""
+        tr = self.cfg.training
+        n, accum = self.world_size, tr.accum_steps
+        size, unit, key = ((tr.max_tokens, "tokens", "max_tokens") if tr.batch_type == "tokens"
+                           else (tr.batch_size, "sentences", "batch_size"))
+        return (f"{n} ranks ({self.backend}), global batch = {n} x {accum} x {size} {unit} "
+                f"= {n * accum * size} {unit} (ranks x accum_steps x {key})")
 
     def _resume_command(self) -> str:
         return f"python -m translate.train --resume {self.run.root}"
