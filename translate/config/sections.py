@@ -193,7 +193,11 @@ class TrainingConfig:
     # much work; 0 turns either off.
     save_every_minutes: float = 10.0
     save_every_steps: int = 0
-    valid_max_sentences: int = 0  # 0 = whole validation split
+    # Validate on at most this many rows (0 = the whole validation split): a sample that
+    # keeps every domain, stratified by each row's label set, in proportion with at least one
+    # row per label set while the cap allows, drawn with a fixed seed (the same rows in every
+    # run and after a resume) and kept in the split's order (translate/training/valid_sample.py).
+    valid_max_sentences: int = 0
     early_stopping_metric: Literal["loss", "bleu", "chrf"] = "bleu"
     patience: int = 0  # validations without improvement before stopping; 0 = never
     max_nonfinite: int = 5

@@ -20,6 +20,7 @@ from translate.runs.checkpoint import average_checkpoints, load_checkpoint, save
 from translate.search.shortlist import build_lexical_table
 from translate.tracking.dashboard import extremes
 from translate.tracking.tracker import say
+from translate.training.valid_sample import stratified_rows
 from translate.training.validation import breakdown_lines, validate
 
 log = logging.getLogger("translate.train")
@@ -28,23 +29,50 @@ log = logging.getLogger("translate.train")
 class EvaluationMixin:
     """Validation, best/averaged weights, the test score and the shortlist of a run."""
 
+    _valid_samples: dict | None = None  # (split, cap) -> its capped rows (_capped)
+
     # ------------------------------------------------------------------ validation
 
     def _run_validation(self, name: str, greedy: bool, limit: int = 0,
                         thresholds: list[float] | None = None):
-        """Validate on the first ``limit`` rows of split ``name`` (all when 0)."""
+        """Validate on split ``name``: all of it when ``limit`` is 0 or not below its size,
+        else ``limit`` rows that keep every domain (:meth:`_capped`)."""
         split = self.data.splits[name]
-        n = min(len(split), limit) if limit else len(split)
-        sub = EncodedSplit(split.src_ids[:n], split.tgt_ids[:n], split.label_ids[:n],
-                           split.n_labels)
+        if limit and limit < len(split):
+            sub, sources, references, domains = self._capped(name, limit)
+        else:
+            n = len(split)
+            sub = EncodedSplit(split.src_ids[:n], split.tgt_ids[:n], split.label_ids[:n],
+                               split.n_labels)
+            sources, references = self.data.sources[name][:n], self.data.references[name][:n]
+            domains = self.data.domains[name][:n]
         tr = self.cfg.training
         batches = BatchSampler(sub.src_lens, sub.tgt_lens, "tokens", tr.max_tokens * 2,
                                tr.batch_size, shuffle=False, seed=tr.seed).batches(0)
-        return validate(self.model, sub, self.data.sources[name][:n],
-                        self.data.references[name][:n], batches, self.eval_loss_fn,
+        return validate(self.model, sub, sources, references, batches, self.eval_loss_fn,
                         self.data.tokenizer, self.cfg.inference, self.device, self.dtype,
                         num_samples=tr.num_samples, greedy=greedy, thresholds=thresholds,
-                        domains=self.data.domains[name][:n], label_names=self.data.labels)
+                        domains=domains, label_names=self.data.labels)
+
+    def _capped(self, name: str, limit: int) -> tuple:
+        """``limit`` rows of split ``name`` stratified by domain, with a fixed seed
+        (:mod:`translate.training.valid_sample`): (encoded rows, sources, references,
+        domains), in the split's order. Drawn and logged once, kept for the next validations
+        (a few hundred rows)."""
+        if self._valid_samples is None:
+            self._valid_samples = {}
+        cache = self._valid_samples
+        if (name, limit) not in cache:
+            split, data = self.data.splits[name], self.data
+            sample = stratified_rows(list(data.domains[name]), limit)
+            log.info("%s", sample.describe(name))
+            rows = sample.rows.tolist()
+            sub = EncodedSplit([split.src_ids[i] for i in rows], [split.tgt_ids[i] for i in rows],
+                               [split.label_ids[i] for i in rows], split.n_labels)
+            cache[name, limit] = (sub, [data.sources[name][i] for i in rows],
+                                  [data.references[name][i] for i in rows],
+                                  [data.domains[name][i] for i in rows])
+        return cache[name, limit]
 
     def _validate_and_save(self, start: float) -> bool:
         """Validate, save best/last, log; returns True when early stopping triggers."""
