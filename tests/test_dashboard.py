@@ -283,7 +283,7 @@ def test_per_domain_keys_keep_their_best_and_a_failing_call_stops_only_wandb(
     monkeypatch.setenv("HOME", str(tmp_path))
     run_dir = RunDir(tmp_path / "run")
     tracker = Tracker(LoggingConfig(project="translate-tests"), run_dir, config={})
-    for step, value in ((10, 5.0), (20, 7.0), (30, 6.0)):  # issue 15's per-domain keys
+    for step, value in ((10, 5.0), (20, 7.0), (30, 6.0)):  # per-domain keys
         tracker.log({"valid/bleu/captions": value, "valid/f1/general": value / 10,
                      "valid/loss": value}, step)
     tracker.wandb.run.finish()  # W&B breaks under the tracker's feet

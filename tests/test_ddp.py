@@ -1,4 +1,4 @@
-"""torchrun DDP on the CPU (gloo) with real processes and real data (issue 14).
+"""torchrun DDP on the CPU (gloo) with real processes and real data.
 
 Two ranks that each run one micro-batch per step must end where one process accumulating
 the same two micro-batches ends; rank 0 alone writes the run; a SIGTERM sent to one rank

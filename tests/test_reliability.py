@@ -1,5 +1,5 @@
 """Crash safety with real processes: kill -9 and resume, one writer per run, full disks,
-progress lines without a terminal (issue 17)."""
+progress lines without a terminal."""
 
 from __future__ import annotations
 

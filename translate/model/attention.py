@@ -5,7 +5,7 @@ decoding, beam search) and all target steps at once ``[B, T, H]`` (teacher forci
 input feeding). In beam search the ``N = B * k`` hypotheses of a sentence are consecutive rows
 and share its keys, which are *not* repeated k times: the query is viewed as ``[B, k, H]``, so
 each sentence's k scores are one small GEMM against its own keys instead of k vector products
-against k copies (several times faster per step; BENCHMARKS.md has the figures). Anything
+against k copies (several times faster per step; docs/benchmarks.md has the figures). Anything
 that depends only on the keys (the projection in ``general`` and ``mlp``) is computed once per
 sentence by :meth:`Attention.precompute` and stored with the encoder output, so beam search
 does not redo it at every step.

@@ -192,7 +192,7 @@ class Decoder(nn.Module):
 
         Not under bf16/fp16 autocast: its buffers and ``out=`` products are fp32, and with
         native bf16 the plain loop's bf16 products beat running the fused loop in fp32
-        inside autocast (interleaved on an avx512_bf16 CPU; README, "bf16 on CPU")."""
+        inside autocast (interleaved on an avx512_bf16 CPU; docs/performance.md)."""
         return (
             self.attention.kind in ("dot", "general")
             and keys.dtype == torch.float32

@@ -1,7 +1,7 @@
 """Dropout whose CPU masks come from 15-bit random integers instead of ``bernoulli_``.
 
 Why: on CPU, ``nn.Dropout`` draws one Mersenne-Twister float per element, and a training step
-of the reference model draws millions of them, a visible share of the step (BENCHMARKS.md).
+of the reference model draws millions of them, a visible share of the step (docs/benchmarks.md).
 Here one 64-bit draw gives four 15-bit uniforms (``random_`` on int64 yields 63 random bits,
 so each 16-bit chunk is masked to its low 15 bits), compared against ``round(p · 2¹⁵)``. The
 drop probability is rounded to a multiple of 2⁻¹⁵ (0.3 → 0.300018), and the kept units are

@@ -118,7 +118,7 @@ def _log_probs(model: nn.Module, prev: Tensor, state, enc,
 
     On CPU the log-softmax overwrites the logits (a fresh tensor from the generator): no
     second ``[N, V]`` matrix, and the fastest way to normalise there (faster than into a new
-    tensor or any ``logsumexp`` formulation; BENCHMARKS.md). The row kernel reads each
+    tensor or any ``logsumexp`` formulation; docs/benchmarks.md). The row kernel reads each
     element before writing it, so the result is bit-identical to the out-of-place one (a test
     checks that); other devices keep the out-of-place call.
     """
