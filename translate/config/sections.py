@@ -109,7 +109,8 @@ class TokenizerConfig:
     # Sentences per model the tokenizer learns from (0 = all): a larger training corpus is
     # sampled (seeded, whole pairs), so tokenizer training time stops growing with it. The
     # default keeps unigram training on a 2-core host within a minute; more sentences
-    # barely change the pieces a sentence needs (the measurement is in the README).
+    # barely change the pieces a sentence needs (measured: docs/benchmarks.md, "Epoch plan,
+    # tokenizer sample, shortlist").
     input_sentence_size: int = 100_000
     max_tokens: int = 256  # longest source/target in pieces fed to the model
 
