@@ -87,7 +87,7 @@ def tiny_config(multi30k: Path, multidomain: Path, run_dir: Path, cache_dir: Pat
 
 @pytest.fixture(scope="session")
 def trained_run(multi30k: Path, multidomain: Path, tmp_path_factory) -> Path:
-    """One real training run shared by the inference tests (trained once per session)."""
+    """One real training run shared by the inference tests (trained once per test run)."""
     from translate import config
     from translate.training.trainer import Trainer
 
