@@ -456,7 +456,7 @@ def test_bench_commands_exist_and_take_their_flags():
     assert not missing, "no bench/NAME.py:\n" + "\n".join(missing)
     names = sorted({c.target for c in used} | set(_bench_names()))
     with ThreadPoolExecutor(4) as pool:
-        helps = dict(zip(names, pool.map(lambda n: _bench_help((n,)), names)))
+        helps = dict(zip(names, pool.map(lambda n: _bench_help((n,)), names), strict=True))
     problems = []
     for cmd in used:
         text = helps[cmd.target]
