@@ -385,6 +385,10 @@ def test_limits_are_413_naming_the_flag(limited: Server) -> None:
     status, _, body = limited.post("/translate", {"q": ["a"] * 65, "source": "de",
                                                   "target": "en"})
     assert status == 413 and "--max-sentences" in body["error"]
+    status, _, body = limited.post("/translate", {"q": "\n" * 64, "source": "de",
+                                                  "target": "en"})
+    assert status == 413 and body["error"] == (
+        "65 sentences (lines) exceed the queue's limit of 64 (--max-queue)")
     status, _, body = limited.post("/v1/translate", {"sentences": ["ok", "y" * 1201]})
     assert status == 413 and body["error"] == (
         "sentences[1]: 1201 characters exceed the limit of 1200 per item (--max-chars)")

@@ -142,7 +142,7 @@ def _run(argv: list[str] | None) -> int:
     from translate.runtime import set_threads
     from translate.serve.batcher import Batcher
     from translate.serve.limits import Limits
-    from translate.serve.metrics import Metrics
+    from translate.serve.prometheus import Metrics
 
     limits = Limits(max_body_bytes=args.max_body_bytes, max_sentences=args.max_sentences,
                     max_chars=args.max_chars, max_queue=args.max_queue, timeout=args.timeout,
@@ -158,7 +158,7 @@ def _run(argv: list[str] | None) -> int:
     logging.getLogger("translate.runtime").setLevel(logging.INFO)
     translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize, precision=args.precision,
-                                 shortlist=shortlist)
+                                 shortlist=shortlist, beam=args.beam)
     if translator.quantized:
         tuning.retain_freed_memory()
     options = {"beam": args.beam, "batch_size": args.batch_size}

@@ -35,7 +35,7 @@ from translate.inference.translator import Translator
 from translate.search.domain_choice import choose
 from translate.serve.batcher import Batcher, Expired, Options, QueueFull, Unavailable
 from translate.serve.limits import Limits, RequestError, check_text
-from translate.serve.metrics import CONTENT_TYPE_LATEST, Metrics
+from translate.serve.prometheus import CONTENT_TYPE_LATEST, Metrics
 
 __all__ = ["create_app"]
 
@@ -266,6 +266,9 @@ class Service:
         """Queue ``texts`` and wait for their translations, within the request's deadline."""
         if not texts:
             return []
+        if len(texts) > self.limits.max_queue:  # (lines of texts) could never be queued
+            raise RequestError(413, f"{len(texts)} sentences (lines) exceed the queue's "
+                                    f"limit of {self.limits.max_queue} (--max-queue)")
         timeout = self.limits.timeout
         try:
             future = self.batcher.submit(texts, options, timeout - (time.monotonic() - arrived))

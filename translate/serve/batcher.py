@@ -6,7 +6,9 @@ several threads at once. So requests never decode themselves: each one becomes a
 on a queue, and one worker thread
 
 1. takes the first waiting job and gathers more for up to ``max_wait_ms`` (jobs already
-   waiting join at once) until ``max_batch_tokens`` source pieces are gathered;
+   waiting join at once), up to one of the translator's batches (``batch_size`` sentences)
+   and ``max_batch_tokens`` source pieces: gathering more would only add a second, partly
+   filled batch of mixed lengths to the call, which cost throughput (docs/serve.md);
 2. drops the jobs whose request has outlived its deadline or whose client stopped waiting
    (their sentences leave the batch before any work is spent on them);
 3. translates the rest with one :meth:`Translator.translate` call per set of options - which
@@ -28,9 +30,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from translate.errors import TranslateError
 from translate.inference.translator import Translator
 from translate.serve.limits import Limits
-from translate.serve.metrics import Metrics
+from translate.serve.prometheus import Metrics
 
 __all__ = ["Batcher", "Expired", "Job", "Options", "QueueFull", "Unavailable"]
 
@@ -43,15 +46,15 @@ WARMUP = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee auf einer gr
           "auf einer Bank sitzt und ein Eis isst."]
 
 
-class QueueFull(Exception):
+class QueueFull(TranslateError):
     """More sentences are waiting than ``max_queue`` allows."""
 
 
-class Unavailable(Exception):
+class Unavailable(TranslateError):
     """The service is warming up or shutting down."""
 
 
-class Expired(Exception):
+class Expired(TranslateError):
     """The job's request outlived its deadline before the worker reached it."""
 
 
@@ -69,6 +72,7 @@ class Job:
     options: Options
     deadline: float  # time.monotonic()
     future: Future = field(default_factory=Future)
+    tokens: int | None = None  # source pieces, once counted
 
 
 _STOP = object()
@@ -89,6 +93,8 @@ class Batcher:
         self.failed: BaseException | None = None
         self.on_failure = lambda: None  # called in the worker if warming up fails
         self._queue: queue.Queue = queue.Queue()
+        self._carry: Job | None = None  # taken from the queue, left for the next batch
+        self.batch_size = translator.options(**self.translate_options).batch_size
         self._lock = threading.Lock()
         self._queued = 0  # sentences submitted and not yet taken by the worker
         self._closing = False
@@ -147,15 +153,20 @@ class Batcher:
         self.metrics.ready.set(0)
 
     def _gather(self) -> tuple[list[Job], bool]:
-        """The next jobs to decode together, and whether the stop mark was reached."""
-        first = self._queue.get()
+        """The next jobs to decode together, and whether the stop mark was reached.
+
+        At most one of the translator's batches (``batch_size`` sentences) and
+        ``max_batch_tokens`` source pieces, unless the first job alone is larger: a job that
+        does not fit waits for the next call instead of becoming a small batch of its own.
+        """
+        first, self._carry = self._carry or self._queue.get(), None
         if first is _STOP:
             return [], True
         jobs = [first]
-        tokens = self._tokens(first)
+        sentences, tokens = len(first.texts), self._tokens(first)
         end = time.monotonic() + self.limits.max_wait_ms / 1000
         stopping = False
-        while tokens < self.limits.max_batch_tokens:
+        while sentences < self.batch_size and tokens < self.limits.max_batch_tokens:
             remaining = end - time.monotonic()
             try:  # what is already waiting joins without waiting
                 job = self._queue.get(timeout=remaining) if remaining > 0 else \
@@ -165,16 +176,27 @@ class Batcher:
             if job is _STOP:
                 stopping = True
                 break
+            size = self._tokens(job)
+            if (sentences + len(job.texts) > self.batch_size
+                    or tokens + size > self.limits.max_batch_tokens):
+                self._carry = job
+                break
             jobs.append(job)
-            tokens += self._tokens(job)
+            sentences += len(job.texts)
+            tokens += size
         with self._lock:
             self._queued -= sum(len(j.texts) for j in jobs)
             self.metrics.queue_depth.set(self._queued)
         return jobs, stopping
 
     def _tokens(self, job: Job) -> int:
-        todo = [t for t in job.texts if t.strip()]
-        return sum(len(ids) for ids in self.translator.tokenizer.encode_src(todo)) if todo else 0
+        """Source pieces of ``job`` (counted once; the translator encodes again, which
+        costs microseconds against the milliseconds of decoding)."""
+        if job.tokens is None:
+            todo = [t for t in job.texts if t.strip()]
+            job.tokens = sum(len(ids) for ids in self.translator.tokenizer.encode_src(todo)
+                             ) if todo else 0
+        return job.tokens
 
     def _serve(self, jobs: list[Job]) -> None:
         now = time.monotonic()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from translate.errors import TranslateError
+
 __all__ = ["Limits", "RequestError", "check_text"]
 
 
@@ -42,7 +44,7 @@ class Limits:
                              f"({self.max_sentences}): a full-size request could never be queued")
 
 
-class RequestError(Exception):
+class RequestError(TranslateError):
     """A request the service refuses: an HTTP status and a one-line message."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
