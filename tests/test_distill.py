@@ -166,3 +166,19 @@ def test_teacher_to_student_end_to_end(trained_run, multi30k, multidomain, tmp_p
                                   Store(raw["distill"]["output"]).groups())
     assert [s.prefix for s in both.data.train][2:] == [s["prefix"] for s in
                                                         raw["data"]["train"]]
+
+
+def test_refusals_name_what_to_do(trained_run, multi30k, multidomain, tmp_path) -> None:
+    captions, _ = _sources(multi30k, multidomain, tmp_path)
+    raw = _student_raw(multi30k, multidomain, tmp_path, "student", captions)
+    with pytest.raises(DistillError, match="run the translate stage first"):
+        pipeline.run(trained_run, config.from_dict(raw), stage="train")
+    with pytest.raises(config.ConfigError, match="is the teacher's run directory"):
+        pipeline.run(trained_run, config.from_dict(
+            {**raw, "training": {**raw["training"], "run_dir": str(trained_run)}}))
+    swapped = {**raw, "data": {**raw["data"], "src_lang": "en", "tgt_lang": "de"}}
+    with pytest.raises(config.ConfigError, match="translates de -> en, the student config en"):
+        pipeline.run(trained_run, config.from_dict(swapped))
+    with pytest.raises(config.ConfigError, match="--resume continues the student's training"):
+        pipeline.run(trained_run, config.from_dict(raw), stage="translate", resume=True)
+    assert not Path(raw["distill"]["output"]).exists()  # nothing was written
