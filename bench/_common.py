@@ -160,21 +160,23 @@ def cpu_capability(caps: dict | None = None) -> dict:
     comes from it alone."""
     import platform
 
-    from translate.runtime import choose_precision, cpu_bf16_unit
+    from translate.runtime import JOBS, choose_precision, cpu_bf16_unit
 
     own = caps is None
     caps = torch.cpu.get_capabilities() if own else caps
-    auto, _ = choose_precision("auto", "cpu", cpu_caps=caps)
+    auto = {job: str(choose_precision("auto", "cpu", cpu_caps=caps, job=job)[0]
+                     ).removeprefix("torch.") for job in JOBS}
     return {"model": caps.get("cpu_name") or (platform.processor() if own else "") or "unknown",
             "cores": caps.get("num_physical_cores"),
             "flags": [f for f in _CPU_FLAGS if caps.get(f)],
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability() if own else None,
             "bf16_unit": cpu_bf16_unit(caps),
-            "auto_precision": str(auto).removeprefix("torch.")}
+            "auto_precision": auto}
 
 
 def cpu_line(cpu: dict) -> str:
     """One human line for :func:`cpu_capability`'s result."""
     return (f"CPU: {cpu['model']} ({cpu['cores']} cores); flags {' '.join(cpu['flags'])}; "
             f"torch {cpu['torch_cpu_capability']}; native bf16: {cpu['bf16_unit'] or 'none'} "
-            f"(precision auto: {cpu['auto_precision']})")
+            "(precision auto: " + ", ".join(f"{job} {dtype}" for job, dtype
+                                            in cpu["auto_precision"].items()) + ")")

@@ -52,11 +52,15 @@ def test_round_ratios_against_fp32_round_by_round() -> None:
     assert round_ratios({(0, "fp32"): 1.0}, ["fp32", "bf16"])["bf16/fp32"]["median"] is None
 
 
+_F32, _BF16 = "float32", "bfloat16"
+
+
 @pytest.mark.parametrize("caps,flags,unit,auto", [
     (AMX, ["avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"], "amx",
-     "bfloat16"),
-    (ZEN4, ["avx2", "avx512_f", "avx512_bf16", "avx512_vnni"], "avx512_bf16", "bfloat16"),
-    (AVX2, ["avx2"], None, "float32"),
+     {"train": _F32, "beam": _BF16, "greedy": _F32}),
+    (ZEN4, ["avx2", "avx512_f", "avx512_bf16", "avx512_vnni"], "avx512_bf16",
+     {"train": _BF16, "beam": _BF16, "greedy": _BF16}),
+    (AVX2, ["avx2"], None, {"train": _F32, "beam": _F32, "greedy": _F32}),
 ])
 def test_cpu_capability_fields(caps, flags, unit, auto) -> None:
     cpu = cpu_capability(caps)
@@ -65,15 +69,17 @@ def test_cpu_capability_fields(caps, flags, unit, auto) -> None:
                    "auto_precision": auto}
     line = cpu_line(cpu)
     assert caps["cpu_name"] in line and f"native bf16: {unit or 'none'}" in line
-    assert f"precision auto: {auto}" in line
+    assert f"precision auto: train {auto['train']}, beam {auto['beam']}, " in line
 
 
 def test_cpu_capability_of_this_host() -> None:
     cpu = cpu_capability()
     assert cpu["model"] and cpu["torch_cpu_capability"] in (
         "default", "DEFAULT", "AVX2", "AVX512", "ZVECTOR", "NO AVX", "SVE256")
-    assert cpu["auto_precision"] in ("bfloat16", "float32")
-    assert (cpu["bf16_unit"] is None) == (cpu["auto_precision"] == "float32")
+    assert set(cpu["auto_precision"].values()) <= {"bfloat16", "float32"}
+    assert set(cpu["auto_precision"]) == {"train", "beam", "greedy"}
+    if cpu["bf16_unit"] is None:  # no native bf16: fp32 for every job
+        assert set(cpu["auto_precision"].values()) == {"float32"}
 
 
 def test_quality_comparison_round_by_round() -> None:

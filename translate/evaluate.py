@@ -122,7 +122,7 @@ def _run(argv: list[str] | None) -> int:
     src, refs, domains = load_split(cfg_path, args.overrides, args.split, args.max_pairs)
     shortlist = None if args.shortlist is None else args.shortlist == "on"
     translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
-                                 precision=args.precision, shortlist=shortlist)
+                                 precision=args.precision, shortlist=shortlist, beam=args.beam)
     hyps = [r.text for r in translator.translate(src, beam=args.beam,
                                                  batch_size=args.batch_size)]
     result = report(hyps, refs, domains)

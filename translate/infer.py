@@ -229,7 +229,7 @@ def _run(argv: list[str] | None) -> int:
     with _report_precision(args.precision != "fp32"):
         translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
                                      quantize=args.quantize, precision=args.precision,
-                                     shortlist=shortlist)
+                                     shortlist=shortlist, beam=args.beam)
     if translator.quantized:  # asked for here or in the run's inference config
         # After loading: what loading and quantizing freed goes back to the OS as usual; the
         # setting is for the buffers search allocates and frees at every step.

@@ -20,7 +20,6 @@ from translate.errors import TranslateError
 log = logging.getLogger("translate.runtime")
 
 
-
 class RuntimeSetupError(TranslateError, RuntimeError):
     """The requested device or precision cannot be used on this machine."""
 
@@ -63,21 +62,43 @@ def cpu_bf16_unit(caps: Mapping[str, object]) -> str | None:
     return None
 
 
+# What ``precision: auto`` picks on a CPU, by its native bf16 unit and the job. A row turns
+# bf16 on only where it was measured faster than fp32 and as good (docs/performance.md,
+# "Which precision auto picks", has the figures and the CPU of each). AMX trains in fp32:
+# there bf16 training was slower with oneDNN's per-shape kernels rebuilt all the time, and
+# the bf16-trained default model decoded 4.9 BLEU worse than the fp32 one; greedy decoding
+# on AMX was slower in bf16 (0.73x), beam search faster (1.31x, same BLEU).
+JOBS = ("train", "beam", "greedy")
+CPU_AUTO_BF16: dict[str | None, frozenset[str]] = {
+    "avx512_bf16": frozenset({"train", "beam", "greedy"}),
+    "amx": frozenset({"beam"}),
+    None: frozenset(),  # no native bf16: emulated products only cost
+}
+
+
+def decoding_job(beam: int) -> str:
+    """The job ``auto`` is chosen for when decoding with beam size ``beam``."""
+    return "greedy" if beam <= 1 else "beam"
+
+
 def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
-                     cpu_caps: Mapping[str, object] | None = None) -> tuple[torch.dtype, str]:
+                     cpu_caps: Mapping[str, object] | None = None,
+                     job: str = "train") -> tuple[torch.dtype, str]:
     """The autocast dtype for ``name`` on ``device_type`` and why; pure, so tests can give
     any machine's flags.
 
     CUDA: ``auto`` is bf16 where supported (no scaler needed), else fp16 with a scaler.
-    CPU: ``auto`` is bf16 where :func:`cpu_bf16_unit` finds a native unit, fp32 elsewhere.
-    AMX is where bf16 pays most, but AVX-512 BF16 dot products alone paid too: on an AMD
-    EPYC (Zen 4, no AMX) bf16 trained and decoded the Multi30k models clearly faster than
-    fp32 in interleaved runs (README, "bf16 on CPU"). Without a unit bf16 is converted to
-    fp32 and back around every product, so it only costs; ``bf16`` can still be forced --
-    except where :func:`cpu_bf16_lstm_supported` says the LSTMs cannot run in bf16 at all
-    (AVX2-only CPUs): there it is a clear error. fp16 is refused on the CPU: its CPU products
-    are emulated too, and its range would need a GradScaler that the CPU path does not run.
+    CPU: ``auto`` is bf16 where :func:`cpu_bf16_unit` finds a native unit *and*
+    :data:`CPU_AUTO_BF16` says bf16 paid for that ``job`` (``train``, ``beam`` or
+    ``greedy`` decoding) on that unit; fp32 elsewhere, so ``auto`` is never slower or worse
+    than fp32 where it was measured. Without a unit bf16 is converted to fp32 and back
+    around every product, so it only costs; ``bf16`` can still be forced -- except where
+    :func:`cpu_bf16_lstm_supported` says the LSTMs cannot run in bf16 at all (AVX2-only
+    CPUs): there it is a clear error. fp16 is refused on the CPU: its CPU products are
+    emulated too, and its range would need a GradScaler that the CPU path does not run.
     """
+    if job not in JOBS:
+        raise ValueError(f"job {job!r}: expected one of {', '.join(JOBS)}")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if device_type == "cuda":
         if name != "auto":
@@ -106,16 +127,22 @@ def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
             return torch.bfloat16, ("bf16 as configured, but this CPU has no native bf16 "
                                     "(emulated: expect it slower than fp32)")
         return torch.bfloat16, f"bf16 as configured (CPU has {unit})"
-    if unit is not None and lstm_ok:
-        return torch.bfloat16, f"auto: this CPU has native bf16 ({unit})"
-    return torch.float32, "auto: this CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)"
+    what = {"train": "training", "beam": "beam search", "greedy": "greedy decoding"}[job]
+    if unit is None or not lstm_ok:
+        return torch.float32, ("auto: this CPU has no native bf16 (neither avx512_bf16 nor "
+                               "amx_bf16)")
+    if job in CPU_AUTO_BF16[unit]:
+        return torch.bfloat16, f"auto: this CPU has native bf16 ({unit}), faster for {what}"
+    return torch.float32, (f"auto: this CPU has native bf16 ({unit}), but {what} was not "
+                           f"faster and as good in bf16 there (docs/performance.md)")
 
 
-def precision_choice(name: str, device: torch.device) -> tuple[torch.dtype, str]:
+def precision_choice(name: str, device: torch.device,
+                     job: str = "train") -> tuple[torch.dtype, str]:
     """:func:`choose_precision` with this machine's GPU and CPU flags."""
     cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     caps = torch.cpu.get_capabilities() if device.type == "cpu" else None
-    return choose_precision(name, device.type, cuda_bf16=cuda_bf16, cpu_caps=caps)
+    return choose_precision(name, device.type, cuda_bf16=cuda_bf16, cpu_caps=caps, job=job)
 
 
 def cpu_bf16_lstm_supported(caps: Mapping[str, object]) -> bool:
@@ -131,9 +158,10 @@ def cpu_bf16_lstm_supported(caps: Mapping[str, object]) -> bool:
     return bool(core or caps.get("amx_bf16"))
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for ``name`` on ``device``; logs the choice and its reason."""
-    dtype, reason = precision_choice(name, device)
+def resolve_precision(name: str, device: torch.device, job: str = "train") -> torch.dtype:
+    """The autocast dtype for ``name`` on ``device`` for ``job``; logs the choice and its
+    reason."""
+    dtype, reason = precision_choice(name, device, job)
     log.info("precision %s: %s", str(dtype).removeprefix("torch."), reason)
     return dtype
 

@@ -177,7 +177,7 @@ def _load(teacher: Path, search: Search, rank: Rank):
 
     device = rank_device(resolve_device(search.device), rank)
     translator = Translator.load(teacher, device=str(device), precision=search.precision,
-                                 shortlist=search.shortlist)
+                                 shortlist=search.shortlist, beam=search.beam_size)
     log.info("distill: teacher %s (%s) on %s, %s, beam %d, batches of %d", teacher,
              translator.checkpoint_path.name if translator.checkpoint_path else "?", device,
              translator.dtype, search.beam_size, search.batch_size)

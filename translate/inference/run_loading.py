@@ -19,7 +19,7 @@ from translate.config import Config, ConfigError
 from translate.data.tokenizer import Tokenizer
 from translate.runs.checkpoint import CheckpointError
 from translate.runs.rundir import RunDir
-from translate.runtime import resolve_precision
+from translate.runtime import decoding_job, resolve_precision
 from translate.search.shortlist import LexicalTable
 
 log = logging.getLogger("translate.inference.translator")
@@ -104,14 +104,17 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         )
 
 
-def inference_precision(name: str, device: torch.device, quantize: bool) -> torch.dtype:
+def inference_precision(name: str, device: torch.device, quantize: bool,
+                        beam: int = 5) -> torch.dtype:
     """The autocast dtype; with int8 weights ``auto`` is fp32 and bf16/fp16 are refused.
+    ``auto`` otherwise depends on the search: bf16 is faster for beam search than for
+    greedy decoding on some CPUs (:data:`translate.runtime.CPU_AUTO_BF16`).
 
     Dynamic int8 layers quantize fp32 activations on the fly and have no bf16 kernels;
     autocast would hand them bf16 activations from the unquantized products (attention).
     """
     if not quantize:
-        return resolve_precision(name, device)
+        return resolve_precision(name, device, decoding_job(beam))
     if name in ("bf16", "fp16"):
         raise ConfigError(f"precision {name!r} cannot be combined with quantize (int8 weights "
                           "run with fp32 activations); drop one of them")

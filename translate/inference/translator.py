@@ -125,7 +125,7 @@ class Translator:
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", checkpoint: str | Path = "auto",
              quantize: bool | None = None, precision: str = "fp32",
-             shortlist: bool | None = None) -> Translator:
+             shortlist: bool | None = None, beam: int | None = None) -> Translator:
         """Load ``run_dir`` for inference.
 
         ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
@@ -136,7 +136,9 @@ class Translator:
         :func:`translate.tuning.retain_freed_memory`).
         ``precision``: ``fp32`` (default, identical results on every device), ``bf16``
         autocast (CUDA or CPU; search scores stay fp32), ``fp16`` (CUDA) or ``auto`` (see
-        :func:`translate.runtime.choose_precision`).
+        :func:`translate.runtime.choose_precision`: on some CPUs bf16 pays for beam search
+        but not for greedy decoding, so ``auto`` looks at ``beam``, the beam size the caller
+        will mostly decode with; None: the run's ``inference.beam_size``).
         ``shortlist``: decode over per-batch vocabulary shortlists (None: the run's
         ``inference.shortlist``, on by default); a run without ``shortlist.pt`` decodes over
         the whole vocabulary (logged).
@@ -162,7 +164,8 @@ class Translator:
                 f"{str(torch_device)!r}; use --device cpu, or --no-quantize when the run's "
                 "inference.quantize asks for it"
             )
-        dtype = inference_precision(precision, torch_device, quantize)
+        dtype = inference_precision(precision, torch_device, quantize,
+                                    beam if beam is not None else cfg.inference.beam_size)
         path = checkpoint_path(run, checkpoint)
         state = load_checkpoint(path, map_location="cpu")
         if not isinstance(state.get("model"), dict):
