@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 import threading
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from translate import config
 from translate.config import ConfigError
 from translate.inference.translator import Translator, split_long
 from translate.runs.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from translate.search.beam import beam_search
+from translate.search.beam import beam_search, length_penalty
 
 
 @pytest.fixture(scope="module")
@@ -262,29 +263,53 @@ def bf16_translator(trained_run: Path) -> Translator:
     return Translator.load(trained_run, device="cpu", precision="bf16")
 
 
-@needs_cpu_bf16
-def test_bf16_translation_mostly_agrees_with_fp32(translator, bf16_translator, german):
-    """Same number of lines and mostly the same hypotheses on 200 test2016 sentences.
+def _fp32_scores(tr: Translator, sources: list[str], outputs: list[str]) -> list[float]:
+    """Each output's score under ``tr``'s model in fp32, teacher forced: its log-probability
+    (pieces and end of sentence) over the GNMT length penalty, the objective beam search
+    maximises - how good an output is, whichever search found it."""
+    bos, eos = tr.special["bos_id"], tr.special["eos_id"]
+    scores = []
+    with torch.inference_mode():
+        for src, tgt in zip(tr.tokenizer.encode_src(sources), tr.tokenizer.encode_tgt(outputs),
+                            strict=True):
+            logits = tr.model(torch.tensor([src]), torch.tensor([len(src)]),
+                              torch.tensor([[bos, *tgt]])).logits.float()
+            gold = torch.tensor([[*tgt, eos]]).unsqueeze(-1)
+            total = logits.log_softmax(-1).gather(-1, gold).sum().item()
+            scores.append(total / length_penalty(len(tgt) + 1, tr.options().alpha))
+    return scores
 
-    Measured on the tiny trained model (barely past babbling, so its beams hold many
-    near-ties): trained in fp32 (``auto`` on a CPU without native bf16) greedy 200/200
-    identical, beam 3 168/200; trained in bf16 (``auto`` on an avx512_bf16 host) greedy
-    200/200, beam 3 134/200. bf16 rounds the logits (relative 2^-9: ~0.02 at a logit of
-    10), which reorders near-tied candidates. Bounds: 90% greedy, 55% beam 3.
+
+@needs_cpu_bf16
+def test_bf16_translation_is_as_good_as_fp32_under_the_fp32_model(translator, bf16_translator,
+                                                                    german):
+    """What bf16 decoding must preserve: one output per input, and outputs the fp32 model
+    rates as highly as its own.
+
+    Not "the same strings": bf16 rounds the logits (relative 2^-9, ~0.02 at a logit of 10),
+    which reorders near-tied candidates, and how often that happens depends on the CPU's
+    kernels (AMX accumulates whole tile products, AVX-512 BF16 pairs of products) and on
+    how many near-ties the model has - not something a test can pin on every host. Where
+    bf16 takes the other branch of a near-tie, the fp32 model rates the two outputs almost
+    equally, so the fp32 model's mean score of the 200 bf16 outputs stays within a few
+    percent of its mean score of its own outputs; a broken bf16 path (wrong casts, a lost state,
+    degenerate repeats) falls far outside. Measured on the tiny shared model (fp32-trained,
+    AVX-512 BF16 host): greedy identical; beam 3 170/200 identical, mean score within 1%.
     """
     assert bf16_translator.dtype == torch.bfloat16
     src = german[:200] + ["", "  "]
-    for beam, at_least in ((1, 0.9), (3, 0.55)):
+    for beam in (1, 3):
         ref = translator.translate(src, beam=beam)
         out = bf16_translator.translate(src, beam=beam)
         assert len(out) == len(src)
         assert out[-1].text == out[-2].text == ""
+        assert all(r.score is not None and math.isfinite(r.score) for r in out[:200])
+        fp32_mean = statistics.fmean(_fp32_scores(translator, src[:200],
+                                                  [r.text for r in ref[:200]]))
+        bf16_mean = statistics.fmean(_fp32_scores(translator, src[:200],
+                                                  [r.text for r in out[:200]]))
         same = sum(a.text == b.text for a, b in zip(ref, out, strict=True))
-        assert same >= at_least * 200, (beam, same)
-        diffs = [abs(a.score - b.score) for a, b in zip(ref, out, strict=True)
-                 if a.text == b.text and a.score is not None]
-        assert all(math.isfinite(d) for d in diffs)
-        assert sorted(diffs)[len(diffs) // 2] < 0.1  # median |score gap| of equal outputs
+        assert bf16_mean >= fp32_mean * 1.03, (beam, fp32_mean, bf16_mean, same)
 
 
 @needs_cpu_bf16
