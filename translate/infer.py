@@ -21,6 +21,7 @@ from pathlib import Path
 from translate import tuning
 from translate.cli import ArgumentParser, non_negative, run_main
 from translate.config import ConfigError
+from translate.data.linebreaks import one_line
 from translate.inference.infer_io import (
     BadLines,
     atomic_output,
@@ -33,9 +34,6 @@ from translate.inference.infer_io import (
 
 PROG = "python -m translate.infer"
 
-# Characters that some readers (str.splitlines, editors) treat as line breaks; they must not
-# appear inside an output line or a consumer could count more lines than we wrote.
-_BREAKS = {ord(c): " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
 _JSON_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
@@ -154,7 +152,7 @@ def _warn(message: str) -> None:
 def format_line(result, fmt: str, n_best: int) -> str:
     """One output line (without the newline) for one :class:`Translation`."""
     if fmt == "text":
-        return result.text.translate(_BREAKS)
+        return one_line(result.text)
     line = json.dumps(translation_record(result, n_best), ensure_ascii=False)
     for char, escaped in _JSON_BREAKS.items():
         line = line.replace(char, escaped)

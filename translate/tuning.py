@@ -5,7 +5,7 @@ one: the command-line entry points (``python -m translate.train`` / ``.infer`` /
 and the benchmark scripts) do, and a program that embeds ``translate`` may opt in with
 :func:`apply_process_tuning`. A setting the user already made (an exported variable, a
 ``GLIBC_TUNABLES`` malloc entry) always wins. Measurements behind each choice are in
-BENCHMARKS.md.
+docs/benchmarks.md.
 
 This module imports neither torch nor anything that does: the variables must be in place
 before torch loads MKL and before its first CPU LSTM call.

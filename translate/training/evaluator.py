@@ -16,6 +16,7 @@ import time
 
 from translate import config as config_mod
 from translate.data.batching import BatchSampler, EncodedSplit
+from translate.data.linebreaks import one_line
 from translate.runs.checkpoint import average_checkpoints, load_checkpoint, save_checkpoint
 from translate.search.shortlist import build_lexical_table
 from translate.tracking.dashboard import extremes
@@ -100,7 +101,8 @@ class EvaluationMixin:
         else:
             p.bad_validations += 1
         self._snapshot()
-        self.run.hyps_path.write_text("\n".join(result.hypotheses) + "\n", encoding="utf-8")
+        self.run.hyps_path.write_text("".join(one_line(h) + "\n" for h in result.hypotheses),
+                                      encoding="utf-8")
         self.valid_loss = result.metrics["loss"]
         self.scheduler.step_validation(self.valid_loss)
         elapsed = p.elapsed + time.time() - start
@@ -209,7 +211,7 @@ class EvaluationMixin:
             result = self._run_validation("test", greedy=False,
                                           thresholds=self.thresholds or None)
             (self.run.root / "test_hyps.txt").write_text(
-                "\n".join(result.hypotheses) + "\n", encoding="utf-8")
+                "".join(one_line(h) + "\n" for h in result.hypotheses), encoding="utf-8")
             summary.update({f"test_{k}": v for k, v in result.metrics.items()})
             summary["signatures"] = result.signatures
             self._log_extremes(result.hypotheses)
