@@ -336,3 +336,30 @@ def test_int8_with_bf16_is_refused_and_auto_means_fp32(trained_run):
         Translator.load(trained_run, device="cpu", quantize=True, precision="bf16")
     q = Translator.load(trained_run, device="cpu", quantize=True, precision="auto")
     assert q.dtype == torch.float32
+
+
+def test_search_after_a_fused_optimizer_step_uses_the_new_weights(trained_run, german):
+    """Validation decodes the model the trainer is updating. Fused AdamW (the trainer's)
+    writes parameters without bumping their version counters, so a decoder's cached step
+    weights keyed on them went stale: validation during a bf16 run decoded with the
+    recurrent weights of its first validation. Search must decode what the weights are now,
+    as a model freshly loaded with them does."""
+    tr = Translator.load(trained_run, device="cpu", shortlist=False)
+    src = german[:24]
+    before = [r.text for r in tr.translate(src, beam=1)]  # fills the step cache
+    optimizer = torch.optim.AdamW(tr.model.parameters(), lr=0.05, fused=True)
+    versions = [p._version for p in tr.model.parameters()]
+    generator = torch.Generator().manual_seed(0)
+    for p in tr.model.parameters():
+        p.grad = torch.randn(p.shape, generator=generator)
+    optimizer.step()
+    # Why this test exists; were torch to bump them one day, it still checks the behaviour.
+    unbumped = versions == [p._version for p in tr.model.parameters()]
+    fresh = Translator.load(trained_run, device="cpu", shortlist=False)
+    fresh.model.load_state_dict(tr.model.state_dict())
+    for beam in (1, 3):
+        after = [(r.text, r.score) for r in tr.translate(src, beam=beam)]
+        assert after == [(r.text, r.score) for r in fresh.translate(src, beam=beam)], (
+            beam, unbumped)
+        if beam == 1:
+            assert [text for text, _ in after] != before  # the step did change the model

@@ -171,13 +171,23 @@ class Decoder(nn.Module):
                 out.append((torch.cat([w_ih, w_hh], 1), bias, None))
         return out
 
+    def forget_step_cache(self) -> None:
+        """Drop the step weights cached by :meth:`_step_params` (they are rebuilt on the next
+        step): the weights may have changed in ways the cache key cannot see."""
+        self._step_cache = None
+
     def _step_params(self) -> list[tuple[Tensor, Tensor, Tensor | None]]:
         """:meth:`_cell_params`, cached between steps when no gradient is recorded.
 
         Search calls :meth:`step` once per target position; re-concatenating the weights
         each time copied every recurrent weight matrix per step. The cache key is every LSTM
-        parameter's storage and version counter, so an optimiser update, ``load_state_dict``
-        or a device move invalidates it.
+        parameter's storage and version counter, so ``load_state_dict``, a device move or an
+        ordinary in-place update invalidates it -- but not every optimiser step: fused
+        AdamW (what the trainer runs) writes the parameters without bumping their version
+        counters. So search also calls :meth:`forget_step_cache` before each batch
+        (:class:`translate.search.beam.EvalMode`); without that, validation during training
+        decoded with the recurrent weights of the first validation (under bf16 autocast,
+        where every cached weight is a copy: the in-training BLEU fell while the loss fell).
         """
         if torch.is_grad_enabled():
             return self._cell_params()

@@ -132,13 +132,19 @@ def _log_probs(model: nn.Module, prev: Tensor, state, enc,
 
 
 class EvalMode:
-    """Run the search with dropout off, restoring the caller's train/eval mode afterwards."""
+    """Run the search with dropout off, restoring the caller's train/eval mode afterwards,
+    and with fresh per-step weights: a decoder's cached step weights may predate an optimiser
+    update it could not detect (:meth:`translate.model.decoder.Decoder.forget_step_cache`)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model, self.was_training = model, model.training
 
     def __enter__(self) -> None:
         self.model.eval()
+        for module in self.model.modules():
+            forget = getattr(module, "forget_step_cache", None)
+            if forget is not None:
+                forget()
 
     def __exit__(self, *exc) -> None:
         self.model.train(self.was_training)
