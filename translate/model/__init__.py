@@ -1,4 +1,9 @@
-"""Packed bi-LSTM encoder, attentional LSTM decoder, optional multilabel domain tagger."""
+"""The network: packed bi-LSTM encoder, attentional LSTM decoder (teacher forcing and the
+one-step API search uses), the multilabel domain tagger and domain conditioning.
+
+Tensors in, tensors out: it knows nothing of files, run directories, W&B or the command line.
+May import: ``translate.config``, ``translate.masks``, ``translate.errors``.
+"""
 
 from __future__ import annotations
 

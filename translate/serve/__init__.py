@@ -2,7 +2,7 @@
 
 What this package owns: the service around a :class:`~translate.inference.translator.Translator`
 - the request queue and the one worker thread that owns the model (:mod:`.batcher`), the limits
-on what a request may ask (:mod:`.limits`), the Prometheus metrics (:mod:`.metrics`), the two
+on what a request may ask (:mod:`.limits`), the Prometheus metrics (:mod:`.prometheus`), the two
 APIs (LibreTranslate-compatible ``/translate`` and our ``/v1/translate``) and the page at ``/``
 (:mod:`.app`), and the command line (:mod:`.__main__`).
 
