@@ -191,6 +191,11 @@ class Seq2Seq(nn.Module):
 
     # ------------------------------------------------------------------ step API
 
+    def forget_step_cache(self) -> None:
+        """Search calls this before each batch: see
+        :meth:`translate.model.decoder.Decoder.forget_step_cache`."""
+        self.decoder.forget_step_cache()
+
     def encode(
         self, src: Tensor, src_lengths: Tensor, src_mask: Tensor | None = None
     ) -> EncoderOutput:

@@ -262,7 +262,8 @@ class RunDir:
         return self.root / "shortlist.pt"
 
     def write_shortlist(self, state: dict) -> None:
-        """The decoding shortlist's lexical table (:mod:`translate.search.shortlist`), atomically."""
+        """The decoding shortlist's lexical table (:mod:`translate.search.shortlist`),
+        written atomically."""
         save_checkpoint(self.shortlist_path, state)
 
     def read_shortlist(self) -> dict | None:

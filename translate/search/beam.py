@@ -141,10 +141,9 @@ class EvalMode:
 
     def __enter__(self) -> None:
         self.model.eval()
-        for module in self.model.modules():
-            forget = getattr(module, "forget_step_cache", None)
-            if forget is not None:
-                forget()
+        forget = getattr(self.model, "forget_step_cache", None)  # a Seq2Seq or a wrapper
+        if forget is not None:
+            forget()
 
     def __exit__(self, *exc) -> None:
         self.model.train(self.was_training)

@@ -360,6 +360,9 @@ class RestrictedModel:
     def eval(self) -> RestrictedModel:
         return self.train(False)
 
+    def forget_step_cache(self) -> None:
+        self.model.forget_step_cache()
+
     def encode(self, *args, **kwargs):
         return self.model.encode(*args, **kwargs)
 
