@@ -363,3 +363,15 @@ def test_search_after_a_fused_optimizer_step_uses_the_new_weights(trained_run, g
             beam, unbumped)
         if beam == 1:
             assert [text for text, _ in after] != before  # the step did change the model
+
+
+def test_auto_precision_follows_the_search_it_is_loaded_for(trained_run):
+    """``auto`` is chosen per job: on AMX bf16 pays for beam search but not for greedy
+    decoding. Whatever this host is, the loaded dtype is the table's for the beam asked (or
+    the run's ``inference.beam_size``)."""
+    from translate.runtime import choose_precision
+
+    caps = torch.cpu.get_capabilities()
+    for beam, job in ((1, "greedy"), (5, "beam"), (None, "beam")):  # the run's beam is 3
+        tr = Translator.load(trained_run, device="cpu", precision="auto", beam=beam)
+        assert tr.dtype == choose_precision("auto", "cpu", cpu_caps=caps, job=job)[0], beam
