@@ -180,3 +180,15 @@ def cpu_line(cpu: dict) -> str:
             f"torch {cpu['torch_cpu_capability']}; native bf16: {cpu['bf16_unit'] or 'none'} "
             "(precision auto: " + ", ".join(f"{job} {dtype}" for job, dtype
                                             in cpu["auto_precision"].items()) + ")")
+
+
+def add_training_run_arguments(ap: argparse.ArgumentParser, *, precisions: list[str],
+                               several: str, rounds_help: str) -> None:
+    """``--threads``, ``--device``, ``--precisions`` and ``--rounds``, spelled once for the
+    benchmarks that train (``train``, ``quality``)."""
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
+                    default=precisions, metavar="P[,P...]",
+                    help=f"fp32, bf16, fp16, auto; several {several}")
+    ap.add_argument("--rounds", type=int, default=1, help=rounds_help)

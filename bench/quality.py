@@ -36,12 +36,12 @@ from pathlib import Path
 from bench._common import (
     DEFAULT_DATA,
     abba,
+    add_training_run_arguments,
     base_precision,
     cpu_capability,
     cpu_line,
     load_average,
     load_config,
-    parse_precisions,
     peak_rss_mb,
     pin_threads,
     round_ratios,
@@ -59,14 +59,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget")
     ap.add_argument("--config", default=str(ROOT / "configs" / "quality.yaml"))
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="Multi30k directory")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
+    add_training_run_arguments(ap, precisions=["auto"], several="train one after the other",
+                               rounds_help="train every precision this many times, ABBA order")
     add_peers_argument(ap)
-    ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
-                    default=["auto"], metavar="P[,P...]",
-                    help="fp32, bf16, fp16, auto; several train one after the other")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="train every precision this many times, ABBA order")
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "bench_quality"))
     args = ap.parse_args()
     tuning.apply_process_tuning()  # what `python -m translate.train` runs with

@@ -60,12 +60,12 @@ from bench._common import (
     DEFAULT_DATA,
     GemmProbe,
     abba,
+    add_training_run_arguments,
     cpu_capability,
     cpu_line,
     gemm_peak_gflops,
     load_average,
     load_config,
-    parse_precisions,
     peak_rss_mb,
     pin_threads,
     round_ratios,
@@ -265,14 +265,10 @@ def main() -> None:
                     help="probe the GEMM rate every N timed steps, off the clock (0 = never)")
     ap.add_argument("--roofline-batches", type=int, default=6,
                     help="timed batches whose GEMMs are also timed alone (the bound)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
+    add_training_run_arguments(
+        ap, precisions=["fp32"], several="are interleaved in every round",
+        rounds_help="repeat every (mode, precision) child this many times, ABBA order")
     add_peers_argument(ap)
-    ap.add_argument("--precisions", "--precision", dest="precisions", type=parse_precisions,
-                    default=["fp32"], metavar="P[,P...]",
-                    help="fp32, bf16, fp16, auto; several are interleaved in every round")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="repeat every (mode, precision) child this many times, ABBA order")
     ap.add_argument("--max-tokens", type=int, default=2000, help="batch budget (tokens)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--run-root", default=str(ROOT / "runs" / "bench_train"),
