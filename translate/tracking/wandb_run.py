@@ -319,7 +319,8 @@ class WandbRun:
             import wandb
 
             caps = list(captions) if captions is not None else [None] * len(images)
-            pictures = [wandb.Image(img, caption=c) for img, c in zip(images, caps, strict=True)]
+            pictures = [wandb.Image(img, caption=c)
+                        for img, c in zip(_same_size(images), caps, strict=True)]
             self._send({key: pictures}, step)
 
         self.call(f"images {key}", send)
@@ -386,3 +387,25 @@ class WandbRun:
             log.warning("wandb: could not link the model artifact %s (%s)", name, err)
             return False
         return True
+
+
+def _same_size(images: Sequence[Any]) -> list[Any]:
+    """``images`` on white canvases of the largest width and height among them.
+
+    W&B shows a list of images under one key as one panel and warns ("Images sizes do not
+    match") when their sizes differ; attention heatmaps differ with each sentence's length.
+    Padding at the right and bottom keeps every cell where it was drawn."""
+    import numpy as np
+    from PIL import Image
+
+    pictures = [img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
+                for img in images]
+    if len({p.size for p in pictures}) <= 1:
+        return pictures
+    width, height = max(p.width for p in pictures), max(p.height for p in pictures)
+    padded = []
+    for picture in pictures:
+        canvas = Image.new(picture.mode, (width, height), "white")
+        canvas.paste(picture, (0, 0))
+        padded.append(canvas)
+    return padded
