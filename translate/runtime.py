@@ -127,12 +127,13 @@ def choose_precision(name: str, device_type: str, *, cuda_bf16: bool = False,
             return torch.bfloat16, ("bf16 as configured, but this CPU has no native bf16 "
                                     "(emulated: expect it slower than fp32)")
         return torch.bfloat16, f"bf16 as configured (CPU has {unit})"
+    unit = unit if lstm_ok else None  # a unit the LSTMs cannot use is no unit for auto
     what = {"train": "training", "beam": "beam search", "greedy": "greedy decoding"}[job]
-    if unit is None or not lstm_ok:
-        return torch.float32, ("auto: this CPU has no native bf16 (neither avx512_bf16 nor "
-                               "amx_bf16)")
     if job in CPU_AUTO_BF16[unit]:
         return torch.bfloat16, f"auto: this CPU has native bf16 ({unit}), faster for {what}"
+    if unit is None:
+        return torch.float32, ("auto: this CPU has no native bf16 (neither avx512_bf16 nor "
+                               "amx_bf16)")
     return torch.float32, (f"auto: this CPU has native bf16 ({unit}), but {what} was not "
                            f"faster and as good in bf16 there (docs/performance.md)")
 

@@ -105,7 +105,7 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
 
 def inference_precision(name: str, device: torch.device, quantize: bool,
-                        beam: int = 5) -> torch.dtype:
+                        beam: int) -> torch.dtype:
     """The autocast dtype; with int8 weights ``auto`` is fp32 and bf16/fp16 are refused.
     ``auto`` otherwise depends on the search: bf16 is faster for beam search than for
     greedy decoding on some CPUs (:data:`translate.runtime.CPU_AUTO_BF16`).
