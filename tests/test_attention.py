@@ -264,7 +264,8 @@ def test_offline_wandb_run_logs_attention_heatmaps(multi30k, multidomain, tmp_pa
     height = max(e.shape[0] for e in expected)
     width = max(e.shape[1] for e in expected)
     assert {a.shape for a in logged} == {(height, width, 3)}
-    assert len({e.shape for e in expected}) == 2  # two sentence lengths: padding was needed
+    # Two sources ~10 pieces apart in length: the widths differ on any CPU, so padding ran.
+    assert len({e.shape for e in expected}) == 2
 
     def shows(a: np.ndarray, e: np.ndarray) -> bool:
         h, w = e.shape[:2]
