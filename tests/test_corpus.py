@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from translate import config
 from translate.config import CleaningConfig, DataConfig, SourceConfig, SplitConfig
 from translate.data import DataError, format_report, load_corpus
 from translate.data.__main__ import main
-from translate.data.corpus import hash_split
+from translate.data.corpus import cache_key, hash_split
 from translate.data.schema import columns
 from translate.errors import TranslateError
 
@@ -185,6 +186,30 @@ def test_cache_hit_and_invalidation(multi30k: Path, tmp_path: Path) -> None:
     third = load_corpus(cfg, log=_quiet)
     assert third.report["cache_hit"] is False
     assert any("ZWEI" in s for s in columns(third.splits["train"], "src")[0])
+
+
+def test_an_entry_published_meanwhile_is_kept(multi30k: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs started side by side on one corpus both build its cache entry. The one that
+    publishes second finds the other's identical copy in place (here it appears just before
+    the move, as when the two finish together) and keeps it instead of failing on a
+    non-empty directory."""
+    cfg = DataConfig(src_lang="de", tgt_lang="en", cache_dir=str(tmp_path / "cache"),
+                     train=[_text(multi30k / "val", "captions")])
+    entry = tmp_path / "cache" / f"corpus-{cache_key(cfg)}"
+    real_replace = os.replace
+
+    def other_run_first(src, dst) -> None:
+        if Path(dst) == entry and not entry.exists():
+            shutil.copytree(src, entry)  # the other run's copy lands
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", other_run_first)
+    built = load_corpus(cfg, log=_quiet)
+    monkeypatch.undo()
+    assert built.report["pairs"]["train"] == 1014 and built.report["cache_hit"] is False
+    assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temp dir left
+    assert load_corpus(cfg, log=_quiet).report["cache_hit"] is True
 
 
 @pytest.mark.host_dependent  # reads this machine's gettext catalogs

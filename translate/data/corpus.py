@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from translate.config import DataConfig, SourceConfig
 from translate.data.cleaning import SCHEMA, SplitRows, Staged, strip_table
+from translate.data.encoded import publish
 from translate.data.schema import DataError, make_dataset
 from translate.data.sources import input_files, source_tables
 
@@ -94,7 +95,9 @@ def _load_splits(entry: Path, pairs: dict[str, int]) -> dict[str, datasets.Datas
 
 
 def _build_entry(cfg: DataConfig, entry: Path, log: Callable[[str], None]) -> dict:
-    """Build the corpus into a fresh directory that replaces ``entry`` once complete."""
+    """Build the corpus into a fresh directory that replaces ``entry`` once complete. Two
+    processes that start on the same corpus at once (two runs side by side, or ranks) both
+    build it; whichever publishes second keeps the first one's identical copy."""
     tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -108,9 +111,7 @@ def _build_entry(cfg: DataConfig, entry: Path, log: Callable[[str], None]) -> di
                                                        encoding="utf-8")
             report["manifest"] = str(entry / "gettext_manifest.json")
         (tmp / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-        if entry.exists():
-            shutil.rmtree(entry)
-        os.replace(tmp, entry)
+        publish(tmp, entry)  # a second process that built the same entry meanwhile: one stays
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
