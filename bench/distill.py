@@ -60,16 +60,20 @@ def _command(args: list[str], log_path: Path) -> float:
     return time.perf_counter() - start
 
 
-def _common(run_dir: Path, minutes: float, threads: int) -> list[str]:
+SEED = 1234  # every model's training.seed unless --seed says otherwise
+
+
+def _common(run_dir: Path, minutes: float, threads: int, seed: int) -> list[str]:
     return ["--set", f"training.run_dir={run_dir}", "--set", f"training.max_minutes={minutes}",
-            "--set", f"training.num_threads={threads}", "--set", "logging.wandb=disabled"]
+            "--set", f"training.num_threads={threads}", "--set", "logging.wandb=disabled",
+            "--set", f"training.seed={seed}"]
 
 
-def train_teacher(work: Path, minutes: float, threads: int) -> Path:
+def train_teacher(work: Path, minutes: float, threads: int, seed: int) -> Path:
     run = work / "teacher"
     _log(f"training the teacher for {minutes} minutes -> {run}")
     _command(["translate.train", "--config", "configs/multi30k.yaml", "--overwrite",
-              *_common(run, minutes, threads)], work / "teacher.log")
+              *_common(run, minutes, threads, seed)], work / "teacher.log")
     return run
 
 
@@ -79,7 +83,7 @@ def distill_corpus(teacher: Path, work: Path, threads: int) -> dict:
     _log(f"translating the training sources with {teacher}")
     seconds = _command(["translate.distill", "--teacher", str(teacher), "--config",
                         "configs/student.yaml", "--stage", "translate",
-                        *_common(work / "student", 1, threads),
+                        *_common(work / "student", 1, threads, SEED),
                         "--set", f"distill.output={work / 'distilled'}"],
                        work / "translate.log")
     manifest = json.loads((work / "distilled" / "manifest.json").read_text())
@@ -89,7 +93,8 @@ def distill_corpus(teacher: Path, work: Path, threads: int) -> dict:
 
 
 def train_side_by_side(teacher: Path, work: Path, minutes: float, threads: int,
-                       keep_references: bool, baseline: Path | None) -> dict[str, Path]:
+                       keep_references: bool, baseline: Path | None,
+                       seed: int) -> dict[str, Path]:
     """The students (and the baseline, unless given) at once, ``threads`` each."""
     jobs: dict[str, list[str]] = {}
     runs: dict[str, Path] = {}
@@ -98,13 +103,13 @@ def train_side_by_side(teacher: Path, work: Path, minutes: float, threads: int,
         runs[name] = work / name
         jobs[name] = ["translate.distill", "--teacher", str(teacher), "--config",
                       "configs/student.yaml", "--stage", "train", "--overwrite",
-                      *_common(runs[name], minutes, threads),
+                      *_common(runs[name], minutes, threads, seed),
                       "--set", f"distill.output={work / 'distilled'}",
                       "--set", f"distill.keep_references={str(keep).lower()}"]
     if baseline is None:
         runs["baseline"] = work / "baseline"
         jobs["baseline"] = ["translate.train", "--config", "configs/student.yaml",
-                            "--overwrite", *_common(runs["baseline"], minutes, threads)]
+                            "--overwrite", *_common(runs["baseline"], minutes, threads, seed)]
     else:
         runs["baseline"] = baseline
     _log(f"training {', '.join(jobs)} side by side for {minutes} minutes, {threads} thread(s) "
@@ -248,6 +253,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads of the translate stage (default: --threads)")
     p.add_argument("--keep-references", action="store_true",
                    help="also train a student on the distilled corpus plus the references")
+    p.add_argument("--seed", type=int, default=SEED,
+                   help=f"training.seed of every model trained here (default {SEED}); run "
+                        "again with another seed (and --teacher) for the seed spread")
     p.add_argument("--repeats", type=int, default=1, help="timed decodes per row")
     p.add_argument("--limit", type=int, default=0,
                    help="decode only the first N test sentences (0: all 1000)")
@@ -261,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result: dict = {"date": started, "cpu": _cpu(), "cores": os.cpu_count(),
                     "commit": _commit(), "argv": sys.argv[1:] if argv is None else argv,
-                    "minutes": args.minutes, "threads": args.threads,
+                    "minutes": args.minutes, "threads": args.threads, "seed": args.seed,
                     "translate_threads": args.translate_threads or args.threads}
-    teacher = args.teacher or train_teacher(args.work, args.minutes, args.threads)
+    teacher = args.teacher or train_teacher(args.work, args.minutes, args.threads, args.seed)
     runs: dict[str, Path] = {"teacher": teacher}
     if args.student:
         runs["student"] = args.student
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         result["translate"] = distill_corpus(teacher, args.work,
                                              args.translate_threads or args.threads)
         runs.update(train_side_by_side(teacher, args.work, args.minutes, args.threads,
-                                       args.keep_references, args.baseline))
+                                       args.keep_references, args.baseline, args.seed))
     result["steps"] = {name: _steps(run) for name, run in runs.items()}
     result["runs"] = {name: str(run) for name, run in runs.items()}
     _log("decoding test2016 with every model")
