@@ -10,19 +10,20 @@ On one host, in one run (each step can also take an earlier step's result instea
    taken with ``--teacher RUN_DIR``;
 2. ``python -m translate.distill --stage translate``: the teacher's beam search over the 29k
    training sources (timed: lines/s);
-3. side by side, one thread each, ``--minutes`` of training each: the student on the
-   distilled corpus (configs/student.yaml), optionally (``--keep-references``) a second one
-   on the distilled corpus plus the original references, and the baseline, the same
-   configs/student.yaml trained on the original data (or taken with ``--baseline RUN_DIR``);
+3. ``--minutes`` of training each, ``--threads`` each, as many side by side as the cores
+   allow (so every model gets its minutes of CPU): the student on the distilled corpus
+   (configs/student.yaml) and the baseline, the same configs/student.yaml trained on the
+   original data (or taken with ``--baseline RUN_DIR``); then, with ``--keep-references``
+   on a 2-core host, a second student on the distilled corpus plus the original references;
 4. every model on test2016 (1000 sentences): BLEU, chrF and decoding sentences/s for beam 5
    and greedy in fp32, bf16 (where the CPU has it natively) and dynamic int8. Decoding only
    is timed (each model is loaded outside the clock); fp32 and bf16 alternate (ABBA) over
    ``--repeats``, int8 runs last (it changes the process's malloc settings, as
    ``infer --quantize`` does).
 
-Takes about an hour with a teacher to train (20 + translation ~10-20 + 20 + ~10 minutes on
-2 CPU cores), ~35 minutes with ``--teacher``. Prints one JSON object (stdout, and ``--out``)
-and a summary with the three targets on stderr.
+Takes about an hour with a teacher to train (20 + translation ~3-20 + 20 + ~10 minutes on
+2 CPU cores), ~35 minutes with ``--teacher`` (20 more with ``--keep-references``). Prints
+one JSON object (stdout, and ``--out``) and a summary with the three targets on stderr.
 
     python -m bench distill [--teacher RUN_DIR] [--baseline RUN_DIR] [--work runs/bench-distill]
                             [--minutes 20] [--threads 1] [--keep-references] [--repeats 1]
@@ -92,10 +93,20 @@ def distill_corpus(teacher: Path, work: Path, threads: int) -> dict:
             "search": manifest["settings"]["search"]}
 
 
+def waves(names: list[str], cores: int, threads: int) -> list[list[str]]:
+    """The training jobs in groups that run side by side: at most one per ``threads`` cores,
+    so each gets its minutes of CPU as well as of wall clock; the optional ``student_refs``
+    last (on 2 cores with one thread each it waits for the other two)."""
+    at_once = max(1, cores // max(1, threads))
+    order = sorted(names, key=lambda name: name == "student_refs")
+    return [order[i:i + at_once] for i in range(0, len(order), at_once)]
+
+
 def train_side_by_side(teacher: Path, work: Path, minutes: float, threads: int,
                        keep_references: bool, baseline: Path | None,
                        seed: int) -> dict[str, Path]:
-    """The students (and the baseline, unless given) at once, ``threads`` each."""
+    """The students (and the baseline, unless given), ``threads`` each, as many at once as
+    the cores allow."""
     jobs: dict[str, list[str]] = {}
     runs: dict[str, Path] = {}
     variants = [("student", False)] + ([("student_refs", True)] if keep_references else [])
@@ -112,18 +123,19 @@ def train_side_by_side(teacher: Path, work: Path, minutes: float, threads: int,
                             "--overwrite", *_common(runs["baseline"], minutes, threads, seed)]
     else:
         runs["baseline"] = baseline
-    _log(f"training {', '.join(jobs)} side by side for {minutes} minutes, {threads} thread(s) "
-         "each")
-    procs = {}
-    for name, args in jobs.items():
-        log = (work / f"{name}.log").open("w")
-        procs[name] = (subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=log,
-                                        stderr=subprocess.STDOUT), log)
     failed = []
-    for name, (proc, log) in procs.items():
-        if proc.wait():
-            failed.append(name)
-        log.close()
+    for wave in waves(list(jobs), os.cpu_count() or 1, threads):
+        _log(f"training {', '.join(wave)} side by side for {minutes} minutes, {threads} "
+             "thread(s) each")
+        procs = {}
+        for name in wave:
+            log = (work / f"{name}.log").open("w")
+            procs[name] = (subprocess.Popen([sys.executable, "-m", *jobs[name]], cwd=ROOT,
+                                            stdout=log, stderr=subprocess.STDOUT), log)
+        for name, (proc, log) in procs.items():
+            if proc.wait():
+                failed.append(name)
+            log.close()
     if failed:
         raise SystemExit(f"bench distill: {', '.join(failed)} failed; see {work}/*.log")
     return runs
