@@ -248,3 +248,40 @@ def test_evaluate_prints_a_row_per_domain(trained_run: Path, capsys, tmp_path) -
     assert code == 2 and err.count("\n") == 1 and "/nonexistent/val.de: file not found" in err
     code, out, err = run("--set", "data.test[0].domains=[]")
     assert code == 2 and err.count("\n") == 1 and "no row of data.test carries a domain" in err
+
+
+def test_evaluate_scores_the_split_held_out_of_unsplit_sources(trained_run: Path, capsys,
+                                                               tmp_path, multi30k) -> None:
+    """A corpus with no listed test sources (the default corpus is one) is scored on the rows
+    training held out of ``data.unsplit``, by their labels."""
+    import yaml
+
+    from translate.evaluate import load_split, main
+
+    raw = yaml.safe_load((trained_run / "config.yaml").read_text())
+    raw["data"].update(train=[], valid=[], test=[], unsplit=[
+        {"kind": "text", "prefix": str(multi30k / "val"), "domains": ["captions"]}],
+        split={"valid_fraction": 0.1, "test_fraction": 0.1})
+    cfg = tmp_path / "unsplit.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    src, ref, doms = load_split(cfg, [], "test", None)
+    val_src = (multi30k / "val.de").read_text(encoding="utf-8").splitlines()
+    assert 50 < len(src) < 200 and set(src) <= set(val_src)  # ~10% of the 1,014 rows
+    assert len(ref) == len(src) and doms == [["captions"]] * len(src)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", str(trained_run), "--config", str(cfg), "--device", "cpu",
+              "--beam", "1", "--format", "json"])
+    result = json.loads(capsys.readouterr().out)
+    assert exit_.value.code == 0 and result["pooled"]["n"] == len(src)
+    assert result["domains"]["captions"]["n"] == len(src) and result["pooled"]["bleu"] > 0
+    # a cap on hash-split rows would score another sample, not fewer rows: refused
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", str(trained_run), "--config", str(cfg), "--max-pairs", "10"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "data.unsplit" in err
+    raw["data"].update(unsplit=[], train=[{"kind": "text", "prefix": str(multi30k / "val")}])
+    cfg.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", str(trained_run), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "nothing to score" in err and err.count("\n") == 1

@@ -1,7 +1,8 @@
 """``python -m translate.evaluate --model RUN [--config CFG] --split test``: score by domain.
 
 Translates a labelled split of a config's data (the run's own config unless ``--config``
-names another), prepared exactly as training prepares it, and prints one row per domain
+names another; listed sources, or the part of ``data.unsplit`` that training held out),
+prepared exactly as training prepares it, and prints one row per domain
 (sentences, BLEU, chrF) plus the pooled row, with the sacrebleu signatures; ``--format json``
 prints the same as one JSON object. A sentence with several labels counts in each of its
 domains. ``--max-pairs N`` overrides every source's ``max_pairs`` in that split (0 = whole
@@ -61,12 +62,17 @@ def load_split(cfg_path: str | Path, overrides: list[str], split: str,
         raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
     cfg = config_mod.load(cfg_path, overrides)
     sources = getattr(cfg.data, split)
-    if not sources:
-        raise ConfigError(f"{cfg_path}: data.{split} lists no sources to score (only "
-                          "explicitly listed, labelled sources are scored by domain)")
+    if not sources and not cfg.data.unsplit:
+        raise ConfigError(f"{cfg_path}: data.{split} lists no sources and data.unsplit "
+                          "none to split: nothing to score")
     if max_pairs is not None:
         if max_pairs < 0:
             raise ConfigError(f"--max-pairs: expected 0 (all) or more, got {max_pairs}")
+        if max_pairs and not sources:
+            # The split of data.unsplit is a hash of every row: capping its sources would
+            # score a different sample, not a smaller one.
+            raise ConfigError(f"--max-pairs {max_pairs}: data.{split} is split off "
+                              "data.unsplit, not listed; use --max-pairs 0 (all)")
         for source in sources:
             source.max_pairs = max_pairs
     corpus = load_corpus(cfg.data, log=lambda _msg: None)
