@@ -19,6 +19,7 @@ from translate.inference.translator import Translator
 from translate.search.attention_view import EOS_PIECE, validation_heatmaps
 from translate.search.decoding import decode_ids
 from translate.tracking.heatmap import PAD, render_heatmap
+from translate.training.valid_sample import heatmap_rows
 
 # fp32 row sums: a softmax over at most ~40 positions, summed in float32.
 SUM_TOL = 1e-5
@@ -228,9 +229,9 @@ def test_heatmap_layout_and_colours(translator, german):
 
 def test_offline_wandb_run_logs_attention_heatmaps(multi30k, multidomain, tmp_path,
                                                     monkeypatch):
-    """A tiny real training with W&B offline: at its one validation the first
-    ``logging.attention_samples`` validation sentences' heatmaps are in the run's media, the
-    very images the trained model's attention renders to."""
+    """A tiny real training with W&B offline: at its one validation the heatmaps of
+    ``logging.attention_samples`` validation sentences, one from each of its two dev sets,
+    are in the run's media, the very images the trained model's attention renders to."""
     from translate import config
     from translate.training.trainer import Trainer
 
@@ -252,9 +253,12 @@ def test_offline_wandb_run_logs_attention_heatmaps(multi30k, multidomain, tmp_pa
     assert len(files) == 2
     # The same model (one validation, so the best weights are the ones validated), the
     # same sentences: the logged pictures are exactly these renderings.
+    rows = heatmap_rows(trainer.data.domains["valid"], 2)
+    assert sorted(trainer.data.domains["valid"][i][0] for i in rows) == ["captions", "general"]
+    src_ids = trainer.data.splits["valid"].src_ids
     images, captions = validation_heatmaps(
-        trainer.model, trainer.data.splits["valid"].src_ids[:2], trainer.data.tokenizer,
-        trainer.cfg.inference, trainer.device, trainer.dtype, 6)
+        trainer.model, [src_ids[i] for i in rows], trainer.data.tokenizer,
+        trainer.cfg.inference, trainer.device, trainer.dtype, 6, rows)
     from PIL import Image
 
     logged = [np.asarray(Image.open(f).convert("RGB")) for f in files]
@@ -273,4 +277,5 @@ def test_offline_wandb_run_logs_attention_heatmaps(multi30k, multidomain, tmp_pa
         return np.array_equal(a[:h, :w], e) and bool((rest == 255).all())
 
     assert all(any(shows(a, e) for e in expected) for a in logged)
-    assert all(c.startswith("step 6, valid sentence ") for c in captions)
+    assert [c.split(":")[0] for c in captions] == [f"step 6, valid sentence {i + 1}"
+                                                   for i in rows]

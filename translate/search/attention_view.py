@@ -98,9 +98,11 @@ def add_attention_json(obj: dict, result: Any) -> None:
 
 
 def validation_heatmaps(model: Any, src_ids: Sequence[Sequence[int]], tok: Any, opts: Any,
-                        device: Any, dtype: Any, step: int) -> tuple[list, list[str]]:
+                        device: Any, dtype: Any, step: int,
+                        rows: Sequence[int] | None = None) -> tuple[list, list[str]]:
     """Greedy translations of ``src_ids`` (as validation decodes them) rendered as heatmaps
-    (PIL images), with one caption each: the step, the sentence and the output."""
+    (PIL images), with one caption each: the step, the sentence's row of the validation
+    split (``rows``, 0-based; default: 0, 1, ...), shown 1-based, and the output."""
     from translate.search.decoding import decode_ids
     from translate.tracking.heatmap import render_heatmap
 
@@ -108,11 +110,12 @@ def validation_heatmaps(model: Any, src_ids: Sequence[Sequence[int]], tok: Any, 
     decoded = decode_ids(model, src_ids, opts, special=special, device=device, dtype=dtype,
                          greedy=True, attention=True)
     images, captions = [], []
-    for n, (ids, hyps) in enumerate(zip(src_ids, decoded.hypotheses, strict=True), start=1):
+    rows = range(len(src_ids)) if rows is None else rows
+    for row, ids, hyps in zip(rows, src_ids, decoded.hypotheses, strict=True):
         if not hyps:
             continue
         view = view_of(tok, ids, hyps[0])
         (text,) = tok.decode_tgt([hyps[0].tokens])
         images.append(render_heatmap(view.weights, view.source_pieces, view.target_pieces))
-        captions.append(f"step {step}, valid sentence {n}: {text}")
+        captions.append(f"step {step}, valid sentence {row + 1}: {text}")
     return images, captions

@@ -21,7 +21,7 @@ from translate.runs.checkpoint import average_checkpoints, load_checkpoint, save
 from translate.search.shortlist import build_lexical_table
 from translate.tracking.dashboard import extremes
 from translate.tracking.tracker import say
-from translate.training.valid_sample import stratified_rows
+from translate.training.valid_sample import heatmap_rows, stratified_rows
 from translate.training.validation import breakdown_lines, validate
 
 log = logging.getLogger("translate.train")
@@ -126,9 +126,10 @@ class EvaluationMixin:
         return bool(tr.patience) and p.bad_validations >= tr.patience
 
     def _log_attention(self) -> None:
-        """Heatmaps of the greedy output's attention for the first
-        ``logging.attention_samples`` validation sentences (the same ones every time, so
-        that they can be followed across training); decoded only when W&B is logging."""
+        """Heatmaps of the greedy output's attention for ``logging.attention_samples``
+        validation sentences, drawn across its domains as a capped validation is (the first
+        rows would all be the first dev set's) with a fixed seed: the same ones every time,
+        so that they can be followed across training. Decoded only when W&B is logging."""
         n = self.cfg.logging.attention_samples
         if not n or not self.tracker.active:
             return
@@ -137,10 +138,12 @@ class EvaluationMixin:
             return
         from translate.search.attention_view import validation_heatmaps
 
+        rows = heatmap_rows(self.data.domains["valid"], n)
+        src_ids = self.data.splits["valid"].src_ids
         try:
             images, captions = validation_heatmaps(
-                self.model, self.data.splits["valid"].src_ids[:n], self.data.tokenizer,
-                self.cfg.inference, self.device, self.dtype, self.progress.step)
+                self.model, [src_ids[i] for i in rows], self.data.tokenizer,
+                self.cfg.inference, self.device, self.dtype, self.progress.step, rows)
         except Exception as err:  # a dashboard picture must never end a long training
             log.warning("attention heatmaps failed (%s: %s); switched off for this run",
                         type(err).__name__, err)

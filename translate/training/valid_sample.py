@@ -123,3 +123,10 @@ def _allocate(sizes: np.ndarray, cap: int) -> np.ndarray:
     share[np.argsort(-remainder, kind="stable")[:left]] += 1  # largest remainders, stable
     take[free] = share
     return take
+
+
+def heatmap_rows(domains: Sequence[Sequence[str]], n: int) -> list[int]:
+    """The ``n`` validation rows whose attention is drawn at every validation: a stratified
+    sample as above, so with several dev sets they come from the largest domains, not all
+    from the first one; the same rows at every validation and on every machine."""
+    return stratified_rows(list(domains), n).rows.tolist()
