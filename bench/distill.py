@@ -27,6 +27,7 @@ one JSON object (stdout, and ``--out``) and a summary with the three targets on 
 
     python -m bench distill [--teacher RUN_DIR] [--baseline RUN_DIR] [--work runs/bench-distill]
                             [--minutes 20] [--threads 1] [--keep-references] [--repeats 1]
+                            [--select best|closest] [--seed N]
 """
 
 from __future__ import annotations
@@ -78,14 +79,15 @@ def train_teacher(work: Path, minutes: float, threads: int, seed: int) -> Path:
     return run
 
 
-def distill_corpus(teacher: Path, work: Path, threads: int) -> dict:
+def distill_corpus(teacher: Path, work: Path, threads: int, select: str) -> dict:
     """The translate stage, timed; the corpus lands in work/distilled (shared by the
     students)."""
     _log(f"translating the training sources with {teacher}")
     seconds = _command(["translate.distill", "--teacher", str(teacher), "--config",
                         "configs/student.yaml", "--stage", "translate",
                         *_common(work / "student", 1, threads, SEED),
-                        "--set", f"distill.output={work / 'distilled'}"],
+                        "--set", f"distill.output={work / 'distilled'}",
+                       "--set", f"distill.select={select}"],
                        work / "translate.log")
     manifest = json.loads((work / "distilled" / "manifest.json").read_text())
     return {"seconds": round(seconds, 1), "lines": manifest["rows"],
@@ -265,6 +267,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads of the translate stage (default: --threads)")
     p.add_argument("--keep-references", action="store_true",
                    help="also train a student on the distilled corpus plus the references")
+    p.add_argument("--select", choices=("best", "closest"), default="best",
+                   help="distill.select: the teacher's best hypothesis (default) or, of its "
+                        "n-best, the one closest to the reference")
     p.add_argument("--seed", type=int, default=SEED,
                    help=f"training.seed of every model trained here (default {SEED}); run "
                         "again with another seed (and --teacher) for the seed spread")
@@ -282,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"date": started, "cpu": _cpu(), "cores": os.cpu_count(),
                     "commit": _commit(), "argv": sys.argv[1:] if argv is None else argv,
                     "minutes": args.minutes, "threads": args.threads, "seed": args.seed,
+                    "select": args.select,
                     "translate_threads": args.translate_threads or args.threads}
     teacher = args.teacher or train_teacher(args.work, args.minutes, args.threads, args.seed)
     runs: dict[str, Path] = {"teacher": teacher}
@@ -291,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             runs["baseline"] = args.baseline
     else:
         result["translate"] = distill_corpus(teacher, args.work,
-                                             args.translate_threads or args.threads)
+                                             args.translate_threads or args.threads,
+                                             args.select)
         runs.update(train_side_by_side(teacher, args.work, args.minutes, args.threads,
                                        args.keep_references, args.baseline, args.seed))
     result["steps"] = {name: _steps(run) for name, run in runs.items()}

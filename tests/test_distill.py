@@ -182,3 +182,45 @@ def test_refusals_name_what_to_do(trained_run, multi30k, multidomain, tmp_path) 
     with pytest.raises(config.ConfigError, match="--resume continues the student's training"):
         pipeline.run(trained_run, config.from_dict(raw), stage="translate", resume=True)
     assert not Path(raw["distill"]["output"]).exists()  # nothing was written
+
+
+def test_closest_picks_the_hypothesis_nearest_the_reference() -> None:
+    import sacrebleu
+
+    from translate.distill.teacher import closest
+
+    ref = "A man in a blue shirt is standing on a ladder cleaning windows."
+    nbest = [("A man is standing on a ladder.", -1.0),
+             ("A man in a blue shirt stands on a ladder cleaning windows.", -1.4),
+             ("A man in a blue shirt stands on a ladder cleaning windows.", -1.6),
+             ("A person cleans.", -2.0)]
+    assert closest(nbest, ref) == nbest[1][0]  # the tie goes to the higher-scoring one
+    assert sacrebleu.sentence_bleu(nbest[1][0], [ref]).score > sacrebleu.sentence_bleu(
+        nbest[0][0], [ref]).score
+    assert closest(nbest, "") == closest(nbest, "  ") == nbest[0][0]  # nothing to be close to
+    assert closest([], ref) == ""
+
+
+def test_select_closest_writes_one_of_the_teachers_nbest(trained_run, multi30k, multidomain,
+                                                         tmp_path) -> None:
+    """distill.select: closest keeps one line per input (empty ones empty), each the n-best
+    hypothesis nearest its reference: where the reference is the teacher's second
+    hypothesis, that one is written instead of its best, elsewhere the best."""
+    captions, de = _sources(multi30k, multidomain, tmp_path)
+    teacher = Translator.load(trained_run, device="cpu")
+    nbests = [[t for t, _ in r.nbest] for r in teacher.translate(de, beam=3, n_best=3,
+                                                                  batch_size=64)]
+    refs = _lines(captions.with_suffix(".en"))
+    second = {i: n[1] for i, n in enumerate(nbests) if len(n) > 1 and n[1] != n[0]}
+    assert len(second) >= 10
+    for i, nbest in enumerate(nbests):  # the rest: the top one is the reference
+        refs[i] = second.get(i, nbest[0] if nbest else refs[i])
+    captions.with_suffix(".en").write_text("".join(r + "\n" for r in refs), encoding="utf-8")
+    raw = _student_raw(multi30k, multidomain, tmp_path, "closest", captions)
+    raw["data"]["train"] = raw["data"]["train"][:1]
+    raw["distill"].update(select="closest", beam_size=3)
+    pipeline.run(trained_run, config.from_dict(raw), stage="translate")
+    (pair,) = _published(Path(raw["distill"]["output"])).values()
+    assert pair[0] == de
+    for i, (hyp, nbest) in enumerate(zip(pair[1], nbests, strict=True)):
+        assert hyp == (second[i] if i in second else nbest[0] if nbest else ""), i

@@ -250,6 +250,10 @@ class DistillConfig:
     """Read by ``python -m translate.distill`` only (translate.distill.settings)."""
 
     keep_references: bool = False  # also train the student on the human references
+    # Which of the teacher's beam hypotheses a source gets: "best", the top one (sequence-level
+    # knowledge distillation); "closest", of the beam's n-best the one nearest the human
+    # reference by sentence BLEU (Kim & Rush's sequence-level interpolation).
+    select: Literal["best", "closest"] = "best"
     beam_size: int | None = None  # the teacher's search; None: the teacher's inference config
     batch_size: int | None = None
     device: str | None = None  # None: the teacher's training.device

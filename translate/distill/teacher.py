@@ -43,6 +43,7 @@ class Search:
     device: str
     precision: str
     shortlist: bool
+    select: str = "best"  # "best" (top hypothesis) or "closest" (to the reference)
 
 
 def search_for(teacher_cfg: Config, cfg: Config) -> Search:
@@ -53,7 +54,22 @@ def search_for(teacher_cfg: Config, cfg: Config) -> Search:
         batch_size=d.batch_size if d.batch_size is not None else teacher_cfg.inference.batch_size,
         device=d.device if d.device is not None else teacher_cfg.training.device,
         precision=d.precision if d.precision is not None else teacher_cfg.training.precision,
-        shortlist=teacher_cfg.inference.shortlist)
+        shortlist=teacher_cfg.inference.shortlist, select=d.select)
+
+
+def closest(nbest: list[tuple[str, float]], reference: str) -> str:
+    """The hypothesis of ``nbest`` (best first) with the highest sentence BLEU against
+    ``reference`` (sacrebleu, exponential smoothing, as Kim & Rush's sequence-level
+    interpolation); the earlier, higher-scoring one on a tie, and the top one when the
+    reference is empty (nothing to be close to)."""
+    import sacrebleu
+
+    if not nbest:
+        return ""
+    if not reference.strip():
+        return nbest[0][0]
+    scores = [sacrebleu.sentence_bleu(text, [reference]).score for text, _ in nbest]
+    return nbest[scores.index(max(scores))][0]
 
 
 def _file_key(path: Path) -> list:
@@ -146,10 +162,14 @@ def translate(teacher: Path, cfg: Config, store: Store, rank: Rank | None = None
                 continue
             if translator is None:
                 translator = _load(teacher, search, rank)
+            n_best = search.beam_size if search.select == "closest" else 1
             results = translator.translate(src, beam=search.beam_size,
-                                           batch_size=search.batch_size, n_best=1)
+                                           batch_size=search.batch_size, n_best=n_best)
             warned += sum(bool(r.warnings) for r in results)
-            store.write_chunk(k, src, [r.text for r in results], ref, doms)
+            hyps = ([closest(r.nbest, t) if r.nbest else r.text for r, t in zip(results, ref,
+                                                                                 strict=True)]
+                    if n_best > 1 else [r.text for r in results])
+            store.write_chunk(k, src, hyps, ref, doms)
             new += len(src)
             bar.update(len(src))
             rate = new / max(time.perf_counter() - start, 1e-9)
