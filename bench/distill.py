@@ -79,7 +79,7 @@ def train_teacher(work: Path, minutes: float, threads: int, seed: int) -> Path:
     return run
 
 
-def distill_corpus(teacher: Path, work: Path, threads: int, select: str) -> dict:
+def distill_corpus(teacher: Path, work: Path, threads: int, select: str | None) -> dict:
     """The translate stage, timed; the corpus lands in work/distilled (shared by the
     students)."""
     _log(f"translating the training sources with {teacher}")
@@ -87,7 +87,7 @@ def distill_corpus(teacher: Path, work: Path, threads: int, select: str) -> dict
                         "configs/student.yaml", "--stage", "translate",
                         *_common(work / "student", 1, threads, SEED),
                         "--set", f"distill.output={work / 'distilled'}",
-                       "--set", f"distill.select={select}"],
+                       *(["--set", f"distill.select={select}"] if select else [])],
                        work / "translate.log")
     manifest = json.loads((work / "distilled" / "manifest.json").read_text())
     return {"seconds": round(seconds, 1), "lines": manifest["rows"],
@@ -267,9 +267,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads of the translate stage (default: --threads)")
     p.add_argument("--keep-references", action="store_true",
                    help="also train a student on the distilled corpus plus the references")
-    p.add_argument("--select", choices=("best", "closest"), default="best",
-                   help="distill.select: the teacher's best hypothesis (default) or, of its "
-                        "n-best, the one closest to the reference")
+    p.add_argument("--select", choices=("best", "closest"),
+                   help="distill.select: the teacher's best hypothesis or, of its n-best, the "
+                        "one closest to the reference (default: configs/student.yaml's)")
     p.add_argument("--seed", type=int, default=SEED,
                    help=f"training.seed of every model trained here (default {SEED}); run "
                         "again with another seed (and --teacher) for the seed spread")
@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         result["translate"] = distill_corpus(teacher, args.work,
                                              args.translate_threads or args.threads,
                                              args.select)
+        result["select"] = result["translate"]["search"].get("select", args.select)
         runs.update(train_side_by_side(teacher, args.work, args.minutes, args.threads,
                                        args.keep_references, args.baseline, args.seed))
     result["steps"] = {name: _steps(run) for name, run in runs.items()}
