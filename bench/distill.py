@@ -287,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"date": started, "cpu": _cpu(), "cores": os.cpu_count(),
                     "commit": _commit(), "argv": sys.argv[1:] if argv is None else argv,
                     "minutes": args.minutes, "threads": args.threads, "seed": args.seed,
-                    "select": args.select,
                     "translate_threads": args.translate_threads or args.threads}
     teacher = args.teacher or train_teacher(args.work, args.minutes, args.threads, args.seed)
     runs: dict[str, Path] = {"teacher": teacher}
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         result["translate"] = distill_corpus(teacher, args.work,
                                              args.translate_threads or args.threads,
                                              args.select)
-        result["select"] = result["translate"]["search"].get("select", args.select)
+        result["select"] = result["translate"]["search"]["select"]
         runs.update(train_side_by_side(teacher, args.work, args.minutes, args.threads,
                                        args.keep_references, args.baseline, args.seed))
     result["steps"] = {name: _steps(run) for name, run in runs.items()}

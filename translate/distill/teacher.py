@@ -43,7 +43,7 @@ class Search:
     device: str
     precision: str
     shortlist: bool
-    select: str = "best"  # "best" (top hypothesis) or "closest" (to the reference)
+    select: str  # "best" (the top hypothesis) or "closest" (to the reference)
 
 
 def search_for(teacher_cfg: Config, cfg: Config) -> Search:
@@ -166,9 +166,8 @@ def translate(teacher: Path, cfg: Config, store: Store, rank: Rank | None = None
             results = translator.translate(src, beam=search.beam_size,
                                            batch_size=search.batch_size, n_best=n_best)
             warned += sum(bool(r.warnings) for r in results)
-            hyps = ([closest(r.nbest, t) if r.nbest else r.text for r, t in zip(results, ref,
-                                                                                 strict=True)]
-                    if n_best > 1 else [r.text for r in results])
+            hyps = [closest(r.nbest, t) if n_best > 1 else r.text
+                    for r, t in zip(results, ref, strict=True)]
             store.write_chunk(k, src, hyps, ref, doms)
             new += len(src)
             bar.update(len(src))
