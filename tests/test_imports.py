@@ -179,3 +179,34 @@ def test_no_two_modules_share_a_name():
         assert path.name not in seen, f"{path} and {seen[path.name]}"
         seen[path.name] = path
     assert len(seen) > 30
+
+
+def test_short_import_of_the_python_api_is_lazy():
+    """``from translate import Translator`` is the README's one line; a bare ``import
+    translate`` still loads no third-party library (the command-line entry points tune the
+    process before torch arrives), and the names resolve to the inference classes."""
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import translate\n"
+        "loaded = sorted(m for m in set(sys.modules) - before if not m.startswith('translate'))\n"
+        "heavy = [m for m in loaded if m.split('.')[0] in ('torch', 'numpy', 'datasets', "
+        "'sentencepiece', 'wandb', 'yaml', 'sacrebleu', 'tqdm')]\n"
+        "ours = sorted(m for m in sys.modules if m.startswith('translate'))\n"
+        "from translate import Translation, Translator\n"
+        "from translate.inference import translator\n"
+        "print(heavy, ours, Translator is translator.Translator,\n"
+        "      Translation is translator.Translation, 'torch' in sys.modules,\n"
+        "      sorted(translate.__all__), 'Translator' in dir(translate))\n"
+        "try:\n"
+        "    translate.Translater\n"
+        "except AttributeError as err:\n"
+        "    print(err)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = proc.stdout.strip().splitlines()
+    assert first == ("[] ['translate'] True True True ['Translation', 'Translator'] True")
+    assert second == "module 'translate' has no attribute 'Translater'"
