@@ -1,4 +1,5 @@
-"""Prometheus metrics of the service, in a registry of its own.
+"""Prometheus metrics of the service, in a registry of its own, and the middleware that
+counts and times the requests.
 
 prometheus_client is the standard client library and gives the text format, histograms and
 thread-safe counters for free. A registry per service (not the library's global one) lets a
@@ -7,10 +8,15 @@ process, e.g. a test, run several services without their metrics mixing or colli
 
 from __future__ import annotations
 
+import logging
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Accounting", "Metrics"]
+
+log = logging.getLogger("translate.serve")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -47,3 +53,43 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Accounting:
+    """ASGI middleware: the request's arrival time (its deadline counts from there), the
+    request counter and latency histogram, and one debug line per request. Plain ASGI rather
+    than ``@app.middleware``, which would copy every request and response through a stream."""
+
+    APIS = {"/translate": "libretranslate", "/v1/translate": "v1"}
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        scope.setdefault("state", {})["arrived"] = started
+        status = 500
+        api = self.APIS.get(scope["path"]) if scope["method"] == "POST" else None
+        if api is not None:
+            self.metrics.in_flight.inc()
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.monotonic() - started
+            if api is not None:
+                self.metrics.in_flight.dec()
+                self.metrics.requests.labels(api, str(status)).inc()
+                self.metrics.latency.labels(api).observe(seconds)
+            log.debug("%s %s %d %.1f ms", scope["method"], scope["path"], status,
+                      seconds * 1000)
