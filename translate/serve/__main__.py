@@ -1,19 +1,26 @@
-"""``python -m translate.serve --model RUN_DIR``: translate over HTTP.
+"""``python -m translate.serve --model RUN_DIR [--model RUN_DIR ...]``: translate over HTTP.
 
-Serves a trained run directory on http://127.0.0.1:8080 (``--host``/``--port``; ``--port 0``
-picks a free port and logs it):
+Serves trained run directories on http://127.0.0.1:8080 (``--host``/``--port``; ``--port 0``
+picks a free port and logs it), each model one pair; pairs that chain through one shared
+language (de→en and en→fr give de→fr) are served too, through both models:
 
-* ``POST /translate`` and ``GET /languages``: LibreTranslate's API, for the apps, plugins
-  and client libraries that already speak it (JSON or form fields);
+* ``POST /translate``, ``POST /detect``, ``GET /languages``, ``GET /frontend/settings``,
+  ``POST /translate_file``: LibreTranslate's API, for the apps, plugins and client libraries
+  that already speak it (JSON, form fields or the query string);
 * ``POST /v1/translate``: per sentence the translation, its score, n-best, the predicted
   domain tags and (``domain``) conditioned output, with ``infer --format jsonl``'s fields;
+  ``GET /v1/models``;
 * ``GET /health``, ``GET /ready``, ``GET /metrics`` (Prometheus), ``GET /docs`` (OpenAPI);
 * ``GET /``: a small translation page.
 
-Sentences from concurrent requests are decoded together: one worker thread owns the model
-and gathers queued sentences into batches (``--max-batch-tokens``, ``--max-wait-ms``).
-Threads and precision are chosen as ``infer`` chooses them. SIGTERM or Ctrl-C stops taking
-connections, finishes every request already received, and exits 0.
+Sentences from concurrent requests are decoded together: each loaded model has a worker
+that gathers queued sentences into batches (``--max-batch-tokens``, ``--max-wait-ms``).
+Models load at first use (or at start: ``--preload``, the default for one model); with
+``--max-loaded N`` the least recently used idle model is unloaded to make room. Threads and
+precision are chosen as ``infer`` chooses them. SIGTERM or Ctrl-C stops taking connections,
+finishes every request already received, and exits 0.
+
+``python -m translate.serve keys add|remove|list``: manage the API keys of ``--api-keys``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from translate import tuning
 from translate.cli import ArgumentParser, help_text, non_negative, run_main, setup_logging
@@ -54,14 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     d = Limits()
     p = ArgumentParser(prog=PROG, description=help_text(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", metavar="RUN_DIR",
-                   help="run directory (default: the most recent run under runs/)")
+    p.add_argument("--model", metavar="RUN_DIR", action="append",
+                   help="run directory, one per pair; repeat it for more pairs; a folder of "
+                        "run directories serves each; A,B: one ensemble of A and B "
+                        "(default: the most recent run under runs/)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; "
                         "0.0.0.0 for every interface)")
     p.add_argument("--port", type=non_negative, default=8080,
                    help="TCP port (default: 8080; 0: a free one, logged)")
     p.add_argument("--verbose", action="store_true", help="log one line per request")
+    p.add_argument("--cors-origins", metavar="ORIGINS", default="*",
+                   help="comma-separated origins whose pages may call the service (default: "
+                        "*, any, as LibreTranslate; 'none': same-origin pages only)")
+    s = p.add_argument_group("models")
+    s.add_argument("--preload", action=argparse.BooleanOptionalAction,
+                   help="load every model at start (default: only when serving one model; "
+                        "else each loads at its first request)")
+    s.add_argument("--max-loaded", metavar="N", type=non_negative, default=0,
+                   help="models loaded at a time (default: 0, all); to load another, the "
+                        "least recently used one without requests in flight is unloaded")
     m = p.add_argument_group("model (as for infer)")
     m.add_argument("--checkpoint", default="auto",
                    help="auto (default), best, last, averaged, or a path to a .pt file")
@@ -137,12 +155,11 @@ def _run(argv: list[str] | None) -> int:
     except ImportError as err:
         raise ConfigError(f"{err.name} is not installed: pip install 'translate[serve]'"
                           ) from None
-    from translate.inference.translator import Translator
     from translate.runs.rundir import RunDir
     from translate.runtime import set_threads
-    from translate.serve.batcher import Batcher
     from translate.serve.limits import Limits
     from translate.serve.prometheus import Metrics
+    from translate.serve.registry import Registry, model_specs
 
     limits = Limits(max_body_bytes=args.max_body_bytes, max_sentences=args.max_sentences,
                     max_chars=args.max_chars, max_queue=args.max_queue, timeout=args.timeout,
@@ -152,60 +169,89 @@ def _run(argv: list[str] | None) -> int:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     set_threads(args.threads)
-    sock = _bind(args.host, args.port)  # before the model loads: a taken port fails fast
-    model_dir = args.model or RunDir.latest("runs")
-    shortlist = None if args.shortlist is None else args.shortlist == "on"
+    specs = model_specs(args.model or [RunDir.latest("runs")], beam=args.beam)
+    sock = _bind(args.host, args.port)  # before the models load: a taken port fails fast
     logging.getLogger("translate.runtime").setLevel(logging.INFO)
-    translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
-                                 quantize=args.quantize, precision=args.precision,
-                                 shortlist=shortlist, beam=args.beam)
-    if translator.quantized:
-        tuning.retain_freed_memory()
-    options = {"beam": args.beam, "batch_size": args.batch_size}
-    options = {k: v for k, v in options.items() if v is not None}
-    resolved = translator.options(**options)  # bad options fail before serving
     metrics = Metrics()
-    batcher = Batcher(translator, limits, metrics, options)
-    name = Path(model_dir).resolve().name
-    service = app_mod.Service(translator, batcher, limits, metrics, name)
+    registry = Registry(specs, _loader(args, limits), metrics, max_loaded=args.max_loaded)
+    preload = args.preload if args.preload is not None else len(specs) == 1
+    if preload:
+        registry.preload(list(registry.models))
+    service = app_mod.Service(registry, limits, metrics)
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
     @contextlib.asynccontextmanager
     async def lifespan(_app) -> AsyncIterator[None]:
-        batcher.start()  # warms up in the worker; /ready answers 200 once done
+        registry.start()  # warms up in the workers; /ready answers 200 once done
         yield
         import asyncio
 
-        await asyncio.to_thread(batcher.close)  # every queued sentence is answered first
+        await asyncio.to_thread(registry.close)  # every queued sentence is answered first
 
-    app = app_mod.create_app(service, lifespan=lifespan)
-    import torch
-
-    log.info("serving %s (%s to %s, checkpoint %s, beam %d, batch size %d, %s, %d threads) "
-             "on %s", name, service.source, service.target, translator.checkpoint_path.name,
-             resolved.beam_size, resolved.batch_size, str(translator.dtype).split(".")[-1],
-             torch.get_num_threads(), url)
+    origins = [o.strip() for o in args.cors_origins.split(",")
+               if o.strip() and o.strip() != "none"]
+    app = app_mod.create_app(service, lifespan=lifespan, cors_origins=origins)
+    log.info("serving %s on %s", ", ".join(f"{m.name} ({m.spec.source} to {m.spec.target})"
+                                           for m in registry.models.values()), url)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                             timeout_keep_alive=5, timeout_graceful_shutdown=None)
     server = uvicorn.Server(config)
-    batcher.on_failure = lambda: setattr(server, "should_exit", True)
+    for model in registry.models.values():
+        if model.batcher is not None:
+            model.batcher.on_failure = lambda: setattr(server, "should_exit", True)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with
     # these handlers in place that is a no-op and the command exits 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     started = time.monotonic()
     server.run(sockets=[sock])
-    if batcher.failed is not None:
-        print(f"{PROG}: error: the model failed to warm up: {batcher.failed}", file=sys.stderr)
+    failed = registry.failed()
+    if failed is not None:
+        print(f"{PROG}: error: the model failed to warm up: {failed}", file=sys.stderr)
         return 1
+    batchers = [m.batcher for m in registry.models.values() if m.batcher is not None]
     log.info("stopped after %.0f s: %d sentences translated in %d batches", time.monotonic()
-             - started, batcher.translated, batcher.batches)
+             - started, sum(b.translated for b in batchers), sum(b.batches for b in batchers))
     return 0
+
+
+def _loader(args: argparse.Namespace, limits):
+    """What loads one model: its translator, as ``infer`` loads it, and its batcher."""
+    import torch
+
+    from translate.inference.translator import Translator
+    from translate.serve.batcher import Batcher
+
+    shortlist = None if args.shortlist is None else args.shortlist == "on"
+    options = {k: v for k, v in {"beam": args.beam, "batch_size": args.batch_size}.items()
+               if v is not None}
+
+    def load(spec, metrics) -> Batcher:
+        dirs = [str(d) for d in spec.run_dirs]
+        translator = Translator.load(dirs[0] if len(dirs) == 1 else dirs, device=args.device,
+                                     checkpoint=args.checkpoint, quantize=args.quantize,
+                                     precision=args.precision, shortlist=shortlist,
+                                     beam=args.beam)
+        if translator.quantized:
+            tuning.retain_freed_memory()
+        resolved = translator.options(**options)  # bad options fail before serving
+        checkpoints = getattr(translator, "checkpoint_paths", [translator.checkpoint_path])
+        log.info("loaded %s (%s to %s, checkpoint %s, beam %d, batch size %d, %s, %d threads)",
+                 spec.name, spec.source, spec.target, ", ".join(p.name for p in checkpoints),
+                 resolved.beam_size, resolved.batch_size, str(translator.dtype).split(".")[-1],
+                 torch.get_num_threads())
+        return Batcher(translator, limits, metrics, options)
+    return load
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point; user errors print one line and exit with status 2."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["keys"]:  # python -m translate.serve keys add|remove|list (docs/keys.md)
+        from translate.serve.keys import command
+
+        sys.exit(command(args[1:]))
     run_main(lambda: _run(argv), PROG)
 
 
