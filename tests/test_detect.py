@@ -145,6 +145,8 @@ def test_codes_are_answered_as_given(captions: dict[str, list[str]]) -> None:
     assert detector.unsupported() == ["xx"]
     assert _top(detector, captions["de"][0]) == "de-AT"
     assert {code for code, _ in detector.detect(captions["en"][0])} == {"de-AT", "en"}
+    with pytest.raises(TypeError, match="got the string 'de'"):
+        Detector("de")
 
 
 def test_detect_many_and_threads_agree_with_detect(served: Detector, captions) -> None:

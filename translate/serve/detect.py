@@ -85,6 +85,9 @@ class Detector:
 
     def __init__(self, languages: Iterable[str] | None = None, *,
                  unserved_min: float = UNSERVED_MIN) -> None:
+        if isinstance(languages, str):  # set("de") would be {"d", "e"}
+            raise TypeError(f"languages: expected codes such as ['de', 'en'], got the string "
+                            f"{languages!r}")
         self.languages = None if languages is None else tuple(sorted(set(languages)))
         self.unserved_min = unserved_min
         self._codes: dict[str, str] | None = None  # model code -> served code
@@ -106,7 +109,8 @@ class Detector:
         normalised over them; an unserved language the model is sure enough of (at least
         ``unserved_min``) comes first, normalised with them. Unrestricted: the model's best
         languages. ``[]`` when there is nothing to detect: no letter in the text (empty,
-        whitespace, digits, punctuation, emoji). Never raises for a ``str``.
+        whitespace, digits, punctuation, emoji). Once the model is loaded, never raises for
+        a ``str``.
         """
         served = self._served()
         text = _clean(text)
