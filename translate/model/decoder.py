@@ -52,6 +52,16 @@ class DecoderState:
             domain=None if self.domain is None else self.domain.index_select(0, idx),
         )
 
+    @staticmethod
+    def cat(parts: list[DecoderState]) -> DecoderState:
+        """Hypotheses of several states as one, in order (continuous batching)."""
+        def join(name: str, dim: int) -> Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else torch.cat(values, dim=dim)
+
+        return DecoderState(h=join("h", 1), c=join("c", 1), input_feed=join("input_feed", 0),
+                            domain=join("domain", 0))
+
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype autocast casts matrix products to on ``device`` now; None when it is off."""

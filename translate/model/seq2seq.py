@@ -61,6 +61,31 @@ class EncoderOutput:
             domain=None if self.domain is None else self.domain.index_select(0, idx),
         )
 
+    @staticmethod
+    def cat(parts: list[EncoderOutput], length: int) -> EncoderOutput:
+        """Sentences of several outputs as one, their sources padded (with zeros, masked)
+        or cut to ``length`` positions: continuous batching
+        (:mod:`translate.search.continuous`) joins new sentences to a running batch and
+        drops the padding of sentences that left. Cutting takes padding only: ``length``
+        must cover every real position."""
+        def fit(x: Tensor) -> Tensor:
+            if x.size(1) >= length:
+                return x[:, :length]
+            pad = x.new_zeros((x.size(0), length - x.size(1), *x.shape[2:]))
+            return torch.cat([x, pad], dim=1)
+
+        def join(name: str, dim: int = 0, source: bool = False) -> Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            if values[0] is None:
+                return None
+            return torch.cat([fit(v) for v in values] if source else values, dim=dim)
+
+        return EncoderOutput(
+            states=join("states", source=True), mask=join("mask", source=True),
+            init_h=join("init_h", dim=1), init_c=join("init_c", dim=1),
+            proj_keys=join("proj_keys", source=True), domain=join("domain"),
+        )
+
 
 class Generator(nn.Module):
     """Output projection h~ → vocabulary logits, optionally tied to the target embedding.

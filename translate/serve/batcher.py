@@ -1,23 +1,23 @@
-"""The queue between many requests and the one thread that owns the model.
+"""The queue between many requests and the one worker that owns a model.
 
 Batched decoding is many times faster per sentence than one sentence at a time, and a model
-(its oneDNN primitives, the translator's shortlist cache) is not meant to be driven from
-several threads at once. So requests never decode themselves: each one becomes a :class:`Job`
-on a queue, and one worker thread
+(its oneDNN primitives, its cached step weights) is not meant to be driven from several
+threads at once. So requests never decode themselves: :meth:`Batcher.submit` hands a
+request's texts to the worker (:mod:`translate.serve.worker`) and returns a
+:class:`~concurrent.futures.Future` of their translations, and the handlers wait on it, so
+the event loop never decodes.
 
-1. takes the first waiting job and gathers more for up to ``max_wait_ms`` (jobs already
-   waiting join at once), up to one of the translator's batches (``batch_size`` sentences)
-   and ``max_batch_tokens`` source pieces: gathering more would only add a second, partly
-   filled batch of mixed lengths to the call, which cost throughput (docs/serve.md);
-2. drops the jobs whose request has outlived its deadline or whose client stopped waiting
-   (their sentences leave the batch before any work is spent on them);
-3. translates the rest with one :meth:`Translator.translate` call per set of options - which
-   does the length sorting, the token-bounded batches and the long-input splitting, exactly as
-   for ``infer`` - and hands each job its own results, in its order.
+The worker keeps one running batch (continuous batching, :mod:`translate.search.continuous`):
+before each decoding step the waiting sentences join it, up to the translator's
+``batch_size`` sentences and ``max_batch_tokens`` source pieces, and each request is answered
+as soon as its last sentence finishes. Requests that outlive their deadline, or whose client
+stops waiting, leave the queue and the batch before more work is spent on them.
 
-Under load, requests arriving while a batch decodes are all waiting when it ends, so batches
-grow with the load by themselves; on an idle server a request waits ``max_wait_ms`` at most.
-The handlers wait on a :class:`concurrent.futures.Future`, so the event loop never decodes.
+The worker runs in a process of its own by default on the CPU (:mod:`translate.serve.process`
+says why), in a thread of this process on a GPU or when asked (``process=False``). With a
+process, a worker that dies is noticed at once: the requests it held are answered with a
+:class:`WorkerDied` error (a 5xx), ``ready`` is cleared until a new worker has warmed up, and
+the new one takes the requests that arrive from then on.
 """
 
 from __future__ import annotations
@@ -27,15 +27,20 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from itertools import count
+
+import torch
 
 from translate.errors import TranslateError
 from translate.inference.translator import Translator
 from translate.serve.limits import Limits
-from translate.serve.prometheus import Metrics
+from translate.serve.process import WorkerProcess
+from translate.serve.worker import Options, Reply, Request, Update, Worker, run_loop
 
-__all__ = ["Batcher", "Expired", "Job", "Options", "QueueFull", "Unavailable"]
+__all__ = ["Batcher", "Expired", "Options", "QueueFull", "TranslationFailed", "Unavailable",
+           "WorkerDied"]
 
 log = logging.getLogger("translate.serve")
 
@@ -51,61 +56,70 @@ class QueueFull(TranslateError):
 
 
 class Unavailable(TranslateError):
-    """The service is warming up or shutting down."""
+    """The service is warming up, restarting its worker or shutting down."""
 
 
 class Expired(TranslateError):
-    """The job's request outlived its deadline before the worker reached it."""
+    """The job's request outlived its deadline before the worker was done with it."""
 
 
-@dataclass(frozen=True)
-class Options:
-    """What must be equal for two jobs to share one call of the translator."""
+class TranslationFailed(TranslateError):
+    """The worker could not translate the job (the message says why)."""
 
-    n_best: int = 1
-    domains: tuple[str, ...] | None = None  # None: the tagger's prediction
+
+class WorkerDied(Unavailable):
+    """The worker process died while it held the job."""
 
 
 @dataclass(eq=False)
 class Job:
     texts: list[str]
-    options: Options
-    deadline: float  # time.monotonic()
+    submitted: float  # time.monotonic()
     future: Future = field(default_factory=Future)
-    tokens: int | None = None  # source pieces, once counted
-
-
-_STOP = object()
+    taken: bool = False  # its first sentence has joined the running batch
 
 
 class Batcher:
-    """One worker thread owning ``translator``; :meth:`submit` from any thread."""
+    """One worker owning ``translator``; :meth:`submit` from any thread."""
 
-    def __init__(self, translator: Translator, limits: Limits, metrics: Metrics,
-                 translate_options: dict | None = None,
-                 warmup: Sequence[str] = WARMUP) -> None:
+    def __init__(self, translator: Translator, limits: Limits, metrics,
+                 translate_options: dict | None = None, warmup: Sequence[str] = WARMUP,
+                 process: bool | None = None) -> None:
         self.translator = translator
         self.limits = limits
         self.metrics = metrics
         self.translate_options = dict(translate_options or {})
         self.warmup = list(warmup)
+        self.process = translator.device.type == "cpu" if process is None else process
+        self.batch_size = translator.options(**self.translate_options).batch_size
         self.ready = threading.Event()
         self.failed: BaseException | None = None
-        self.on_failure = lambda: None  # called in the worker if warming up fails
-        self._queue: queue.Queue = queue.Queue()
-        self._carry: Job | None = None  # taken from the queue, left for the next batch
-        self.batch_size = translator.options(**self.translate_options).batch_size
-        self._lock = threading.Lock()
-        self._queued = 0  # sentences submitted and not yet taken by the worker
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="translate-worker", daemon=True)
-        self.batches = 0
+        self.on_failure = lambda: None  # called if warming up fails
+        self.batches = 0  # decoding steps
         self.translated = 0
+        self.restarts = 0
+        self._window = [time.monotonic(), 0, 0, 0.0]  # for the debug line on steps
+        self._closing = False
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._jobs: dict[int, Job] = {}
+        self._ids = count()
+        self._queued = 0  # sentences submitted and not yet taken into the batch
+        self._inbox: queue.Queue = queue.Queue()  # thread mode: the worker's messages
+        self._thread: threading.Thread | None = None
+        self._child: WorkerProcess | None = None
+        self._payload = WorkerProcess.payload(translator) if self.process else b""
 
     # ------------------------------------------------------------------ callers' side
 
     def start(self) -> None:
-        self._thread.start()
+        """Start the worker; it warms up, then ``ready`` is set."""
+        if self.process:
+            self._spawn()
+        else:
+            self._thread = threading.Thread(target=self._run_thread, name="translate-worker",
+                                            daemon=True)
+            self._thread.start()
 
     def submit(self, texts: list[str], options: Options, timeout: float) -> Future:
         """Queue ``texts``; the future's result is their translations, in order."""
@@ -113,131 +127,181 @@ class Batcher:
             if self._closing:
                 raise Unavailable("the service is shutting down")
             if not self.ready.is_set():
-                raise Unavailable("the model is still warming up")
+                raise Unavailable("the model is still warming up" if not self.restarts else
+                                  "the model's worker is restarting")
             if self._queued + len(texts) > self.limits.max_queue:
                 raise QueueFull(f"the queue is full ({self._queued} sentences waiting, "
                                 f"limit {self.limits.max_queue}: --max-queue)")
             self._queued += len(texts)
             self.metrics.queue_depth.set(self._queued)
-        job = Job(list(texts), options, time.monotonic() + timeout)
-        self._queue.put(job)
+            job_id = next(self._ids)
+            job = self._jobs[job_id] = Job(list(texts), time.monotonic())
+            # Under the lock: a worker that dies meanwhile answers it (see _exited).
+            self._send(("request", Request(job_id, job.texts, options,
+                                           time.monotonic() + timeout)))
+        job.future.add_done_callback(lambda f: f.cancelled() and self._send(("cancel", job_id)))
         return job.future
 
     def close(self) -> None:
         """Stop taking jobs, finish every queued one, then stop the worker."""
         with self._lock:
             self._closing = True
-        self._queue.put(_STOP)
-        if self._thread.is_alive():
+        self._send(("stop",))
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join()
+        if self._child is not None:
+            self._stopped.wait()
+        self.metrics.ready.set(0)
 
-    # ------------------------------------------------------------------ the worker
+    def _send(self, message: tuple) -> None:
+        if self.process:
+            if self._child is not None:
+                self._child.send(message)
+        else:
+            self._inbox.put(message)
 
-    def _run(self) -> None:
+    # ------------------------------------------------------------------ thread mode
+
+    def _run_thread(self) -> None:
         try:
+            worker = Worker(self.translator, self.translate_options, self.batch_size,
+                            self.limits.max_batch_tokens)
             started = time.perf_counter()
-            self.translator.translate(self.warmup, **self.translate_options)
+            worker.warm_up(self.warmup)
             log.info("warmed up in %.1f s", time.perf_counter() - started)
         except Exception as err:  # a model that cannot translate is reported, not served
             log.exception("warm-up failed")
-            self.failed = err
-            self.on_failure()
+            self._failed(err)
             return
+        self._ready()
+
+        def receive(block: bool) -> list[tuple]:
+            messages = [self._inbox.get()] if block else []
+            while True:
+                try:
+                    messages.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    return messages
+
+        run_loop(worker, receive, self._update)
+
+    # ------------------------------------------------------------------ process mode
+
+    def _spawn(self) -> None:
+        self._child = WorkerProcess(self._payload, self.translate_options, self.batch_size,
+                                    self.limits.max_batch_tokens, torch.get_num_threads(),
+                                    self.warmup, self._message, self._exited)
+        self._started = time.perf_counter()
+        self._child.start()
+
+    def _message(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "update":
+            self._update(message[1])
+        elif kind == "ready":
+            log.info("worker process %d warmed up in %.1f s", self._child.pid,
+                     time.perf_counter() - self._started)
+            self._ready()
+        elif kind == "failed":
+            log.error("warm-up failed: %s", message[1])
+            self._failed(RuntimeError(message[1]))
+        elif kind == "stopped":
+            self._stopped.set()
+
+    def _exited(self, code: int | None) -> None:
+        """The child is gone: after ``stop``, or after a crash (then restart it)."""
+        with self._lock:
+            self.ready.clear()
+            self.metrics.ready.set(0)
+            jobs, self._jobs = self._jobs, {}
+            self._queued = 0
+            self.metrics.queue_depth.set(0)
+        died = WorkerDied(f"the model's worker process died (exit code {code}) while "
+                          "translating this request")
+        for job in jobs.values():
+            _set(job.future, exception=died)
+        if self._closing or self.failed is not None:
+            self._stopped.set()
+            return
+        self.restarts += 1
+        log.error("the worker process died (exit code %s) with %d requests; %d answered "
+                  "with an error; starting a new one", code, len(jobs), len(jobs))
+        self._spawn()
+
+    # ------------------------------------------------------------------ both modes
+
+    def _ready(self) -> None:
         self.ready.set()
         self.metrics.ready.set(1)
-        stopping = False
-        while not stopping:
-            jobs, stopping = self._gather()
-            if jobs:
-                self._serve(jobs)
-        self.metrics.ready.set(0)
 
-    def _gather(self) -> tuple[list[Job], bool]:
-        """The next jobs to decode together, and whether the stop mark was reached.
+    def _failed(self, err: BaseException) -> None:
+        self.failed = err
+        self.on_failure()
 
-        At most one of the translator's batches (``batch_size`` sentences) and
-        ``max_batch_tokens`` source pieces, unless the first job alone is larger: a job that
-        does not fit waits for the next call instead of becoming a small batch of its own.
-        """
-        first, self._carry = self._carry or self._queue.get(), None
-        if first is _STOP:
-            return [], True
-        jobs = [first]
-        sentences, tokens = len(first.texts), self._tokens(first)
-        end = time.monotonic() + self.limits.max_wait_ms / 1000
-        stopping = False
-        while sentences < self.batch_size and tokens < self.limits.max_batch_tokens:
-            remaining = end - time.monotonic()
-            try:  # what is already waiting joins without waiting
-                job = self._queue.get(timeout=remaining) if remaining > 0 else \
-                    self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is _STOP:
-                stopping = True
-                break
-            size = self._tokens(job)
-            if (sentences + len(job.texts) > self.batch_size
-                    or tokens + size > self.limits.max_batch_tokens):
-                self._carry = job
-                break
-            jobs.append(job)
-            sentences += len(job.texts)
-            tokens += size
+    def _update(self, update: Update) -> None:
+        """Apply what the worker did: queue accounting, answers, metrics, log lines."""
+        for size, seconds in update.steps:
+            self.metrics.batch_sentences.observe(size)
+            self.metrics.batch_seconds.observe(seconds)
+        self.batches += len(update.steps)
+        if update.steps and log.isEnabledFor(logging.DEBUG):
+            self._log_steps(update.steps)
         with self._lock:
-            self._queued -= sum(len(j.texts) for j in jobs)
+            for job_id in update.taken:
+                job = self._jobs.get(job_id)
+                if job is not None and not job.taken:
+                    job.taken = True
+                    self._queued -= len(job.texts)
+            answered = []
+            for reply in update.replies:
+                job = self._jobs.pop(reply.id, None)
+                if job is not None:
+                    if not job.taken:
+                        self._queued -= len(job.texts)
+                    answered.append((job, reply))
             self.metrics.queue_depth.set(self._queued)
-        return jobs, stopping
+        for job, reply in answered:
+            self._answer(job, reply)
 
-    def _tokens(self, job: Job) -> int:
-        """Source pieces of ``job`` (counted once; the translator encodes again, which
-        costs microseconds against the milliseconds of decoding)."""
-        if job.tokens is None:
-            todo = [t for t in job.texts if t.strip()]
-            job.tokens = sum(len(ids) for ids in self.translator.tokenizer.encode_src(todo)
-                             ) if todo else 0
-        return job.tokens
+    def _log_steps(self, steps: list[tuple[int, float]]) -> None:
+        """One debug line a second while decoding: steps, their batch size and time."""
+        window = self._window
+        window[1] += len(steps)
+        window[2] += sum(size for size, _ in steps)
+        window[3] += sum(seconds for _, seconds in steps)
+        elapsed = time.monotonic() - window[0]
+        if elapsed >= 1.0:
+            log.debug("decoding: %d steps in %.1f s, %.1f sentences a step, %.2f ms a step "
+                      "(%.0f%% of the time)", window[1], elapsed, window[2] / window[1],
+                      window[3] * 1000 / window[1], 100 * window[3] / elapsed)
+            self._window = [time.monotonic(), 0, 0, 0.0]
 
-    def _serve(self, jobs: list[Job]) -> None:
-        now = time.monotonic()
-        live: list[Job] = []
-        for job in jobs:
-            # set_running_or_notify_cancel: False when the handler has stopped waiting.
-            if now > job.deadline or not job.future.set_running_or_notify_cancel():
-                self.metrics.expired.inc(len(job.texts))
-                if not job.future.done():
-                    job.future.set_exception(Expired())
-                continue
-            live.append(job)
-        groups: dict[Options, list[Job]] = {}
-        for job in live:
-            groups.setdefault(job.options, []).append(job)
-        for options, group in groups.items():
-            self._translate(options, group)
+    def _answer(self, job: Job, reply: Reply) -> None:
+        n = len(job.texts)
+        if reply.results is not None:
+            self.metrics.sentences.inc(n)
+            self.translated += n
+            _set(job.future, result=reply.results)
+            if log.isEnabledFor(logging.DEBUG):
+                now = time.monotonic()
+                log.debug("request of %d sentence(s): queued %.1f ms, decoded %.1f ms in %d "
+                          "steps, handed back %.1f ms", n,
+                          (reply.started - job.submitted) * 1000,
+                          (reply.finished - reply.started) * 1000, reply.steps,
+                          (now - reply.finished) * 1000)
+        elif reply.expired:
+            self.metrics.expired.inc(n)
+            _set(job.future, exception=Expired())
+        else:
+            _set(job.future, exception=TranslationFailed(reply.failed))
 
-    def _translate(self, options: Options, jobs: list[Job]) -> None:
-        texts = [t for job in jobs for t in job.texts]
-        started = time.perf_counter()
-        try:
-            results = self.translator.translate(
-                texts, n_best=options.n_best,
-                domains=list(options.domains) if options.domains is not None else None,
-                **self.translate_options)
-        except Exception as err:  # never a dead worker: each job gets the error
-            log.exception("translating a batch of %d sentences failed", len(texts))
-            for job in jobs:
-                job.future.set_exception(err)
-            return
-        seconds = time.perf_counter() - started
-        self.metrics.batch_sentences.observe(len(texts))
-        self.metrics.batch_seconds.observe(seconds)
-        self.metrics.sentences.inc(len(texts))
-        self.batches += 1
-        self.translated += len(texts)
-        log.debug("batch: %d sentences from %d requests in %.0f ms", len(texts), len(jobs),
-                  seconds * 1000)
-        start = 0
-        for job in jobs:
-            job.future.set_result(results[start:start + len(job.texts)])
-            start += len(job.texts)
 
+def _set(future: Future, result=None, exception: BaseException | None = None) -> None:
+    """Resolve ``future`` unless its waiter has cancelled it meanwhile."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass

@@ -1,0 +1,312 @@
+"""The loop that owns a model: requests' sentences in, one running batch, translations out.
+
+The :class:`~translate.serve.batcher.Batcher` runs this loop in a thread or in a process of
+its own; either way it sees the same messages. Each request is cut into the model's inputs as
+``Translator.translate`` cuts them (empty lines answered without the model, long ones split
+into pieces that fit), and the pieces queue for one :class:`~translate.search.continuous.
+ContinuousSearch`. Before every decoding step the waiting pieces join the running batch, up to
+``max_sentences`` sentences and ``max_pieces`` source pieces (one waiting piece always joins
+an empty batch, however long); after it, each request whose last piece finished is answered.
+So the batch stays full under load, a short sentence never waits for a long one to end, and
+an idle service starts decoding a request as soon as it arrives.
+
+Each sentence is decoded as ``Translator.translate`` decodes it alone with the shortlist off
+(:mod:`translate.search.continuous` says how exactly), and the answer has the fields that call
+gives: n-best, domain tags, conditioning, warnings for split inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from translate.errors import TranslateError
+from translate.inference.translator import Translation, Translator
+from translate.search.beam import Hypothesis
+from translate.search.continuous import ContinuousSearch, Finished, Sentence
+from translate.search.domain_choice import DomainChoice, choose
+
+__all__ = ["Options", "Reply", "Request", "Update", "Worker", "run_loop"]
+
+log = logging.getLogger("translate.serve")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a request may choose about its decoding."""
+
+    n_best: int = 1
+    domains: tuple[str, ...] | None = None  # None: the tagger's prediction
+
+
+@dataclass
+class Request:
+    """One request's texts for the worker; ``deadline`` on :func:`time.monotonic`'s clock
+    (system-wide, so a worker process reads it too)."""
+
+    id: int
+    texts: list[str]
+    options: Options
+    deadline: float
+
+
+@dataclass
+class Reply:
+    """A request's translations, or why there are none: ``expired`` (its deadline passed
+    or its client left before it was done) or ``failed`` (the message says why). For the
+    per-request log line: when its first piece joined the batch and when it was done
+    (:func:`time.monotonic`), and the decoding steps between."""
+
+    id: int
+    results: list[Translation] | None = None
+    expired: bool = False
+    failed: str | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class Update:
+    """What the loop tells its owner after a step: which requests started decoding (they
+    left the queue), which are answered, and each decoding step's batch size and seconds."""
+
+    taken: list[int] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    steps: list[tuple[int, float]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.taken or self.replies or self.steps)
+
+
+@dataclass(eq=False)
+class _Task:
+    """A request inside the worker: its prepared results and its pieces' hypotheses."""
+
+    request: Request
+    results: list[Translation]
+    segments: list[list[int]]
+    owners: list[tuple[int, int]]
+    choice: DomainChoice | None
+    hypotheses: list[list[Hypothesis] | None]
+    probs: list[torch.Tensor | None]
+    mixes: list[torch.Tensor | None]
+    left: int
+    taken: bool = False
+    dead: bool = False
+    started: float = 0.0  # when its first piece joined the batch
+    first_step: int = 0  # the worker's step count then
+
+
+class Worker:
+    """A translator's running batch and the requests it serves (one thread drives it)."""
+
+    def __init__(self, translator: Translator, translate_options: dict | None = None,
+                 max_sentences: int | None = None, max_pieces: int = 4096) -> None:
+        self.translator = translator
+        self.opts = translator.options(**dict(translate_options or {}), shortlist=False)
+        self.max_sentences = max_sentences or self.opts.batch_size
+        self.max_pieces = max_pieces
+        self.search = ContinuousSearch(translator.model, self.opts, translator.special,
+                                       translator.device, translator.dtype)
+        self.conditioned = bool(getattr(translator.model, "conditioned", False))
+        self._tasks: dict[int, _Task] = {}
+        self._waiting: deque[tuple[_Task, int]] = deque()  # pieces not yet in the batch
+        self._update = Update()
+        self._steps = 0  # decoding steps so far
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to decode: no request waiting or in the batch."""
+        return not self._tasks
+
+    # ------------------------------------------------------------------ requests
+
+    def put(self, request: Request) -> None:
+        """Queue ``request``'s pieces (a request without any is answered at once)."""
+        try:
+            task = self._prepare(request)
+        except TranslateError as err:  # the service checks options first; never a dead loop
+            self._update.replies.append(Reply(request.id, failed=str(err)))
+            return
+        self._tasks[request.id] = task
+        if task.left == 0:
+            self._finish(task)
+            return
+        self._waiting.extend((task, i) for i in range(len(task.segments)))
+
+    def _prepare(self, request: Request) -> _Task:
+        t = self.translator
+        choice = choose(list(request.options.domains) if request.options.domains else None,
+                        t.labels, t.thresholds, self.conditioned)
+        results = [Translation(text="", score=None, scores_over="vocabulary",
+                               conditioned_by=choice.mode if choice else None)
+                   for _ in request.texts]
+
+        def warn(i: int, message: str) -> None:
+            results[i].warnings.append(message)
+
+        segments, owners = t._segments(request.texts, warn)
+        n = len(segments)
+        return _Task(request, results, segments, owners, choice, [None] * n, [None] * n,
+                     [None] * n, n)
+
+    def cancel(self, request_id: int) -> None:
+        """Stop decoding a request whose client left; it is answered as expired."""
+        task = self._tasks.get(request_id)
+        if task is not None:
+            self._drop(task)
+
+    def _drop(self, task: _Task) -> None:
+        task.dead = True
+        del self._tasks[task.request.id]
+        self.search.drop(lambda key: key[0] is task)
+        self._update.replies.append(Reply(task.request.id, expired=True))
+
+    # ------------------------------------------------------------------ the loop
+
+    def step(self) -> Update:
+        """Drop expired requests, let waiting pieces join, decode one step; what happened."""
+        now = time.monotonic()
+        for task in [t for t in self._tasks.values() if t.request.deadline < now]:
+            self._drop(task)
+        self._admit()
+        if len(self.search):
+            started = time.perf_counter()
+            size = len(self.search)
+            finished = self.search.step()
+            self._steps += 1
+            self._update.steps.append((size, time.perf_counter() - started))
+            for done in finished:
+                self._done(done)
+        update, self._update = self._update, Update()
+        return update
+
+    def _admit(self) -> None:
+        """Waiting pieces, oldest first, into the batch while it has room."""
+        now = time.monotonic()
+        room = self.max_sentences - len(self.search)
+        pieces = self.search.pieces
+        group: list[Sentence] = []
+        while self._waiting and len(group) < room:
+            task, i = self._waiting[0]
+            if task.dead:
+                self._waiting.popleft()
+                continue
+            size = len(task.segments[i])
+            if pieces + size > self.max_pieces and (group or len(self.search)):
+                break
+            self._waiting.popleft()
+            group.append(Sentence((task, i), task.segments[i], task.request.options.n_best,
+                                  task.choice))
+            pieces += size
+            if not task.taken:
+                task.taken, task.started, task.first_step = True, now, self._steps
+                self._update.taken.append(task.request.id)
+        self.search.add(group)
+
+    def _done(self, done: Finished) -> None:
+        task, i = done.key
+        task.hypotheses[i] = done.hypotheses
+        task.probs[i], task.mixes[i] = done.domain_probs, done.domain_weights
+        task.left -= 1
+        if task.left == 0:
+            del self._tasks[task.request.id]
+            self._finish(task)
+
+    def _finish(self, task: _Task) -> None:
+        """The request's translations, assembled as ``Translator.translate`` assembles them."""
+        t, results, n_best = self.translator, task.results, task.request.options.n_best
+        flat = [h for hyps in task.hypotheses for h in hyps]
+        texts_out = iter(t.tokenizer.decode_tgt([h.tokens for h in flat]))
+        nbests = [[(next(texts_out), float(h.score)) for h in hyps] for hyps in task.hypotheses]
+        probs = _stack(task.probs)
+        mixes = _stack(task.mixes)
+        start = 0
+        for i, count in task.owners:
+            parts = [sorted(nb, key=lambda x: -x[1])[:n_best] for nb in
+                     nbests[start:start + count]]
+            res = results[i]
+            if count == 1:
+                res.nbest = parts[0]
+            else:  # pieces: one joined hypothesis, scored by the mean of the pieces' scores
+                res.nbest = [(" ".join(p[0][0] for p in parts if p),
+                              sum(p[0][1] for p in parts if p) / count)]
+            if res.nbest:
+                res.text, res.score = res.nbest[0]
+            if probs is not None:
+                row = probs[start:start + count].mean(dim=0).tolist()
+                res.domain_probs = dict(zip(t.labels, row, strict=True))
+                res.domains = {label: p for label, p, th in
+                               zip(t.labels, row, t.thresholds, strict=True) if p >= th}
+            if mixes is not None:
+                mix = mixes[start:start + count].mean(dim=0).tolist()
+                res.conditioning = {lab: w for lab, w in zip(t.labels, mix, strict=True) if w}
+            start += count
+        started = task.started or time.monotonic()
+        self._update.replies.append(Reply(task.request.id, results, started=started,
+                                          finished=time.monotonic(),
+                                          steps=self._steps - task.first_step))
+
+    def warm_up(self, texts: Sequence[str]) -> None:
+        """Translate ``texts`` once and forget them: the first steps of a fresh process pay
+        for oneDNN's primitive creation and the allocator's first pages."""
+        self.put(Request(-1, list(texts), Options(), float("inf")))
+        updates = [self.step()]
+        while not self.idle:
+            updates.append(self.step())
+        failed = [r.failed for u in updates for r in u.replies if r.failed]
+        if failed:
+            raise TranslateError(failed[0])
+
+    def fail_running(self, error: BaseException) -> Update:
+        """After a step raised: the requests in the batch are answered ``failed`` and the
+        batch starts afresh; the waiting ones stay queued (never a dead worker)."""
+        log.error("decoding failed; answering the %d sentences in the batch with the error",
+                  len(self.search), exc_info=error)
+        message = f"decoding failed: {type(error).__name__}: {error}"
+        for task in [t for t in self._tasks.values() if t.taken]:
+            task.dead = True
+            del self._tasks[task.request.id]
+            self._update.replies.append(Reply(task.request.id, failed=message))
+        self.search = ContinuousSearch(self.translator.model, self.opts,
+                                       self.translator.special, self.translator.device,
+                                       self.translator.dtype)
+        update, self._update = self._update, Update()
+        return update
+
+
+def _stack(rows: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if not rows or rows[0] is None else torch.stack(rows)
+
+
+Receive = Callable[[bool], Sequence[tuple]]
+
+
+def run_loop(worker: Worker, receive: Receive, send: Callable[[Update], None]) -> None:
+    """Drive ``worker`` until told to stop and every request is answered.
+
+    ``receive(block)``: the messages that arrived (waiting for one when ``block``):
+    ``("request", Request)``, ``("cancel", id)`` or ``("stop",)``; ``send(update)`` after
+    each step that changed anything.
+    """
+    stopping = False
+    while not (stopping and worker.idle):
+        for message in receive(worker.idle and not stopping):
+            if message[0] == "request":
+                worker.put(message[1])
+            elif message[0] == "cancel":
+                worker.cancel(message[1])
+            elif message[0] == "stop":
+                stopping = True
+        try:
+            update = worker.step()
+        except Exception as err:  # a bug or a resource error: answered, never a dead loop
+            update = worker.fail_running(err)
+        if update:
+            send(update)
