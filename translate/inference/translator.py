@@ -257,8 +257,11 @@ class Translator:
                   on_warning: Callable[[int, str], None] | None = None,
                   shortlist: bool | None = None,
                   domains: Sequence[str] | str | None = None,
-                  attention: bool = False) -> list[Translation]:
+                  attention: bool = False, format: str = "text") -> list[Translation]:
         """Translate ``texts``; options default to the run's ``inference`` config.
+
+        ``format``: ``text`` (plain sentences) or ``html`` (each text an HTML document,
+        answered as one with its markup kept: :mod:`translate.inference.html`).
 
         ``shortlist``: True/False turns the vocabulary shortlist on/off for this call (on
         needs a run with ``shortlist.pt``; without one, the whole vocabulary is used).
@@ -273,6 +276,13 @@ class Translator:
         """
         if isinstance(texts, str):
             raise TypeError("translate() takes a list of strings, not a single string")
+        if format != "text":
+            from translate.inference.html import translate_as
+            return translate_as(format, self, texts, beam=beam, alpha=alpha, n_best=n_best,
+                                max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+                                no_repeat_ngram=no_repeat_ngram, batch_size=batch_size,
+                                workers=workers, on_warning=on_warning, shortlist=shortlist,
+                                domains=domains, attention=attention)
         opts = self.options(beam=beam, alpha=alpha, n_best=n_best, max_len_a=max_len_a,
                             max_len_b=max_len_b, min_len=min_len,
                             no_repeat_ngram=no_repeat_ngram, batch_size=batch_size,

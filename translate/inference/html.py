@@ -1,0 +1,192 @@
+"""Translate HTML documents: the text is translated, the markup kept as the input wrote it.
+
+``Translator.translate(texts, format="html")`` and ``python -m translate.infer
+--input-format html`` come here. Each document is parsed as a browser would parse it
+(:mod:`~translate.inference.html_tree`), cut into segments at block boundaries
+(:mod:`~translate.inference.html_segments`); the segments of all documents are translated in
+one :meth:`Translator.translate` call (batched as any list of sentences), and each segment's
+inline tags are put back around the words they wrapped, through the model's attention
+(:mod:`~translate.inference.html_align`). See docs/html.md.
+
+Every document gets an answer: one the parser has to repair is answered after the repair;
+should laying it out fail all the same, it comes back unchanged, with a warning saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from translate.errors import TranslateError
+
+if TYPE_CHECKING:
+    from translate.inference.html_segments import Segment
+    from translate.inference.translator import Translation, Translator
+
+__all__ = ["ALIGNMENTS", "FORMATS", "HtmlError", "translate_as", "translate_html"]
+
+ALIGNMENTS = ("attention", "proportional")
+FORMATS = ("text", "html")
+
+
+class HtmlError(TranslateError, ValueError):
+    """HTML cannot be translated here (the optional parser is missing, a bad option)."""
+
+
+def _modules():
+    try:
+        from translate.inference import html_align, html_segments, html_tree
+    except ImportError as err:
+        raise HtmlError(f"format html needs the html5lib parser ({err.name} is not "
+                        "installed): pip install 'translate[html]'") from None
+    return html_tree, html_segments, html_align
+
+
+def translate_as(fmt: str, translator: Translator, texts: Sequence[str],
+                 **options) -> list[Translation]:
+    """``Translator.translate(texts, format=fmt)`` for a format other than ``text``."""
+    if fmt != "html":
+        raise HtmlError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    return translate_html(translator, texts, **options)
+
+
+def translate_html(translator: Translator, documents: Sequence[str], *,
+                   align: str = "attention",
+                   on_warning: Callable[[int, str], None] | None = None,
+                   **options) -> list[Translation]:
+    """Translate each HTML document; one :class:`Translation` per document, in order.
+
+    ``text`` is the translated document; ``score`` the mean of its segments' scores
+    weighted by their length (None when it has nothing to translate, e.g. an empty
+    document, which stays empty); ``warnings`` the segments' warnings and any fallback.
+    ``options`` are :meth:`Translator.translate`'s search options (beam, batch_size,
+    domains...). ``align``: ``attention`` (default) or ``proportional`` (no model
+    alignment, for comparison). The segments of all documents go to the model in one call.
+    """
+    if isinstance(documents, str):
+        raise TypeError("translate_html() takes a list of documents, not a single string")
+    if align not in ALIGNMENTS:
+        raise HtmlError(f"align: {align!r} is not one of {', '.join(ALIGNMENTS)}")
+    if options.pop("attention", False):
+        raise HtmlError("attention: not available with format html (the answer is a page)")
+    options.pop("format", None)
+    html_tree, html_segments, html_align = _modules()
+    from translate.inference.translator import Translation
+
+    results = [Translation(text="", score=None) for _ in documents]
+    laid: list[list] = []
+    for i, doc in enumerate(documents):
+        laid.append(_layout(doc, i, results, html_tree, html_segments))
+    owners = [(i, seg) for i, pieces in enumerate(laid) for seg in pieces
+              if not isinstance(seg, str)]
+
+    def warn(k: int, msg: str) -> None:
+        doc = owners[k][0]
+        results[doc].warnings.append(msg)
+        if on_warning is not None:
+            on_warning(doc, msg)
+
+    need_attention = align == "attention" and any(seg.events for _, seg in owners)
+    translated = translator.translate([seg.text for _, seg in owners], on_warning=warn,
+                                      attention=need_attention, **options)
+    done = iter(translated)
+    for i, pieces in enumerate(laid):
+        segs = [(seg, next(done)) for seg in pieces if not isinstance(seg, str)]
+        try:
+            rendered = {id(seg): _render(seg, res, translator, align, html_align)
+                        for seg, res in segs}
+            results[i].text = "".join(p if isinstance(p, str) else rendered[id(p)]
+                                      for p in pieces)
+        except Exception as err:  # noqa: BLE001 - a document is always answered
+            _fallback(results, i, documents[i], err, on_warning)
+            continue
+        _summarise(results[i], [r for _, r in segs], [len(s.text) for s, _ in segs],
+                   translator)
+    return results
+
+
+def _layout(doc: str, i: int, results: list, html_tree, html_segments) -> list:
+    if not doc.strip():
+        return [doc]  # whitespace is kept as written; an empty document stays empty
+    try:
+        return html_segments.layout(*html_tree.parse(doc))
+    except Exception as err:  # noqa: BLE001 - a document is always answered
+        _fallback(results, i, doc, err, None)
+        return [doc]
+
+
+def _fallback(results: list, i: int, doc: str, err: Exception,
+              on_warning: Callable[[int, str], None] | None) -> None:
+    msg = (f"could not lay the document out as HTML ({type(err).__name__}: "
+           f"{' '.join(str(err).split())[:200]}); returned unchanged")
+    results[i].text, results[i].score, results[i].nbest = doc, None, []
+    results[i].warnings.append(msg)
+    if on_warning is not None:
+        on_warning(i, msg)
+
+
+def _render(seg: Segment, res: Translation, translator: Translator, align: str,
+            html_align) -> str:
+    """One translated segment, with its tags placed."""
+    target, spans, m = _alignment(seg, res, translator, align, html_align)
+    cuts = [e.offset for e in seg.events]
+    src_units = html_align.units(seg.text, cuts)
+    bounds = [sum(1 for _, end in src_units if end <= e.offset) for e in seg.events]
+    if m is None or m.shape[1] != len(src_units):
+        m = html_align.proportional(len(spans), len(src_units))
+    m = html_align.copy_anchors(m, seg.text, src_units, target, spans)
+    return html_align.render(seg, target, spans, html_align.place(m, seg.events, bounds))
+
+
+def _alignment(seg: Segment, res: Translation, translator: Translator, align: str,
+               html_align) -> tuple[str, list[tuple[int, int]], np.ndarray | None]:
+    """The output text, its units, and the unit alignment (None: use proportional)."""
+    view = res.attention
+    if align != "attention" or view is None or not seg.events:
+        return res.text, html_align.units(res.text), None
+    tok = translator.tokenizer
+    src = tok.src_model.encode(seg.text, return_type="proto")
+    if [p.piece for p in src.pieces] != list(view.source_pieces):
+        return res.text, html_align.units(res.text), None  # split into parts: no one match
+    rows = [r for r, p in enumerate(view.target_pieces) if p != "</s>"]
+    ids = tok.tgt_model.piece_to_id([view.target_pieces[r] for r in rows])
+    out = tok.tgt_model.decode(ids, return_type="proto")
+    target = out.text
+    tgt_units = html_align.units(target)
+    src_units = html_align.units(seg.text, [e.offset for e in seg.events])
+    m = html_align.attention_matrix(view.weights[rows], _spans(src.pieces, seg.text),
+                                    _spans(out.pieces, target), src_units, tgt_units)
+    return target, tgt_units, m
+
+
+def _spans(pieces, text: str) -> list[tuple[int, int]]:
+    """Character spans of sentencepiece pieces (their surfaces, without the space a word
+    boundary piece carries), which partition ``text``."""
+    out, at = [], 0
+    for p in pieces:
+        surface = p.surface
+        start = at + len(surface) - len(surface.lstrip())
+        at += len(surface)
+        out.append((min(start, at), at))
+    return out
+
+
+def _summarise(result: Translation, parts: list[Translation], sizes: list[int],
+               translator: Translator) -> None:
+    """Score, domains and warnings of a document from its segments'."""
+    scored = [(r.score, n) for r, n in zip(parts, sizes, strict=True) if r.score is not None]
+    if scored:
+        total = sum(n for _, n in scored)
+        result.score = sum(s * n for s, n in scored) / max(total, 1)
+        result.nbest = [(result.text, result.score)]
+    if parts:
+        result.scores_over = parts[0].scores_over
+        result.conditioned_by = parts[0].conditioned_by
+    probs = [r.domain_probs for r in parts if r.domain_probs]
+    if probs:
+        mean = {k: float(np.mean([p[k] for p in probs])) for k in probs[0]}
+        result.domain_probs = mean
+        result.domains = {k: v for (k, v), th in zip(mean.items(), translator.thresholds,
+                                                    strict=False) if v >= th}
