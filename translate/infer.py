@@ -7,6 +7,8 @@ that ``str.splitlines`` would also treat as breaks (``\\x0b``, ``\\x0c``, ``\\x1
 whitespace-only lines give empty lines; invalid UTF-8 is replaced (U+FFFD) with a warning
 naming the lines; lines longer than the model's limit are translated in pieces with a
 warning. stdout carries translations only; messages and the progress bar go to stderr.
+With ``--input-format html`` each line is an HTML document (with ``--whole-file``, the whole
+input is one), answered with its markup kept (docs/html.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from translate.inference.infer_io import (
     check_output,
     count_lines,
     read_chunks,
+    read_document,
     read_lines,
     translation_record,
 )
@@ -57,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "score, n-best list, domain tags and probabilities")
     p.add_argument("--attention", action="store_true",
                    help="add each output's attention matrix over the source pieces (jsonl)")
+    p.add_argument("--input-format", choices=("text", "html"), default="text",
+                   help="text: one sentence per line; html: one HTML document per line, "
+                        "answered with its markup kept (docs/html.md)")
+    p.add_argument("--whole-file", action="store_true",
+                   help="with --input-format html: the whole input is one document, line "
+                        "breaks and all, and its translation is written as it comes")
     p.add_argument("--checkpoint", default="auto",
                    help="auto (default: averaged if kept, else best), best, last, averaged, "
                         "or a path to a .pt file")
@@ -197,6 +206,7 @@ def _run(argv: list[str] | None) -> int:
     refs = ref_domains = None
     if args.attention and args.format != "jsonl":
         raise ConfigError("--attention needs --format jsonl (text output has no room for it)")
+    _check_html_options(args)
     if args.reference_domains and not args.reference:
         raise ConfigError("--reference-domains needs --reference")
     if args.wandb and not args.reference:
@@ -238,6 +248,7 @@ def _run(argv: list[str] | None) -> int:
                 workers=args.workers)
     resolved = translator.options(**opts)  # bad options fail before any work is done
     opts["domains"] = args.domain
+    opts["format"] = args.input_format  # html: a missing parser fails here, before any work
     translator.translate([], **opts)  # and so does a bad --domain (nothing is decoded)
     if resolved.n_best > 1 and args.format == "text":
         _warn("n-best lists are only written with --format jsonl; text shows the best one")
@@ -253,9 +264,9 @@ def _run(argv: list[str] | None) -> int:
     hyps: list[str] | None = [] if refs is not None else None  # text only, for scoring
     srcs: list[str] = []  # for the --wandb sentence table only
     bad = BadLines()
-    bar = tqdm(total=count_lines(src_path) if src_path else None, unit="line",
-               desc="translate", file=sys.stderr, disable=None if src_path else True,
-               dynamic_ncols=True)
+    lines_in = 1 if args.whole_file else count_lines(src_path) if src_path else None
+    bar = tqdm(total=lines_in, unit="line", desc="translate", file=sys.stderr,
+               disable=None if src_path else True, dynamic_ncols=True)
     with contextlib.ExitStack() as stack:
         stack.callback(bar.close)
         stream = stack.enter_context(src_path.open("rb")) if src_path else sys.stdin.buffer
@@ -264,14 +275,19 @@ def _run(argv: list[str] | None) -> int:
         else:
             write = _stdout_writer()
         done = 0
-        for lines in read_chunks(stream, chunk, bad):
+        chunks = (read_document(stream, bad) if args.whole_file
+                  else read_chunks(stream, chunk, bad))
+        for lines in chunks:
             def on_warning(i: int, msg: str, start: int = done) -> None:
                 _warn(f"line {start + i + 1}: {msg}")
 
             results = translator.translate(lines, on_warning=on_warning,
                                            attention=args.attention, **opts)
-            write("".join(format_line(r, args.format, resolved.n_best) + "\n"
-                          for r in results))
+            if args.whole_file and args.format == "text":
+                write(results[0].text)  # the document as it comes, line breaks and all
+            else:
+                write("".join(format_line(r, args.format, resolved.n_best) + "\n"
+                              for r in results))
             if hyps is not None:
                 hyps.extend(r.text for r in results)
             if args.wandb:
@@ -292,6 +308,17 @@ def _run(argv: list[str] | None) -> int:
             "checkpoint": args.checkpoint, "input": source, "reference": args.reference,
             "search": vars(resolved)})
     return 0
+
+
+def _check_html_options(args: argparse.Namespace) -> None:
+    """One line for each option that does not go with ``--input-format``."""
+    if args.whole_file and args.input_format != "html":
+        raise ConfigError("--whole-file needs --input-format html")
+    if args.input_format == "html" and args.attention:
+        raise ConfigError("--attention needs --input-format text (an HTML answer is a page, "
+                          "not one sentence)")
+    if args.whole_file and args.reference:
+        raise ConfigError("--reference needs one translation per line, not --whole-file")
 
 
 def _check_reference(path: str, refs: list[str], source: str, count: int) -> None:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 from translate.errors import TranslateError
 
 __all__ = ["BadLines", "OutputError", "atomic_output", "check_output", "count_lines",
-           "decode_line", "read_chunks", "read_lines", "translation_record"]
+           "decode_line", "read_chunks", "read_document", "read_lines", "translation_record"]
 
 
 # --------------------------------------------------------------------------- records
@@ -109,6 +109,19 @@ def read_chunks(stream: BinaryIO, size: int, bad: BadLines) -> Iterator[list[str
             chunk = []
     if chunk:
         yield chunk
+
+
+def read_document(stream: BinaryIO, bad: BadLines) -> Iterator[list[str]]:
+    """The whole of ``stream`` as one text (``infer --whole-file``): line breaks kept,
+    invalid UTF-8 replaced and its lines added to ``bad``, a leading BOM dropped."""
+    data = stream.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        for number in read_lines(data)[1]:
+            bad.add(number)
+    yield [text.removeprefix("\ufeff")]
 
 
 def count_lines(path: Path) -> int:
