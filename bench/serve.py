@@ -215,7 +215,7 @@ async def _idle(port: int, short: str, repeats: int, translator) -> tuple[float,
 def _metric(port: int, name: str) -> float:
     text = asyncio.run(_get(port, "/metrics"))[1].decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + " "))
+               if line.startswith((name + " ", name + "{")))  # any labels (the model's)
 
 
 # --------------------------------------------------------------------------- main

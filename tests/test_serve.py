@@ -123,11 +123,11 @@ def texts(results) -> list[str]:
 def test_health_ready_languages(server: Server, trained_run: Path) -> None:
     assert server.request("GET", "/health")[:3:2] == (200, {"status": "ok"})
     status, _, body = server.request("GET", "/ready")
-    assert status == 200 and body["model"] == trained_run.name
+    assert (status, body) == (200, {"status": "ready", "models": {trained_run.name: "ready"}})
     status, _, langs = server.request("GET", "/languages")
     assert status == 200
-    assert langs == [{"code": "de", "name": "German", "targets": ["en"]},
-                     {"code": "en", "name": "English", "targets": []}]
+    assert langs == [{"code": "de", "name": "German", "targets": ["en"], "pivoted": {}},
+                     {"code": "en", "name": "English", "targets": [], "pivoted": {}}]
     status, _, spec = server.request("GET", "/openapi.json")
     assert status == 200 and {"/translate", "/v1/translate", "/languages"} <= set(spec["paths"])
     assert "application/x-www-form-urlencoded" in (
@@ -142,7 +142,10 @@ def test_libretranslate_json_and_form(server: Server, translator: Translator,
     assert (status, body) == (200, {"translatedText": want[0]})
     status, _, body = server.post("/translate", {"q": [a, "", b], "source": "auto",
                                                  "target": "en", "format": "text"})
-    assert (status, body) == (200, {"translatedText": [want[0], "", want[1]]})
+    assert (status, body["translatedText"]) == (200, [want[0], "", want[1]])
+    # Detected: German, and nothing in the empty text.
+    assert [(d["language"], d["confidence"] > 50) for d in body["detectedLanguage"]] == [
+        ("de", True), ("de", False), ("de", True)]
     # Form fields, as LibreTranslate's own clients send them; a repeated q is a list.
     from urllib.parse import urlencode
 
@@ -185,12 +188,14 @@ def test_libretranslate_multipart_and_client_library(server: Server, translator:
 
 def test_libretranslate_refusals(server: Server) -> None:
     status, _, body = server.post("/translate", {"q": "Hallo", "source": "fr", "target": "en"})
-    assert status == 400 and "translates de to en only, not fr to en" in body["error"]
+    assert (status, body) == (400, {"error": "source: 'fr' is not served; this service "
+                                             "translates from de (see GET /languages)"})
     status, _, body = server.post("/translate", {"q": "Hallo", "source": "de", "target": "cs"})
-    assert status == 400 and "de to en" in body["error"]
-    status, _, body = server.post("/translate", {"q": "<b>Hallo</b>", "source": "de",
-                                                 "target": "en", "format": "html"})
-    assert status == 400 and "'html' is not supported" in body["error"]
+    assert (status, body) == (400, {"error": "target: de to cs is not served; from de this "
+                                             "service translates to en (see GET /languages)"})
+    status, _, body = server.post("/translate", {"q": "Hallo", "source": "de", "target": "en",
+                                                 "format": "rtf"})
+    assert (status, body) == (400, {"error": "format: expected text or html, got 'rtf'"})
     status, _, body = server.post("/translate", {"source": "de", "target": "en"})
     assert status == 400 and body["error"].startswith("q: missing")
     status, _, body = server.post("/translate", {"q": "x", "source": "de", "target": "en",

@@ -55,6 +55,7 @@ def _positive(kind):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from translate.serve import ratelimit
     from translate.serve.limits import Limits
 
     d = Limits()
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-wait-ms", metavar="MS", type=float, default=d.max_wait_ms,
                    help=f"how long a batch waits for more sentences (default: "
                         f"{d.max_wait_ms:g})")
+    ratelimit.add_arguments(p)
     return p
 
 
@@ -157,9 +159,11 @@ def _run(argv: list[str] | None) -> int:
                           ) from None
     from translate.runs.rundir import RunDir
     from translate.runtime import set_threads
+    from translate.serve import ratelimit
     from translate.serve.limits import Limits
     from translate.serve.prometheus import Metrics
-    from translate.serve.registry import Registry, model_specs
+    from translate.serve.registry import Registry
+    from translate.serve.specs import model_specs
 
     limits = Limits(max_body_bytes=args.max_body_bytes, max_sentences=args.max_sentences,
                     max_chars=args.max_chars, max_queue=args.max_queue, timeout=args.timeout,
@@ -177,7 +181,8 @@ def _run(argv: list[str] | None) -> int:
     preload = args.preload if args.preload is not None else len(specs) == 1
     if preload:
         registry.preload(list(registry.models))
-    service = app_mod.Service(registry, limits, metrics)
+    service = app_mod.Service(registry, limits, metrics, detector=_detector(registry.sources),
+                              guard=ratelimit.from_args(args))
     host, port = sock.getsockname()[:2]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
@@ -188,6 +193,7 @@ def _run(argv: list[str] | None) -> int:
         import asyncio
 
         await asyncio.to_thread(registry.close)  # every queued sentence is answered first
+        service.guard.close()
 
     origins = [o.strip() for o in args.cors_origins.split(",")
                if o.strip() and o.strip() != "none"]
@@ -214,6 +220,20 @@ def _run(argv: list[str] | None) -> int:
     log.info("stopped after %.0f s: %d sentences translated in %d batches", time.monotonic()
              - started, sum(b.translated for b in batchers), sum(b.batches for b in batchers))
     return 0
+
+
+def _detector(languages: list[str]):
+    """The language detector for ``source: auto`` and ``/detect``, loaded now; None (and a
+    warning) without its package."""
+    from translate.serve.detect import Detector, DetectorMissing
+
+    detector = Detector(languages)
+    try:
+        detector.load()
+    except DetectorMissing as err:
+        log.warning("%s; /detect and source auto are not available", err)
+        return None
+    return detector
 
 
 def _loader(args: argparse.Namespace, limits):
