@@ -233,12 +233,29 @@ def _placeholder(value: str) -> bool:
             or "..." in value or value.startswith("$"))
 
 
+# translate.train's config overrides as a W&B sweep agent writes them: --a.b=v or a.b=v.
+SWEEP_OVERRIDE = re.compile(r"(?:--)?([a-z_]+(?:\.[\w\[\]-]+)+)=(.*)")
+
+
+def _sweep_overrides(cmd: Command) -> list[str]:
+    if cmd.target != "translate.train":
+        return []
+    found = []
+    for i, arg in enumerate(cmd.args):
+        after_option = i > 0 and cmd.args[i - 1].startswith("-") and "=" not in cmd.args[i - 1]
+        if (m := SWEEP_OVERRIDE.fullmatch(arg)) and not after_option:  # not --set's value
+            found.append(f"{m.group(1)}={m.group(2)}")
+    return found
+
+
 def _flag_problems(cmd: Command, options: dict[str, argparse.Action]) -> list[str]:
     problems = []
     args = [a.strip("[]") for a in cmd.args]
     for i, arg in enumerate(args):
         if not arg.startswith("--") or arg == "--":
             continue
+        if cmd.target == "translate.train" and SWEEP_OVERRIDE.fullmatch(cmd.args[i]):
+            continue  # checked as a --set by _set_problems
         flag, _, inline = arg.partition("=")
         action = options.get(flag)
         if action is None:
@@ -301,7 +318,7 @@ def _key_type(dotted: str) -> Any:
 
 def _set_problems(cmd: Command) -> list[str]:
     problems = []
-    for assignment in _values_of(cmd, "--set"):
+    for assignment in _values_of(cmd, "--set") + _sweep_overrides(cmd):
         key, eq, text = assignment.partition("=")
         if not eq:
             problems.append(f"{cmd}: --set {assignment}: expected KEY=VALUE")
@@ -419,6 +436,13 @@ def test_set_check_catches_a_wrong_key_and_value():
     problems = _set_problems(cmd)
     assert len(problems) == 2, problems
     assert "learning_rate" in problems[0] and "training.lr" in problems[1]
+    sweep = Command("x:1", "translate", "translate.train",
+                    ["--config", "C", "--training.lr=5e-4", "model.dropout=high",
+                     "--training.lr_max=1"])
+    problems = _set_problems(sweep)
+    assert len(problems) == 2 and "model.dropout" in problems[0], problems
+    assert "lr_max" in problems[1] and not _flag_problems(sweep, _options(_parser(
+        "translate.train")))
     bad = Command("x:2", "translate", "translate.train", ["--config", "configs/nope.yaml"])
     assert _config_problems(bad)
 

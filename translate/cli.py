@@ -42,6 +42,32 @@ def non_negative(text: str) -> int:
     return value
 
 
+# A config override as a W&B sweep agent writes one: ``--training.lr=0.001`` (its ``${args}``)
+# or ``training.lr=0.001`` (``${args_no_hyphens}``). The key is dotted (``section.key``, list
+# items as ``[i]``), which no option of ours is, so an override never shadows a flag.
+_KEY = r"[A-Za-z_][\w-]*(?:\[[^\]=]*\])*(?:\.[A-Za-z_][\w-]*(?:\[[^\]=]*\])*)+"
+_OVERRIDE = re.compile(rf"(?:--)?({_KEY})=(.*)", re.S)
+_VALUELESS = re.compile(rf"--?{_KEY}")
+
+
+def config_overrides(extras: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """The ``KEY=VALUE`` assignments spelled ``--KEY=VALUE`` or ``KEY=VALUE`` among the
+    arguments argparse did not know (``parse_known_args``), in their order, for
+    :func:`translate.config.load` to apply as it applies ``--set``. Anything else is a usage
+    error naming the argument, so a mistyped flag is never taken for an override."""
+    found = []
+    for arg in extras:
+        if match := _OVERRIDE.fullmatch(arg):
+            found.append(f"{match.group(1)}={match.group(2)}")
+        elif _VALUELESS.fullmatch(arg):
+            parser.error(f"{arg}: a config override needs a value: {arg}=VALUE")
+        else:
+            parser.error(f"unrecognized arguments: {arg} (config overrides are written "
+                         "--set KEY=VALUE, --KEY=VALUE or KEY=VALUE, with a dotted KEY such "
+                         "as training.lr)")
+    return found
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",

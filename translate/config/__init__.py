@@ -10,6 +10,7 @@ package parses YAML.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -35,8 +36,8 @@ from translate.config.sections import (
 )
 
 __all__ = [
-    "DEVICE_HELP", "DEVICE_PATTERN", "ConfigError", "apply_override", "from_dict", "load",
-    "save", "to_dict", "validate", "validate_inference",
+    "DEVICE_HELP", "DEVICE_PATTERN", "ConfigError", "apply_override", "expand_environment",
+    "from_dict", "load", "save", "to_dict", "validate", "validate_inference",
     "SourceConfig",
     "CleaningConfig",
     "SplitConfig",
@@ -242,6 +243,23 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     except ConfigError as err:
         where = f"{path}: " if path else ""
         raise ConfigError(f"{where}{err}") from None
+
+
+_ENV_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def expand_environment(value: str, key: str) -> str:
+    """``value`` with each ``$NAME`` / ``${NAME}`` replaced from the environment; a variable
+    that is not set is an error naming ``key`` (a path with a literal ``$NAME`` in it would
+    put the run somewhere nobody looks). Used for ``training.run_dir``, so that the runs a
+    W&B sweep agent starts (it sets ``WANDB_RUN_ID``) get a folder each."""
+    def lookup(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in os.environ:
+            raise ConfigError(f"{key}: {value}: the environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_VAR.sub(lookup, value)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -12,6 +12,9 @@ A run directory is the unit a user moves around ("train here, translate with tha
 ``train.log``                 the trainer's log: printed lines and log records
 ``wandb_id`` ``wandb/``       the W&B run id (``--resume`` continues it) and W&B's files
 ``wandb_artifact.json``       the W&B model artifact logged from this run (its name)
+``summary.json``              what the run is: written when it starts (device, precision,
+                              world size, data, command), updated at each validation and
+                              checkpoint, completed (test scores, status) when it ends
 ============================  ==========================================================
 
 A W&B model artifact (:meth:`RunDir.model_files`) holds the part of this layout inference
@@ -166,10 +169,24 @@ class RunDir:
 
     def trained(self) -> list[Path]:
         """What an earlier training run left here that a new run would overwrite or mix
-        with: checkpoints (weight snapshots included), metrics, summary. Empty for a new
-        folder, or one that only holds what preparing the data wrote (its tokenizer)."""
-        names = [*CHECKPOINT_NAMES, self.metrics_path.name, self.summary_path.name]
-        return [self.root / n for n in names if (self.root / n).is_file()] + self.snapshots()
+        with: checkpoints (weight snapshots included), metrics, a summary of steps taken.
+        Empty for a new folder, or one that only holds what starting a run writes before
+        its first step (the tokenizer, a summary at step 0: a run that stopped while
+        preparing its data)."""
+        names = [*CHECKPOINT_NAMES, self.metrics_path.name]
+        found = [self.root / n for n in names if (self.root / n).is_file()]
+        if self.summary_path.is_file() and self._summary_counts():
+            found.append(self.summary_path)
+        return found + self.snapshots()
+
+    def _summary_counts(self) -> bool:
+        """Whether ``summary.json`` records training (an unreadable one is kept, to be safe)."""
+        try:
+            summary = json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return True
+        step = summary.get("step", 1) if isinstance(summary, dict) else 1
+        return not isinstance(step, int) or step > 0
 
     def claim(self, overwrite: bool) -> list[str]:
         """Make this folder a new run's (call it holding the lock); returns the names
@@ -225,6 +242,24 @@ class RunDir:
             raise CheckpointError(
                 f"{self.root}: not a usable run directory; missing " + ", ".join(missing)
             )
+
+    def read_summary(self) -> dict:
+        """``summary.json`` as a dict; empty when there is none (or it is not a JSON object)."""
+        try:
+            data = json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def update_summary(self, values: dict, replace: bool = False) -> dict:
+        """Merge ``values`` into ``summary.json`` (or start it afresh with ``replace``) and
+        write it atomically, as checkpoints are: a run killed mid-write leaves the previous
+        summary, never half of one. Returns the summary as written."""
+        summary = {} if replace else self.read_summary()
+        summary.update(values)
+        atomic_write_text(self.summary_path,
+                          json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
+        return summary
 
     def write_labels(self, labels: Sequence[str]) -> None:
         """Record the label vocabulary; done once, when the run is first prepared."""

@@ -33,7 +33,6 @@ from typing import Any
 from tqdm import tqdm
 
 from translate.config import LoggingConfig
-from translate.runs.checkpoint import atomic_write_text
 from translate.runs.rundir import RunDir
 from translate.tracking.wandb_run import (  # noqa: F401  (re-exported: the tracking API)
     TrackingError,
@@ -251,15 +250,7 @@ class Tracker:
     def summary(self, metrics: dict) -> None:
         """Final scores (e.g. test BLEU): W&B run summary and ``summary.json``."""
         values = {str(k): _plain(v) for k, v in metrics.items()}
-        current: dict = {}
-        if self.run_dir.summary_path.is_file():
-            try:
-                current = json.loads(self.run_dir.summary_path.read_text(encoding="utf-8"))
-            except ValueError:
-                current = {}
-        current.update(values)
-        atomic_write_text(self.run_dir.summary_path,
-                           json.dumps(current, ensure_ascii=False, indent=1) + "\n")
+        self.run_dir.update_summary(values)  # merged into what the run recorded so far
         if self.active:
             self.wandb.summary(values)
 

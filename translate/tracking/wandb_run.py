@@ -174,7 +174,11 @@ LAYOUT: tuple[tuple[str, str | None], ...] = (
 
 
 def new_run_id() -> str:
-    """A W&B run id chosen here: every start attempt (online, then offline) uses the same."""
+    """A W&B run id chosen here: every start attempt (online, then offline) uses the same.
+    ``WANDB_RUN_ID`` wins, as in wandb itself: a sweep agent names the run it starts so, and
+    a run under another id would be lost to its sweep (no score, no early termination)."""
+    if os.environ.get("WANDB_RUN_ID", "").strip():
+        return os.environ["WANDB_RUN_ID"].strip()
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(8))
 

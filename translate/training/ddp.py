@@ -48,10 +48,10 @@ class DistributedTrainer(Trainer):
     """A :class:`Trainer` that is one of ``world_size`` torchrun processes."""
 
     def __init__(self, cfg: Config, rank: Rank, resume: bool = False,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, origin: dict | None = None) -> None:
         self.rank = rank
         self.dist: Distributed | None = None  # set by _resolve_device, before the data
-        super().__init__(cfg, resume=resume, overwrite=overwrite)
+        super().__init__(cfg, resume=resume, overwrite=overwrite, origin=origin)
         if not resume and rank.rank:
             # Different dropout masks per rank (the weights were built from the shared seed).
             torch.manual_seed(cfg.training.seed + 1_000_003 * rank.rank)
@@ -183,10 +183,12 @@ class DistributedTrainer(Trainer):
         return self._clip_and_step(totals, ntokens)
 
 
-def train(cfg: Config, rank: Rank, resume: bool = False, overwrite: bool = False) -> dict:
+def train(cfg: Config, rank: Rank, resume: bool = False, overwrite: bool = False,
+          origin: dict | None = None) -> dict:
     """Run one rank to the end and leave the process group cleanly, also on an error."""
     try:
-        return DistributedTrainer(cfg, rank, resume=resume, overwrite=overwrite).fit()
+        return DistributedTrainer(cfg, rank, resume=resume, overwrite=overwrite,
+                                  origin=origin).fit()
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -46,6 +46,7 @@ from translate.training.loss import TranslationLoss, batch_losses
 from translate.training.prefetch import Prefetcher
 from translate.training.prepare import Prepared, prepare
 from translate.training.progress import Progress, ProgressLines
+from translate.training.run_summary import RunSummary, one_line
 from translate.training.schedule import build_scheduler
 
 log = logging.getLogger("translate.train")
@@ -63,18 +64,23 @@ class Trainer(EvaluationMixin):
     world_size = 1  # processes that share each step's batches (hook)
     backend: str | None = None  # torch.distributed's backend; None for one process (hook)
 
-    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False,
+                 origin: dict | None = None) -> None:
         """``resume``: continue the run in ``cfg.training.run_dir`` from its last.pt.
         Otherwise a new run starts there, which an earlier run's results refuse unless
-        ``overwrite`` (deletes them first; :meth:`RunDir.clear`)."""
+        ``overwrite`` (deletes them first; :meth:`RunDir.clear`). ``origin``: what the
+        command line asked for (config file, overrides), recorded in ``summary.json``."""
         self.cfg = cfg
         self.run = RunDir(cfg.training.run_dir)
+        self.origin = origin
+        self.record: RunSummary | None = None  # summary.json's writer, once the run is ours
         # One writer per run directory, held until fit ends (or setting up fails: a
         # program that catches the error may start another trainer on the folder).
         self._lock = self.run.create().lock() if self.is_main else None
         try:
             self._set_up(cfg, resume, overwrite)
-        except BaseException:
+        except BaseException as err:
+            self._record_end(err)
             if self._lock is not None:
                 self._lock.release()
             raise
@@ -90,6 +96,9 @@ class Trainer(EvaluationMixin):
         configure_cuda()
         self.device = self._resolve_device()
         self.dtype = resolve_precision(cfg.training.precision, self.device)
+        self.record = RunSummary(self.run, enabled=self.is_main)
+        self.record.start(cfg, resume=resume, world_size=self.world_size, backend=self.backend,
+                          device=self.device, dtype=self.dtype, origin=self.origin)
         # before the long work, like the above
         tracking = resolve_mode(cfg.logging.wandb) if self.is_main else "disabled"
         with self._main_first(), self._run_log():
@@ -138,6 +147,11 @@ class Trainer(EvaluationMixin):
             # changes what its checkpoint holds) leaves the saved config as it was.
             config_mod.save(cfg, self.run.config_path)
         self.tracker = self._tracker(tracking, resume, logged)
+        wandb_run = {"mode": self.tracker.mode}
+        if self.tracker.mode != "disabled":
+            wandb_run.update(id=self.run.read_wandb_id(), project=cfg.logging.project)
+        self.record.training(self.data.report, sum(p.numel() for p in self.model.parameters()),
+                             self.data.labels, wandb_run)
 
     # ------------------------------------------------------------------ hooks
 
@@ -229,7 +243,14 @@ class Trainer(EvaluationMixin):
         if self.world_size > 1:
             log.info("distributed: %s", self._distribution())
         try:
-            return self._loop()
+            summary = self._loop()
+        except BaseException as err:
+            self._record_end(err)
+            raise
+        else:
+            if "interrupted" not in summary:
+                self.record.ended("finished")
+            return summary
         finally:
             self._feed(None)
             for s, h in handlers.items():
@@ -275,9 +296,11 @@ class Trainer(EvaluationMixin):
                 if p.step % tr.valid_every == 0:
                     stopped_early = self._validate_and_save(start)
                     saved_at = time.time()
+                    self._record_progress(start)
                 elif self._save_due(saved_at) and not self._done(start):  # end saves anyway
                     self._save_resumable(start)
                     saved_at = time.time()
+                    self._record_progress(start)
                 if self._stopping():
                     return self._interrupted(start, bar)
                 if stopped_early:
@@ -291,6 +314,19 @@ class Trainer(EvaluationMixin):
         self.save_last()
         self._write_shortlist()
         return self._finish()
+
+    def _record_progress(self, start: float) -> None:
+        """Where training stands, into summary.json (what a killed run leaves behind)."""
+        p = self.progress
+        self.record.progress(p.step, p.epoch, p.best, p.elapsed + time.time() - start,
+                             p.tokens)
+
+    def _record_end(self, err: BaseException) -> None:
+        """A run that stops on an error says so in summary.json, with the error in one line
+        (Ctrl-C outside the training loop, e.g. while the data is prepared: interrupted)."""
+        if self.record is not None:
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            self.record.ended(status, error=one_line(err))
 
     def _save_due(self, saved_at: float) -> bool:
         tr = self.cfg.training
@@ -410,6 +446,9 @@ class Trainer(EvaluationMixin):
         self.progress.elapsed += time.time() - start
         self.save_last()
         cmd = self._resume_command()
+        p = self.progress
+        self.record.progress(p.step, p.epoch, p.best, p.elapsed, p.tokens)
+        self.record.ended("interrupted", signal=self._stop_signal, resume=cmd)
         msg = (f"{self._stop_signal}: stopped at step {self.progress.step}; "
                f"saved {self.run.last_path}. Resume with:\n  {cmd}")
         if self.is_main:
