@@ -17,7 +17,7 @@ into a term for the open and one for the close, so the program is linear in the 
 times the output length. A tag that wrapped words wraps at least one output unit when its
 open and close are neighbours and the output has room (so nothing vanishes into ``<b></b>``);
 an atom (an image, a ``<code>``, a comment) stays next to the output unit aligned to the
-source word it was written against.
+source word it was written against, and one that followed words still follows one.
 
 :func:`proportional` is the alignment without a model: output unit ``t`` of ``T`` taken as
 the source unit at the same relative position. It is what the benchmark compares with.
@@ -135,7 +135,10 @@ def _scores(m: np.ndarray, events: Sequence[Event], bounds: Sequence[int]) -> li
                 target = int(m[:, b].argmax())
             else:
                 target = n_out
-            out.append(-_ATOM_PULL * np.abs(positions - target))
+            score = -_ATOM_PULL * np.abs(positions - target)
+            if b > 0 and n_out > 0:  # words came before it: a word still does (at the start
+                score[0] = _NEG      # of a page, before any word, it would leave the body)
+            out.append(score)
             continue
         a, b = (bounds[k], bounds[e.pair]) if e.kind == "open" else (bounds[e.pair], bounds[k])
         inside = (best >= a) & (best < b)
