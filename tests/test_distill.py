@@ -224,3 +224,44 @@ def test_select_closest_writes_one_of_the_teachers_nbest(trained_run, multi30k, 
     assert pair[0] == de
     for i, (hyp, nbest) in enumerate(zip(pair[1], nbests, strict=True)):
         assert hyp == (second[i] if i in second else nbest[0] if nbest else ""), i
+
+
+def test_an_ensemble_teaches_a_student_config_that_names_no_data(trained_run, multi30k,
+                                                                  tmp_path, capsys) -> None:
+    """distill --teacher A --teacher B with a config of only a model and a budget: the
+    student takes the teacher's data section (sources, languages, valid sets) and the
+    ensemble's translations (here a model with itself: the model's own translations)."""
+    from translate.distill.__main__ import main
+
+    out_dir = tmp_path / "corpus"
+    student_cfg = {
+        "model": {"emb_dim": 32, "enc_hidden": 32, "enc_layers": 1, "dec_hidden": 64,
+                  "dec_layers": 1, "share_embeddings": True, "tagger": {"enabled": False}},
+        "training": {"run_dir": str(tmp_path / "student"), "device": "cpu", "max_steps": 8,
+                     "max_epochs": 0, "valid_every": 8, "valid_max_sentences": 40,
+                     "num_threads": 1, "precision": "fp32", "max_tokens": 1500},
+        "inference": {"beam_size": 1},
+        "distill": {"beam_size": 2, "chunk_lines": 40, "output": str(out_dir)},
+        "logging": {"wandb": "disabled"},
+    }
+    path = tmp_path / "student.yaml"
+    path.write_text(yaml.safe_dump(student_cfg))
+    assert main(["--teacher", str(trained_run), "--teacher", str(trained_run), "--config",
+                 str(path), "--set", "data.train[0].max_pairs=40",
+                 "--set", "data.train[1].max_pairs=20"]) == 0
+    out = capsys.readouterr().out  # the trainer's log lines, then the command's JSON
+    printed = json.loads(out[out.rfind("\n{\n") + 1:])
+    assert [g["rows"] for g in printed["groups"]] == [40, 20]
+    assert printed["summary"]["step"] == 8
+    teacher_cfg = config.load(RunDir(trained_run).config_path)
+    saved = config.load(RunDir(tmp_path / "student").config_path)
+    assert (saved.data.src_lang, saved.data.tgt_lang) == ("de", "en")
+    assert saved.data.valid == teacher_cfg.data.valid and saved.data.test == teacher_cfg.data.test
+    manifest = Store(out_dir).read_manifest()
+    assert len(manifest["settings"]["teacher_checkpoint"]) == 2  # both members recorded
+    captions = _published(out_dir)[("captions",)]
+    assert captions[0] == _lines(multi30k / "train.de")[:40]
+    alone = Translator.load(trained_run, device="cpu").translate(captions[0], beam=2)
+    assert captions[1] == [r.text for r in alone]
+    with pytest.raises(config.ConfigError, match="--teacher .*: an empty run directory name"):
+        pipeline.teacher_dirs(f"{trained_run},")

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from translate import config as config_mod
 from translate import tuning
 from translate.cli import ArgumentParser, help_text, non_negative, run_main
 from translate.config import ConfigError
+from translate.inference.model_args import add_model_arguments, first_run, load_translator
 
 PROG = "python -m translate.evaluate"
 SPLITS = ("valid", "test")
@@ -29,18 +29,15 @@ SPLITS = ("valid", "test")
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog=PROG, description=help_text(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", metavar="RUN_DIR",
-                   help="run directory (default: the most recent run under runs/)")
-    p.add_argument("--config", help="YAML config whose data to score (default: the run's "
-                   "config.yaml); configs/NAME.yaml falls back to the packaged copy")
+    add_model_arguments(p)
+    p.add_argument("--config", help="YAML config whose data to score (default: the (first) "
+                   "run's config.yaml); configs/NAME.yaml falls back to the packaged copy")
     p.add_argument("--split", default="test", help="valid or test (default: test)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of that config, e.g. --set data.valid[0].max_pairs=50")
     p.add_argument("--max-pairs", metavar="N", type=int,
                    help="pairs per source of the split (0 = all; default: the config's)")
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--checkpoint", default="auto",
-                   help="auto (default), best, last, averaged, or a path to a .pt file")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"))
     p.add_argument("--threads", metavar="N", type=non_negative, default=0,
@@ -113,28 +110,26 @@ def _run(argv: list[str] | None) -> int:
     if args.split not in SPLITS:
         raise ConfigError(f"--split {args.split!r}: expected one of {', '.join(SPLITS)}")
     tuning.apply_process_tuning(inference=True)  # before torch loads (below)
-    from translate.inference.translator import Translator
     from translate.runs.rundir import RunDir
     from translate.runtime import set_threads
 
     set_threads(args.threads)
-    model_dir = args.model
-    if model_dir is None:
-        model_dir = RunDir.latest("runs")
-        print(f"evaluate: using the most recent run {model_dir}", file=sys.stderr)
+    model_dir = first_run(args, PROG)
     run = RunDir(model_dir)
     run.check_complete()
     cfg_path = args.config or run.config_path
     src, refs, domains = load_split(cfg_path, args.overrides, args.split, args.max_pairs)
     shortlist = None if args.shortlist is None else args.shortlist == "on"
-    translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
-                                 precision=args.precision, shortlist=shortlist, beam=args.beam)
+    translator = load_translator(args, shortlist=shortlist)
     hyps = [r.text for r in translator.translate(src, beam=args.beam,
                                                  batch_size=args.batch_size)]
     result = report(hyps, refs, domains)
     result.update(run=str(model_dir), split=args.split, config=str(cfg_path),
                   checkpoint=str(translator.checkpoint_path),
                   beam=translator.options(beam=args.beam).beam_size)
+    if translator.members:
+        result.update(models=[str(p) for p in translator.checkpoint_paths],
+                      weights=translator.model.weights, combine=translator.model.combine)
     if args.format == "json":
         print(json.dumps(result, indent=1, ensure_ascii=False))
     else:

@@ -34,6 +34,7 @@ from translate.inference.infer_io import (
     read_lines,
     translation_record,
 )
+from translate.inference.model_args import add_model_arguments, first_run, load_translator
 
 PROG = "python -m translate.infer"
 
@@ -51,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
             "line for unlabelled) to also score each domain on the lines carrying its label."
         ),
     )
-    p.add_argument("--model", metavar="RUN_DIR",
-                   help="run directory (default: the most recent run under runs/)")
+    add_model_arguments(p)
     p.add_argument("--input", metavar="FILE", help="source sentences (default: stdin)")
     p.add_argument("--output", metavar="FILE", help="translations (default: stdout)")
     p.add_argument("--format", choices=("text", "jsonl"), default="text",
@@ -66,9 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--whole-file", action="store_true",
                    help="with --input-format html: the whole input is one document, line "
                         "breaks and all, and its translation is written as it comes")
-    p.add_argument("--checkpoint", default="auto",
-                   help="auto (default: averaged if kept, else best), best, last, averaged, "
-                        "or a path to a .pt file")
     p.add_argument("--device", default="auto",
                    help="auto (default), cpu, cuda or cuda:N (as train's --device)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16", "fp16"),
@@ -198,8 +195,6 @@ def _run(argv: list[str] | None) -> int:
     # Imported here, not at the top: --help and usage errors answer without loading torch.
     from tqdm import tqdm
 
-    from translate.inference.translator import Translator
-    from translate.runs.rundir import RunDir
     from translate.runtime import set_threads
 
     set_threads(args.threads)
@@ -229,15 +224,10 @@ def _run(argv: list[str] | None) -> int:
                                   f"{len(refs)}")
             ref_domains = [[d.strip() for d in row.split(",") if d.strip()] for row in rows]
 
-    model_dir = args.model
-    if model_dir is None:
-        model_dir = RunDir.latest("runs")
-        print(f"{PROG.split()[-1]}: using the most recent run {model_dir}", file=sys.stderr)
+    model_dir = first_run(args, PROG)
     shortlist = None if args.shortlist is None else args.shortlist == "on"
     with _report_precision(args.precision != "fp32"):
-        translator = Translator.load(model_dir, device=args.device, checkpoint=args.checkpoint,
-                                     quantize=args.quantize, precision=args.precision,
-                                     shortlist=shortlist, beam=args.beam)
+        translator = load_translator(args, quantize=args.quantize, shortlist=shortlist)
     if translator.quantized:  # asked for here or in the run's inference config
         # After loading: what loading and quantizing freed goes back to the OS as usual; the
         # setting is for the buffers search allocates and frees at every step.
@@ -306,7 +296,8 @@ def _run(argv: list[str] | None) -> int:
 
         log_evaluation(model_dir, srcs, hyps, refs, ref_domains, {
             "checkpoint": args.checkpoint, "input": source, "reference": args.reference,
-            "search": vars(resolved)})
+            "search": vars(resolved),
+            "models": [str(p) for p in translator.checkpoint_paths]})
     return 0
 
 

@@ -121,6 +121,9 @@ class TaggerConfig:
     pooling: Literal["mean", "attention"] = "mean"
     hidden: int = 256
     loss_weight: float = 0.1
+    # A run directory whose tokenizer this run takes instead of training one (its settings
+    # must be this section's): models that share a tokenizer can be decoded as an ensemble.
+    reuse: str | None = None
     pos_weight: bool = False
 
 

@@ -18,6 +18,13 @@ meta symbol): it decodes as a space. It does not occur in the corpora.
 
 Special ids are fixed (unk 0, bos 1, eos 2, pad 3) for every model, recorded in
 ``tokenizer.json`` next to the model files, and checked again on load. Pad is deliberately not 0.
+
+A model file says what the tokenizer does, not where it was made: sentencepiece records the
+output path it was trained to (``trainer_spec.model_prefix``), which is cleared before the
+file is kept, so the same training text and settings give byte-identical files in every run
+directory - two runs of one config that differ only in ``training.seed`` share one tokenizer
+and can be decoded together as an ensemble. :meth:`Tokenizer.fingerprint` hashes the models
+without that field, so files written before it was cleared compare equal too.
 """
 
 from __future__ import annotations
@@ -117,12 +124,40 @@ def _train_model(
             hard_vocab_limit=False,
             **opts,
         )
-    size = spm.SentencePieceProcessor(model_file=f"{prefix}.model").get_piece_size()
+    size = _keep_content_only(Path(f"{prefix}.model"))
     log(
         f"tokenizer: trained {what} {cfg.model_type} model, {size} pieces "
         f"in {time.perf_counter() - start:.1f}s -> {prefix}.model"
     )
     return size
+
+
+# TrainerSpec fields that record where a model was trained (its output path and input
+# files), not anything encoding or decoding reads.
+_WHERE_TRAINED = ("model_prefix", "input")
+
+
+def _content(proto_bytes: bytes) -> bytes:
+    """A serialized sentencepiece model without the fields that say where it was trained.
+
+    sentencepiece's own protobuf schema (``sentencepiece_model_pb2``, the documented way to
+    read and edit a model; protobuf comes with wandb)."""
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(proto_bytes)
+    for name in _WHERE_TRAINED:
+        proto.trainer_spec.ClearField(name)
+    return proto.SerializeToString(deterministic=True)
+
+
+def _keep_content_only(path: Path) -> int:
+    """Rewrite the model file at ``path`` without its training paths (atomically); returns
+    its vocabulary size."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(_content(path.read_bytes()))
+    os.replace(tmp, path)
+    return spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
 
 
 def _nonempty(texts: Iterable[str]) -> Iterable[str]:
@@ -150,6 +185,9 @@ class Tokenizer:
         self.joint = joint
         self.src_vocab_size = src.get_piece_size()
         self.tgt_vocab_size = tgt.get_piece_size()
+        # The model files it was loaded from (None when built from processors in memory):
+        # what an error about two tokenizers that differ names.
+        self.files: tuple[Path, Path] | None = None
 
     # ------------------------------------------------------------------ train / save / load
 
@@ -233,6 +271,7 @@ class Tokenizer:
             if got != expected:
                 raise TokenizerError(f"{path}: special ids {got} differ from the fixed {expected}")
         tok = cls(src, tgt, joint)
+        tok.files = (out_dir / src_file, out_dir / tgt_file)
         for key, size in (("src_vocab_size", tok.src_vocab_size),
                           ("tgt_vocab_size", tok.tgt_vocab_size)):
             if key in meta and int(meta[key]) != size:
@@ -260,11 +299,25 @@ class Tokenizer:
         return _encode(self.tgt_model, texts, num_threads, "numpy")
 
     def fingerprint(self) -> str:
-        """A hash of the models themselves: caches of encoded text are keyed on it."""
+        """A hash of what the models do (pieces, scores, types, normalizer, the training
+        settings that shape encoding; not where they were trained): caches of encoded text
+        are keyed on it, and two tokenizers with one fingerprint encode every text alike."""
         sha = hashlib.sha256(b"joint" if self.joint else b"separate")
         for model in (self.src_model, self.tgt_model):
-            sha.update(model.serialized_model_proto())
+            sha.update(_content(model.serialized_model_proto()))
         return sha.hexdigest()[:20]
+
+    def differs_from(self, other: Tokenizer) -> tuple[str, str] | None:
+        """None when both encode and decode every text alike (the fingerprints agree); else
+        the first pair of model files (source, then target) whose models differ."""
+        if self.fingerprint() == other.fingerprint():
+            return None
+        pairs = ((self.src_model, other.src_model, 0), (self.tgt_model, other.tgt_model, 1))
+        side = next((i for a, b, i in pairs if _content(a.serialized_model_proto())
+                     != _content(b.serialized_model_proto())), 0)
+        names = ("source model", "target model")
+        return tuple(str(t.files[side]) if t.files else f"a {names[side]} in memory"
+                     for t in (self, other))
 
     def decode_src(self, ids: Sequence[Sequence[int]]) -> list[str]:
         return _decode(self.src_model, ids)

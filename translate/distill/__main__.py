@@ -1,7 +1,8 @@
-"""``python -m translate.distill --teacher RUN_DIR --config configs/student.yaml``.
+"""``python -m translate.distill --teacher RUN_DIR [--teacher ...] --config STUDENT.yaml``.
 
-Sequence-level knowledge distillation: the teacher (a trained run directory) translates the
-config's training sources with its beam search, and a student (the config's model, usually
+Sequence-level knowledge distillation: the teacher (a trained run directory, or several
+decoded as one ensemble) translates the config's training sources (the teacher's own when
+the config names no data) with its beam search, and a student (the config's model, usually
 smaller: configs/student.yaml) is trained on those translations with the teacher's tokenizer.
 Decode the student greedily (its inference.beam_size). --stage translate|train runs one
 stage; a killed translation continues where it stopped when the command is run again, a
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 from translate import config as config_mod
 from translate import tuning
@@ -26,10 +26,12 @@ PROG = "python -m translate.distill"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog=PROG, description=help_text(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True, metavar="RUN_DIR",
-                   help="the trained teacher's run directory")
+    p.add_argument("--teacher", required=True, metavar="RUN_DIR", action="append",
+                   help="the trained teacher's run directory; several (--teacher A --teacher "
+                        "B, or A,B) teach as one ensemble")
     p.add_argument("--config", default="configs/student.yaml",
-                   help="the student's YAML config (default: configs/student.yaml)")
+                   help="the student's YAML config (default: configs/student.yaml); one that "
+                        "names no data takes the (first) teacher's data section")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set distill.keep_references=true")
     p.add_argument("--stage", choices=("all", "translate", "train"), default="all",
@@ -53,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"training.device={args.device}")
-    cfg = config_mod.load(args.config, overrides)
-    teacher_dir = Path(args.teacher)
+    from translate.distill.pipeline import run, student_overrides, teacher_dirs
 
-    from translate.distill.pipeline import run  # torch: after the process tuning
+    teachers = teacher_dirs(args.teacher)
+    cfg = config_mod.load(args.config, student_overrides(args.config, teachers, overrides))
     from translate.runtime import set_threads
     from translate.training.distributed import from_env
 
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rank.is_main:  # under torchrun rank 0 speaks for the run; the others only warn
         logging.getLogger("translate").setLevel(logging.WARNING)
     set_threads(cfg.training.num_threads)
-    out = run(teacher_dir, cfg, stage=args.stage, resume=args.resume, overwrite=args.overwrite,
+    out = run(teachers, cfg, stage=args.stage, resume=args.resume, overwrite=args.overwrite,
               rank=rank)
     if rank.is_main:
         print(json.dumps(out, indent=2, default=str))

@@ -7,12 +7,15 @@ command again, a killed student by ``--stage train --resume``.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from translate import config as config_mod
 from translate.config import Config, ConfigError
+from translate.config.parse import parse_yaml
 from translate.distill import student, teacher
 from translate.distill.store import Group, Store
 from translate.runs.rundir import RunDir
@@ -27,6 +30,36 @@ def store_for(cfg: Config) -> Store:
     """Where the distilled corpus goes: ``distill.output``, else ``distilled/`` in the
     student's run directory (a folder training never writes nor deletes)."""
     return Store(cfg.distill.output or Path(cfg.training.run_dir) / "distilled")
+
+
+def teacher_dirs(teachers: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The teachers' run directories: one, several (an ensemble), or ``"A,B"``."""
+    items = [teachers] if isinstance(teachers, (str, Path)) else list(teachers)
+    out = [Path(p.strip()) for item in items
+           for p in ([str(item)] if Path(item).is_dir() else str(item).split(","))]
+    if not out or any(not str(p) or str(p) == "." for p in out):
+        raise ConfigError(f"--teacher {teachers!r}: an empty run directory name")
+    return out
+
+
+def student_overrides(config_path: str | Path, teachers: Sequence[Path],
+                      overrides: Sequence[str]) -> list[str]:
+    """``overrides``, after the first teacher's whole ``data`` section when the student's
+    config file names no ``data``: a student config can hold only a model and a training
+    budget, and distills on its teacher's sources, languages and validation sets."""
+    path = config_mod.resolve_path(config_path)
+    try:
+        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, ConfigError):
+        return list(overrides)  # loading the config names what is wrong with it
+    if not isinstance(raw, dict) or "data" in raw:
+        return list(overrides)
+    first = RunDir(teachers[0])
+    first.check_complete()
+    data = config_mod.to_dict(config_mod.load(first.config_path))["data"]
+    log.info("distill: %s names no data; the student takes the teacher's (%s -> %s, %d "
+             "training sources)", path, data["src_lang"], data["tgt_lang"], len(data["train"]))
+    return [f"data={json.dumps(data)}", *overrides]
 
 
 def check_teacher(teacher_dir: Path, cfg: Config) -> Config:
@@ -44,25 +77,27 @@ def check_teacher(teacher_dir: Path, cfg: Config) -> Config:
     return teacher_cfg
 
 
-def run(teacher_dir: Path, cfg: Config, stage: Stage = "all", resume: bool = False,
-        overwrite: bool = False, rank: Rank | None = None) -> dict:
-    """Run ``stage``; returns what it did: the corpus' groups and, when trained, the
-    trainer's summary."""
+def run(teachers: str | Path | Sequence[str | Path], cfg: Config, stage: Stage = "all",
+        resume: bool = False, overwrite: bool = False, rank: Rank | None = None) -> dict:
+    """Run ``stage`` with one teacher or an ensemble of several (decoded as one, with the
+    first one's tokenizer and inference settings); returns what it did: the corpus' groups
+    and, when trained, the trainer's summary."""
     rank = rank or from_env()
-    teacher_cfg = check_teacher(teacher_dir, cfg)
+    teachers = teacher_dirs(teachers)
+    teacher_cfg = [check_teacher(t, cfg) for t in teachers][0]
     store = store_for(cfg)
     if resume and stage == "translate":
         raise ConfigError("--resume continues the student's training: use it with --stage "
                           "train or all (a translation always continues where it stopped)")
     groups: list[Group]
     if stage in ("all", "translate"):
-        groups = teacher.translate(teacher_dir, cfg, store, rank)
+        groups = teacher.translate(teachers, cfg, store, rank)
     else:
         groups = store.groups()
     out: dict = {"corpus": str(store.corpus_dir), "groups": [
         {"prefix": str(g.prefix), "domains": g.domains, "rows": g.rows} for g in groups]}
     if stage in ("all", "train"):
         student_cfg = student.student_config(cfg, teacher_cfg, groups)
-        out["summary"] = student.train(student_cfg, teacher_dir, resume=resume,
+        out["summary"] = student.train(student_cfg, teachers[0], resume=resume,
                                        overwrite=overwrite, rank=rank)
     return out

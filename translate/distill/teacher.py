@@ -1,12 +1,14 @@
 """The translate stage: the teacher's beam search over every training source line.
 
-The sources are the student config's ``data.train`` (normally the teacher's own training
-sources), read as the data pipeline reads them (:func:`translate.data.sources.source_tables`:
-text files a block at a time, each source's ``domains`` on its rows) and cut into chunks of
-``distill.chunk_lines`` lines, so memory stays bounded by one chunk whatever the corpus'
-size. Each chunk goes through :meth:`Translator.translate` (batched, length-sorted beam
-search on the teacher's device and precision, empty lines kept empty, over-long lines
-translated in pieces) and is written whole (:class:`~translate.distill.store.Store`).
+The teacher is one trained run or an ensemble of several (decoded as one:
+:mod:`translate.search.ensemble`). The sources are the student config's ``data.train``
+(normally the teacher's own training sources), read as the data pipeline reads them
+(:func:`translate.data.sources.source_tables`: text files a block at a time, each source's
+``domains`` on its rows) and cut into chunks of ``distill.chunk_lines`` lines, so memory
+stays bounded by one chunk whatever the corpus' size. Each chunk goes through
+:meth:`Translator.translate` (batched, length-sorted beam search on the teacher's device and
+precision, empty lines kept empty, over-long lines translated in pieces) and is written
+whole (:class:`~translate.distill.store.Store`).
 
 Under torchrun each process translates every ``world_size``-th chunk on its own device;
 rank 0 publishes the corpus once all chunks are there.
@@ -89,11 +91,11 @@ def _file_key(path: Path) -> list:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def settings_key(teacher: Path, search: Search, cfg: Config) -> dict:
+def settings_key(teachers: list[Path], search: Search, cfg: Config) -> dict:
     """What the chunks depend on: a restart with anything else is refused."""
-    ckpt = checkpoint_path(RunDir(teacher), "auto")
+    keys = [_file_key(checkpoint_path(RunDir(t), "auto")) for t in teachers]
     return {
-        "teacher_checkpoint": _file_key(ckpt),
+        "teacher_checkpoint": keys[0] if len(keys) == 1 else keys,
         "search": vars(search),
         "languages": [cfg.data.src_lang, cfg.data.tgt_lang],
         "sources": [[describe(s), s.max_pairs, sorted(s.domains),
@@ -138,16 +140,18 @@ def total_lines(cfg: Config) -> int | None:
     return total
 
 
-def translate(teacher: Path, cfg: Config, store: Store, rank: Rank | None = None) -> list[Group]:
-    """Translate what is missing, publish the corpus (rank 0) and return its groups."""
+def translate(teachers: list[Path], cfg: Config, store: Store,
+              rank: Rank | None = None) -> list[Group]:
+    """Translate what is missing with the teacher (several: their ensemble), publish the
+    corpus (rank 0) and return its groups."""
     rank = rank or Rank()
     if not cfg.data.train:
         raise DistillError("data.train: the distilled corpus is made from the training "
                            "sources; data.unsplit sources are not supported (give them as "
                            "data.train, with explicit valid and test sources)")
-    teacher_cfg = config_mod.load(RunDir(teacher).config_path)
+    teacher_cfg = config_mod.load(RunDir(teachers[0]).config_path)
     search = search_for(teacher_cfg, cfg)
-    manifest = store.begin(settings_key(teacher, search, cfg))
+    manifest = store.begin(settings_key(teachers, search, cfg))
     if manifest.get("complete"):
         log.info("distill: %s already holds the complete distilled corpus (%d lines)",
                  store.root, manifest["rows"])
@@ -170,7 +174,7 @@ def translate(teacher: Path, cfg: Config, store: Store, rank: Rank | None = None
                 bar.update(len(src))
                 continue
             if translator is None:
-                translator = _load(teacher, search, rank)
+                translator = _load(teachers, search, rank)
             n_best = search.beam_size if search.select == "closest" else 1
             results = translator.translate(src, beam=search.beam_size,
                                            batch_size=search.batch_size, n_best=n_best)
@@ -198,16 +202,17 @@ def translate(teacher: Path, cfg: Config, store: Store, rank: Rank | None = None
     return groups
 
 
-def _load(teacher: Path, search: Search, rank: Rank):
+def _load(teachers: list[Path], search: Search, rank: Rank):
     from translate.inference.translator import Translator
     from translate.runtime import resolve_device
     from translate.training.distributed import rank_device
 
     device = rank_device(resolve_device(search.device), rank)
-    translator = Translator.load(teacher, device=str(device), precision=search.precision,
+    translator = Translator.load(teachers if len(teachers) > 1 else teachers[0],
+                                 device=str(device), precision=search.precision,
                                  shortlist=search.shortlist, beam=search.beam_size)
-    log.info("distill: teacher %s (%s) on %s, %s, beam %d, batches of %d", teacher,
-             translator.checkpoint_path.name if translator.checkpoint_path else "?", device,
+    log.info("distill: teacher %s on %s, %s, beam %d, batches of %d",
+             " + ".join(str(p) for p in translator.checkpoint_paths), device,
              translator.dtype, search.beam_size, search.batch_size)
     return translator
 

@@ -1,15 +1,17 @@
 """What :meth:`translate.inference.translator.Translator.load` reads from a run directory, checked.
 
-The checkpoint a name stands for, the label vocabulary and the thresholds tuned for those
-weights, the shortlist table, and the precision the weights can run in: each is one
-function with one one-line error, so that loading reads as a list of steps and every way a
-run directory can be unusable is named in one place.
+The models a ``--model`` / ``--checkpoint`` pair names (one, or the members of an
+ensemble), the checkpoint a name stands for, the label vocabulary and the thresholds tuned
+for those weights, the shortlist table, and the precision the weights can run in: each is
+one function with one one-line error, so that loading reads as a list of steps and every way
+a run directory can be unusable is named in one place.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -29,6 +31,39 @@ CHECKPOINT_ALIASES = {"best": "best_path", "last": "last_path", "averaged": "ave
 
 class TranslatorError(CheckpointError):
     """A run directory or checkpoint that cannot be used for translation (one-line message)."""
+
+
+def _names(value: str | Path | Sequence[str | Path], exists) -> list[str]:
+    """``value`` as a list of names: a sequence item by item, a comma-separated string split
+    at its commas - unless ``exists(name)`` says the whole string names something that is
+    there (a folder or file whose name holds a comma)."""
+    items = [value] if isinstance(value, (str, Path)) else list(value)
+    out: list[str] = []
+    for item in items:
+        text = str(item)
+        out.extend([text] if exists(text) else [p.strip() for p in text.split(",")])
+    if not out or any(not name for name in out):
+        raise TranslatorError(f"{value!r}: an empty name in the list of models or checkpoints")
+    return out
+
+
+def members(models: str | Path | Sequence[str | Path],
+            checkpoints: str | Path | Sequence[str | Path] = "auto") -> list[tuple[str, str]]:
+    """The (run directory, checkpoint) of every model that ``models`` and ``checkpoints``
+    name: several runs with one checkpoint name each take that checkpoint, one run with
+    several checkpoints gives one model per checkpoint (a snapshot ensemble), and equally
+    many of both pair up in order. ``"A,B"`` is the same as ``["A", "B"]``."""
+    runs = _names(models, lambda n: Path(n).is_dir())
+    ckpts = _names(checkpoints, lambda n: Path(n).is_file())
+    if len(ckpts) == 1:
+        return [(run, ckpts[0]) for run in runs]
+    if len(runs) == 1:
+        return [(runs[0], ckpt) for ckpt in ckpts]
+    if len(runs) == len(ckpts):
+        return list(zip(runs, ckpts, strict=True))
+    raise TranslatorError(f"{len(ckpts)} checkpoints ({', '.join(ckpts)}) for {len(runs)} "
+                          "models: give one checkpoint for all, one per model, or several "
+                          "for a single model")
 
 
 def checkpoint_path(run: RunDir, checkpoint: str | Path) -> Path:

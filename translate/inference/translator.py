@@ -14,6 +14,9 @@ Guarantees callers can build on:
   then at whitespace, and as a last resort inside a word - translated piece by piece and
   joined with a space. Silently truncating would drop content; feeding it whole would run
   the encoder on lengths it never saw. Each such result carries a warning;
+* several models (``Translator.load(["runs/a", "runs/b"])``, ``"runs/a,runs/b"``, or one
+  run's checkpoints: ``checkpoint="last,best"``) decode as one ensemble
+  (:mod:`translate.search.ensemble`) with the same results, fields and guarantees as one model;
 * results do not depend on the batch size or on the order of the inputs (batches are
   length-sorted by :func:`translate.search.decoding.decode_ids`, and search is batch-independent)
   - with the vocabulary shortlist off. A shortlist is chosen per batch (the union over its
@@ -41,6 +44,7 @@ from translate.inference.run_loading import (
     checkpoint_path,
     inference_precision,
     label_thresholds,
+    members,
     quantize_int8,
     read_lexicon,
     run_labels,
@@ -53,6 +57,7 @@ from translate.runtime import resolve_device
 from translate.search.attention_view import AttentionView, attach_attention
 from translate.search.decoding import decode_ids, inference_batches
 from translate.search.domain_choice import choose
+from translate.search.ensemble import Combine, Ensemble, EnsembleShortlist, normalised_weights
 from translate.search.shortlist import LexicalTable, Shortlist
 
 __all__ = ["Translation", "Translator", "TranslatorError", "split_long"]
@@ -97,16 +102,31 @@ class Translation:
     nbest_attention: list[AttentionView] = field(default_factory=list)
 
 
+def _check_same_tokenizer(a: Translator, b: Translator) -> None:
+    """Refuse, in one line naming both files, two models whose tokenizers differ."""
+    differ = a.tokenizer.differs_from(b.tokenizer)
+    if differ is None:
+        return
+    raise TranslatorError(f"{differ[0]} and {differ[1]}: different sentencepiece models; "
+                          "the models of an ensemble share one tokenizer (train them on the "
+                          "same data with the same tokenizer settings, or set tokenizer.reuse)")
+
+
 # --------------------------------------------------------------------------- translator
 
 
 class Translator:
-    """A loaded model with its tokenizer, labels and inference defaults."""
+    """A loaded model (or ensemble) with its tokenizer, labels and inference defaults.
+
+    An ensemble's ``members`` are the loaded single models it combines; its inference
+    defaults are the first member's, ``checkpoint_paths`` lists every member's weights.
+    """
 
     def __init__(self, model: nn.Module, tokenizer: Tokenizer, cfg: Config, labels: list[str],
                  thresholds: list[float], device: torch.device,
                  dtype: torch.dtype = torch.float32, checkpoint_path: Path | None = None,
-                 quantized: bool = False, lexicon: LexicalTable | None = None) -> None:
+                 quantized: bool = False, lexicon: LexicalTable | None = None,
+                 members: Sequence[Translator] = ()) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.config = cfg
@@ -120,13 +140,24 @@ class Translator:
         self.special = {"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
                         "pad_id": tokenizer.pad_id}
         self.lexicon = lexicon  # the shortlist's table; None: always the whole vocabulary
-        self._shortlists: dict[tuple[int, int], Shortlist] = {}
+        self.members = list(members)
+        self.checkpoint_paths = ([p for m in self.members for p in m.checkpoint_paths]
+                                 if self.members else [checkpoint_path])
+        self._shortlists: dict[tuple[int, int], Shortlist | EnsembleShortlist | None] = {}
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "auto", checkpoint: str | Path = "auto",
+    def load(cls, run_dir: str | Path | Sequence[str | Path], device: str = "auto",
+             checkpoint: str | Path | Sequence[str | Path] = "auto",
              quantize: bool | None = None, precision: str = "fp32",
-             shortlist: bool | None = None, beam: int | None = None) -> Translator:
-        """Load ``run_dir`` for inference.
+             shortlist: bool | None = None, beam: int | None = None,
+             weights: Sequence[float] | None = None, combine: Combine = "prob") -> Translator:
+        """Load ``run_dir`` for inference; several run directories (a list, or one string
+        ``"A,B"``) or several checkpoints (``"last,best"``) load as an ensemble
+        (:meth:`ensemble`, :func:`translate.inference.run_loading.members`), every member
+        with the options below, ``quantize`` None taking the first run's setting.
+        ``weights``: one per member (default: equal); ``combine``: ``prob`` (the log of the
+        weighted mean probability) or ``logprob`` (the renormalised weighted mean log
+        probability), as :mod:`translate.search.ensemble` explains.
 
         ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
         ``best``, ``last``, ``averaged`` or a path (absolute, or relative to the working
@@ -143,6 +174,21 @@ class Translator:
         ``inference.shortlist``, on by default); a run without ``shortlist.pt`` decodes over
         the whole vocabulary (logged).
         """
+        specs = members(run_dir, checkpoint)
+        if len(specs) == 1 and weights is None:
+            return cls._load_one(*specs[0], device, quantize, precision, shortlist, beam)
+        if quantize is None:
+            run = RunDir(specs[0][0])
+            run.check_complete()
+            quantize = config_mod.load(run.config_path).inference.quantize
+        return cls.ensemble([cls._load_one(run, ckpt, device, quantize, precision, shortlist,
+                                           beam) for run, ckpt in specs], weights, combine)
+
+    @classmethod
+    def _load_one(cls, run_dir: str | Path, checkpoint: str | Path, device: str,
+                  quantize: bool | None, precision: str, shortlist: bool | None,
+                  beam: int | None) -> Translator:
+        """One run directory's model, as :meth:`load` describes."""
         run = RunDir(run_dir)
         run.check_complete()
         cfg = config_mod.load(run.config_path)
@@ -188,6 +234,50 @@ class Translator:
         return cls(model, tokenizer, cfg, labels, thresholds, torch_device, dtype, path,
                    quantize, lexicon)
 
+    @classmethod
+    def ensemble(cls, members: Sequence[Translator], weights: Sequence[float] | None = None,
+                 combine: Combine = "prob") -> Translator:
+        """Loaded models decoded as one (:class:`~translate.search.ensemble.Ensemble`).
+
+        They must share one tokenizer (the same pieces, scores and normalisation: two runs
+        of one config on the same data have it, whatever their seeds) and, where they tag
+        domains, one label list; a member without a tagger or conditioning simply takes no
+        part in them. The label thresholds are the weighted mean of the tagging members';
+        the inference defaults are the first member's; the input length limit is the
+        smallest member's; the shortlist of a batch is the union of the members'.
+        """
+        first = members[0]
+        try:
+            shares = normalised_weights(weights, len(members))
+        except ValueError as err:
+            raise ConfigError(f"--weights: {err}") from None
+        for other in members[1:]:
+            _check_same_tokenizer(first, other)
+            if other.device != first.device or other.dtype != first.dtype:
+                raise ConfigError(f"{other.checkpoint_path}: loaded on {other.device} in "
+                                  f"{other.dtype}, {first.checkpoint_path} on {first.device} "
+                                  f"in {first.dtype}; load every member alike")
+        tagging = [(m, w) for m, w in zip(members, shares, strict=True) if m.labels]
+        labels = tagging[0][0].labels if tagging else []
+        for m, _ in tagging[1:]:
+            if m.labels != labels:
+                raise TranslatorError(
+                    f"{m.checkpoint_path}: domain labels {m.labels} differ from "
+                    f"{tagging[0][0].checkpoint_path}'s {labels}; an ensemble's members tag "
+                    "the same labels")
+        total = sum(w for _, w in tagging)
+        thresholds = [sum(w * m.thresholds[j] for m, w in tagging) / total
+                      for j in range(len(labels))]
+        model = Ensemble([m.model for m in members], shares, combine)
+        out = cls(model, first.tokenizer, first.config, labels, thresholds, first.device,
+                  first.dtype, first.checkpoint_path, any(m.quantized for m in members),
+                  None, members)
+        out.max_tokens = min(m.max_tokens for m in members)
+        if out.config.inference.shortlist and any(m.lexicon is None for m in members):
+            log.info("ensemble: a member decodes over the whole vocabulary, so the ensemble "
+                     "does too (the union of the members' shortlists)")
+        return out
+
     # ------------------------------------------------------------------ options
 
     def options(self, **overrides) -> InferenceConfig:
@@ -197,8 +287,14 @@ class Translator:
         opts = dataclasses.replace(self.config.inference, **changes)
         return config_mod.validate_inference(opts, prefix="")
 
-    def _shortlist(self, opts: InferenceConfig) -> Shortlist | None:
-        """The shortlist ``opts`` ask for (cached per size), None for the whole vocabulary."""
+    def _shortlist(self, opts: InferenceConfig) -> Shortlist | EnsembleShortlist | None:
+        """The shortlist ``opts`` ask for (cached per size), None for the whole vocabulary;
+        an ensemble's: the union of its members' (None when one has none)."""
+        if self.members:
+            if not opts.shortlist:
+                return None
+            parts = [m._shortlist(opts) for m in self.members]
+            return None if any(p is None for p in parts) else EnsembleShortlist(parts)
         if not opts.shortlist or self.lexicon is None:
             return None
         key = (opts.shortlist_k, opts.shortlist_frequent)

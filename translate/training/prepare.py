@@ -94,7 +94,10 @@ def _tokenizer(cfg: Config, run: RunDir, corpus: Corpus, log: Callable[[str], No
                 "start a new run (another training.run_dir, or translate.train --overwrite)")
         log(f"tokenizer: reusing {run.tokenizer_dir}")
         return tok
-    settings = {k: v for k, v in dataclasses.asdict(cfg.tokenizer).items() if k != "max_tokens"}
+    if cfg.tokenizer.reuse:
+        return _reused_tokenizer(cfg.tokenizer, run, log)
+    settings = {k: v for k, v in dataclasses.asdict(cfg.tokenizer).items()
+                if k not in ("max_tokens", "reuse")}
     key = hashlib.sha256(json.dumps(
         {"v": SAMPLE_VERSION, "corpus": corpus.key, "tokenizer": settings,
          "sentencepiece": spm.__version__}, sort_keys=True).encode()).hexdigest()[:20]
@@ -126,6 +129,23 @@ def _tokenizer(cfg: Config, run: RunDir, corpus: Corpus, log: Callable[[str], No
 def _tokenizer_sample(train: datasets.Dataset, cfg: TokenizerConfig,
                       log: Callable[[str], None]) -> tuple[list[str], list[str]]:
     """The training pairs the tokenizer learns from: all of them, or a seeded random sample
+def _reused_tokenizer(cfg: TokenizerConfig, run: RunDir,
+                      log: Callable[[str], None]) -> Tokenizer:
+    """``tokenizer.reuse``: another run's tokenizer, copied into this run's directory, when
+    it was trained with this config's settings."""
+    source = RunDir(cfg.reuse).tokenizer_dir
+    Tokenizer.load(source)  # a missing or broken one is named here
+    changed = changed_settings(source, cfg)
+    if changed:
+        raise TokenizerError(f"tokenizer.reuse {cfg.reuse}: its tokenizer was trained with "
+                             f"other settings than the config's ({'; '.join(changed)}); "
+                             "set them alike")
+    shutil.rmtree(run.tokenizer_dir, ignore_errors=True)
+    shutil.copytree(source, run.tokenizer_dir)
+    log(f"tokenizer: {cfg.reuse}'s, copied to {run.tokenizer_dir} (tokenizer.reuse)")
+    return Tokenizer.load(run.tokenizer_dir)
+
+
     when they hold more than ``input_sentence_size`` sentences per model (a joint model
     reads both sides). Sampling here rather than in sentencepiece keeps the text passed to
     it, and so the memory and time of training, bounded and the sample reproducible."""
