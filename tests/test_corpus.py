@@ -227,7 +227,7 @@ def test_default_config_gettext_corpus(tmp_path: Path) -> None:
 
 
 def test_cli_summary_and_errors(multi30k: Path, tmp_path: Path, capsys) -> None:
-    overrides = ["--set", f"data.cache_dir={tmp_path}",
+    overrides = ["--set", f"data.cache_dir={tmp_path}", "--set", f"data.dir={tmp_path}",
                  "--set", f"data.train[0].prefix={multi30k / 'val'}",
                  "--set", f"data.valid[0].prefix={multi30k / 'val'}",
                  "--set", f"data.test[0].prefix={multi30k / 'test_2016_flickr'}"]

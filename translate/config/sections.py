@@ -94,6 +94,14 @@ class DataConfig:
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     cache_dir: str = ".cache/translate"
+    # Where the prepared corpus is written as plain parallel text for people to read
+    # (``<dir>/<name>/train.en`` ..., with manifest.json); null: nowhere. Written by
+    # ``python -m translate.data``, and by training for the sources that have no readable
+    # files of their own (gettext, hub). Never read back: the cache is what trains.
+    dir: str | None = "data"
+    # The corpus's folder under ``dir``; null: named after its sources and languages
+    # (``gettext-en-de``, ``multi30k-de-en``).
+    name: str | None = None
     # For quick experiments: keep only the first N training pairs (0 = all).
     max_train_pairs: int = 0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

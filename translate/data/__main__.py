@@ -2,7 +2,9 @@
 
 Useful before a long training run: it shows what the model will see (pairs per split and
 domain, what cleaning dropped and why, each domain's share of an epoch under
-``data.sampling``) and warms the cache that training then reuses.
+``data.sampling``), warms the cache that training then reuses, and writes the prepared
+corpus as plain parallel text under data/NAME/ (data.dir, data.name) with a manifest.json
+saying where it came from, when, how many pairs and by which split rule.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from translate import config, tuning
 from translate.cli import ArgumentParser, help_text, run_main
 from translate.data import format_report, load_corpus
+from translate.data.export import write_corpus
 from translate.data.sampling import DomainSampler, is_active
 from translate.data.schema import columns
 
@@ -30,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     cfg = config.load(args.config or config.DEFAULT_CONFIG, args.overrides)
     corpus = load_corpus(cfg.data, log=log)
+    write_corpus(corpus, cfg.data, log=log)
     print(format_report(corpus.report))
     if is_active(cfg.data.sampling):
         (domains,) = columns(corpus.splits["train"], "domains")

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import datasets
@@ -70,7 +71,8 @@ def cache_key(cfg: DataConfig) -> str:
         for source in getattr(cfg, group):
             files += [_fingerprint(p) for p in input_files(source, cfg.src_lang, cfg.tgt_lang)]
     fields = dataclasses.asdict(cfg)
-    fields.pop("sampling")  # how pairs are drawn in training, not which pairs there are
+    for key in ("sampling", "dir", "name"):  # how pairs are drawn, where a copy is written:
+        fields.pop(key)  # not which pairs there are, so existing cache entries stay valid
     blob = json.dumps({"v": CACHE_VERSION, "cfg": fields, "files": files},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -105,6 +107,7 @@ def _build_entry(cfg: DataConfig, entry: Path, log: Callable[[str], None]) -> di
         report = _build(cfg, tmp, log)
         report["cache_hit"] = False
         report["cache_path"] = str(entry)
+        report["prepared"] = datetime.now(UTC).replace(microsecond=0).isoformat()
         manifest = report.pop("manifest_data", None)
         if manifest is not None:
             (tmp / "gettext_manifest.json").write_text(json.dumps(manifest, indent=1),
@@ -335,6 +338,8 @@ def format_report(report: dict) -> str:
         lines.append(f"source {info.get('group')}: {info.get('source')} ({per})")
     if report.get("manifest"):
         lines.append(f"gettext manifest: {report['manifest']}")
+    if report.get("corpus_dir"):
+        lines.append(f"plain text: {report['corpus_dir']}/ (manifest.json says what it is)")
     hit = "hit" if report.get("cache_hit") else "miss (built)"
     lines.append(f"cache: {hit} {report.get('cache_path', '')} in {report.get('seconds', 0)} s")
     return "\n".join(lines)

@@ -35,6 +35,7 @@ from translate.config import Config, TokenizerConfig
 from translate.data import Corpus, DataError, load_corpus
 from translate.data.encoded import MappedSplit, publish
 from translate.data.encoding import encode_corpus
+from translate.data.export import needs_copy, write_corpus
 from translate.data.schema import TextColumn, columns, sample_columns
 from translate.data.tokenizer import Tokenizer, TokenizerError, changed_settings
 from translate.runs.rundir import RunDir
@@ -60,6 +61,8 @@ class Prepared:
 
 def prepare(cfg: Config, run: RunDir, log: Callable[[str], None] = print) -> Prepared:
     corpus = load_corpus(cfg.data, log=log)
+    if needs_copy(cfg.data):  # gettext, hub: the corpus has no readable files of its own
+        write_corpus(corpus, cfg.data, log=log)
     if cfg.model.domain_conditioning.enabled and not corpus.labels:
         raise DataError("model.domain_conditioning.enabled: the training data has no domain "
                         "labels to condition on (give sources `domains: [...]` or a "
