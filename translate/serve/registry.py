@@ -192,12 +192,10 @@ class Registry:
                 self._idle.set()
 
     async def _ensure(self, model: Model, deadline: float) -> None:
-        async with self._lock:
-            if model.batcher is None and model.loading is None:
-                await self._make_room(deadline)
-                model.loading = asyncio.create_task(self._load(model))
-                # Retrieved here too, so that a load nobody waits for any more logs once.
-                model.loading.add_done_callback(lambda t: t.cancelled() or t.exception())
+        # A model already loading is waited for without the lock: whoever holds it may be
+        # waiting for this model's requests to finish, to unload it.
+        if model.loading is None:
+            await self._start_loading(model, deadline)
         task = model.loading
         if task is None:
             return
@@ -206,6 +204,14 @@ class Registry:
         except TimeoutError:
             raise RequestError(503, f"model {model.name} is still loading; retry shortly",
                                {"Retry-After": RETRY_AFTER}) from None
+
+    async def _start_loading(self, model: Model, deadline: float) -> None:
+        async with self._lock:
+            if model.batcher is None and model.loading is None:
+                await self._make_room(deadline)
+                model.loading = asyncio.create_task(self._load(model))
+                # Retrieved here too, so that a load nobody waits for any more logs once.
+                model.loading.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _load(self, model: Model) -> None:
         started = time.monotonic()

@@ -19,7 +19,14 @@ from translate.config import ConfigError
 from translate.inference.translator import Translation
 from translate.search.domain_choice import choose
 from translate.serve import markup
-from translate.serve.batcher import Batcher, Expired, Options, QueueFull, Unavailable
+from translate.serve.batcher import (
+    Batcher,
+    Expired,
+    Options,
+    QueueFull,
+    TranslationFailed,
+    Unavailable,
+)
 from translate.serve.languages import language_name
 from translate.serve.limits import Limits, RequestError
 from translate.serve.prometheus import Metrics
@@ -194,6 +201,8 @@ class Service:
             raise RequestError(503, str(err), {"Retry-After": RETRY_AFTER}) from None
         except Expired:
             raise self._late() from None
+        except TranslationFailed as err:
+            raise RequestError(500, f"translation failed: {err}") from None
         except markup.HtmlUnavailable as err:
             raise RequestError(501, f"format: html is not available here ({err})") from None
 
@@ -229,3 +238,7 @@ class Service:
                                           max(0.0, deadline - time.monotonic()))
         except (TimeoutError, Expired):
             raise self._late() from None
+        except Unavailable as err:  # the worker died with the job; a new one is starting
+            raise RequestError(503, str(err), {"Retry-After": RETRY_AFTER}) from None
+        except TranslationFailed as err:
+            raise RequestError(500, f"translation failed: {err}") from None
