@@ -33,16 +33,18 @@ def test_a_killed_run_leaves_a_summary_of_what_it_was(multi30k, multidomain, tmp
                  max_epochs=0)
     cfg = tmp_path / "run.yaml"
     cfg.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "translate.train", "--config", str(cfg),
-                             "--set", "training.lr=0.002", "--training.label_smoothing=0.05"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "WANDB_MODE": "disabled"})
+    run, log = tmp_path / "run", tmp_path / "stderr.txt"
+    with log.open("wb") as err:  # a file, not a pipe nobody reads while it runs
+        proc = subprocess.Popen([sys.executable, "-m", "translate.train", "--config", str(cfg),
+                                 "--set", "training.lr=0.002",
+                                 "--training.label_smoothing=0.05"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, "WANDB_MODE": "disabled"})
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 240
         while True:  # the statuses it goes through, read as another process would
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert proc.poll() is None, log.read_text(encoding="utf-8")[-2000:]
             assert time.monotonic() < deadline, f"timed out; saw {seen}"
             if (run / "summary.json").is_file():
                 summary = _summary(run)  # never half a file: it is replaced atomically
@@ -56,7 +58,6 @@ def test_a_killed_run_leaves_a_summary_of_what_it_was(multi30k, multidomain, tmp
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.stderr.close()
 
     summary = _summary(run)
     assert seen[-1] == "training" and set(seen) <= {"preparing", "training"}
