@@ -34,6 +34,7 @@ and ``fragments`` (the text between tags translated separately, each tag around 
 fragment's translation: placement right by construction, the sentence broken up).
 
     python -m bench html --model RUN_DIR [--snippets 1000] [--seed 1234] [--beam 5]
+                         [--hostile-beam 1] [--part a|b|both]
 """
 
 from __future__ import annotations
@@ -468,7 +469,9 @@ def main() -> None:
     p.add_argument("--sentences", type=int, default=0,
                    help="test2016 sentences for (b) (0: all 1,000)")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--beam", type=int, default=5, help="beam size for (b)")
+    p.add_argument("--hostile-beam", type=int, default=1,
+                   help="beam size for (a), which checks markup, not translations")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--part", choices=("a", "b", "both"), default="both")
     args = p.parse_args()
@@ -479,9 +482,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     translator = Translator.load(args.model, device="cpu")
     data = Path(args.data)
-    report = {"model": args.model, "beam": args.beam}
+    report = {"model": args.model, "beam": args.beam, "hostile_beam": args.hostile_beam}
     if args.part in ("a", "both"):
-        report["hostile"] = hostile(translator, args.snippets, args.seed, args.beam, data)
+        report["hostile"] = hostile(translator, args.snippets, args.seed, args.hostile_beam,
+                                    data)
         h = report["hostile"]
         print(f"(a) {h['snippets']} hostile snippets: tag sequence kept {h['tag_sequence_kept']}"
               f", untouched regions kept {h['untouched_kept']}, fallbacks {h['fallbacks']} "

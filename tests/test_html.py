@@ -14,7 +14,7 @@ import torch
 
 from bench.html import check_answer, hostile_snippets, plain_text, tag_sequence
 from translate.infer import main
-from translate.inference.html import HtmlError, translate_html
+from translate.inference.html import HtmlError, HtmlJob, translate_html
 from translate.inference.html_align import place, render, units
 from translate.inference.html_segments import Segment, layout
 from translate.inference.html_tree import parse
@@ -79,6 +79,22 @@ def test_translation_is_the_plain_text_translation(translator, multi30k):
         assert plain_text(h.text) == " ".join(p.text.split())
         assert h.text.count("<b>") == 1 and h.text.count("</b>") == 1
         assert h.score == pytest.approx(p.score)
+
+
+def test_a_job_batches_its_segments_with_other_texts(translator):
+    docs = ["<p>Ein <b>Hund</b> läuft.</p><p>Zwei Männer.</p>", "", "<i>Eine Frau</i> singt."]
+    job = HtmlJob(translator, docs)
+    assert job.attention and len(job.texts) == 3
+    seen: list[tuple[int, str]] = []
+    mixed = translator.translate(["Ein Kind spielt.", *job.texts], attention=job.attention,
+                                 **FAST)
+    answers = job.finish(mixed[1:])
+    assert [a.text for a in answers] == [
+        a.text for a in translate_html(translator, docs, on_warning=lambda i, m: seen.append(
+            (i, m)), **FAST)]
+    assert answers[1].text == "" and not seen
+    with pytest.raises(ValueError, match="needs 3 translations, got 1"):
+        HtmlJob(translator, docs).finish(mixed[:1])
 
 
 def test_hostile_snippets_keep_their_tag_sequence_and_untouched_regions(translator):

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from translate.inference.html_segments import Segment
     from translate.inference.translator import Translation, Translator
 
-__all__ = ["ALIGNMENTS", "FORMATS", "HtmlError", "translate_as", "translate_html"]
+__all__ = ["ALIGNMENTS", "FORMATS", "HtmlError", "HtmlJob", "translate_as",
+           "translate_html"]
 
 ALIGNMENTS = ("attention", "proportional")
 FORMATS = ("text", "html")
@@ -65,56 +66,77 @@ def translate_html(translator: Translator, documents: Sequence[str], *,
     domains...). ``align``: ``attention`` (default) or ``proportional`` (no model
     alignment, for comparison). The segments of all documents go to the model in one call.
     """
-    if isinstance(documents, str):
-        raise TypeError("translate_html() takes a list of documents, not a single string")
-    if align not in ALIGNMENTS:
-        raise HtmlError(f"align: {align!r} is not one of {', '.join(ALIGNMENTS)}")
     if options.pop("attention", False):
         raise HtmlError("attention: not available with format html (the answer is a page)")
     options.pop("format", None)
-    html_tree, html_segments, html_align = _modules()
-    from translate.inference.translator import Translation
+    job = HtmlJob(translator, documents, align, on_warning)
+    return job.finish(translator.translate(job.texts, on_warning=job.warn,
+                                           attention=job.attention, **options))
 
-    results = [Translation(text="", score=None) for _ in documents]
-    laid: list[list] = []
-    for i, doc in enumerate(documents):
-        laid.append(_layout(doc, i, results, html_tree, html_segments))
-    owners = [(i, seg) for i, pieces in enumerate(laid) for seg in pieces
-              if not isinstance(seg, str)]
 
-    def warn(k: int, msg: str) -> None:
-        doc = owners[k][0]
-        results[doc].warnings.append(msg)
-        if on_warning is not None:
-            on_warning(doc, msg)
+class HtmlJob:
+    """HTML documents laid out for translation, for a caller that batches their segments
+    with other texts (a service's batcher): translate ``texts`` with ``attention`` on
+    where it says so (passing ``warn(k, message)`` as ``on_warning`` for text ``k``), then
+    :meth:`finish` with the translations of exactly those texts, in order.
+    :func:`translate_html` is the three steps in one call."""
 
-    need_attention = align == "attention" and any(seg.events for _, seg in owners)
-    translated = translator.translate([seg.text for _, seg in owners], on_warning=warn,
-                                      attention=need_attention, **options)
-    done = iter(translated)
-    for i, pieces in enumerate(laid):
-        segs = [(seg, next(done)) for seg in pieces if not isinstance(seg, str)]
+    def __init__(self, translator: Translator, documents: Sequence[str],
+                 align: str = "attention",
+                 on_warning: Callable[[int, str], None] | None = None) -> None:
+        if isinstance(documents, str):
+            raise TypeError("HTML translation takes a list of documents, not a single string")
+        if align not in ALIGNMENTS:
+            raise HtmlError(f"align: {align!r} is not one of {', '.join(ALIGNMENTS)}")
+        self.modules = _modules()
+        from translate.inference.translator import Translation
+
+        self.translator, self.documents, self.align = translator, documents, align
+        self.on_warning = on_warning
+        self.results = [Translation(text="", score=None) for _ in documents]
+        self.laid = [self._layout(i, doc) for i, doc in enumerate(documents)]
+        self.owners = [(i, seg) for i, pieces in enumerate(self.laid) for seg in pieces
+                       if not isinstance(seg, str)]
+        self.texts = [seg.text for _, seg in self.owners]
+        self.attention = align == "attention" and any(seg.events for _, seg in self.owners)
+
+    def _layout(self, i: int, doc: str) -> list:
+        if not doc.strip():
+            return [doc]  # whitespace is kept as written; an empty document stays empty
+        html_tree, html_segments, _ = self.modules
         try:
-            rendered = {id(seg): _render(seg, res, translator, align, html_align)
-                        for seg, res in segs}
-            results[i].text = "".join(p if isinstance(p, str) else rendered[id(p)]
-                                      for p in pieces)
+            return html_segments.layout(*html_tree.parse(doc))
         except Exception as err:  # noqa: BLE001 - a document is always answered
-            _fallback(results, i, documents[i], err, on_warning)
-            continue
-        _summarise(results[i], [r for _, r in segs], [len(s.text) for s, _ in segs],
-                   translator)
-    return results
+            _fallback(self.results, i, doc, err, self.on_warning)
+            return [doc]
 
+    def warn(self, k: int, message: str) -> None:
+        """A warning about text ``k``, passed on as one about its document."""
+        doc = self.owners[k][0]
+        self.results[doc].warnings.append(message)
+        if self.on_warning is not None:
+            self.on_warning(doc, message)
 
-def _layout(doc: str, i: int, results: list, html_tree, html_segments) -> list:
-    if not doc.strip():
-        return [doc]  # whitespace is kept as written; an empty document stays empty
-    try:
-        return html_segments.layout(*html_tree.parse(doc))
-    except Exception as err:  # noqa: BLE001 - a document is always answered
-        _fallback(results, i, doc, err, None)
-        return [doc]
+    def finish(self, translated: Sequence[Translation]) -> list[Translation]:
+        """One translated document per document, from the translations of ``texts``."""
+        if len(translated) != len(self.texts):
+            raise ValueError(f"finish() needs {len(self.texts)} translations, got "
+                             f"{len(translated)}")
+        html_align = self.modules[2]
+        done = iter(translated)
+        for i, pieces in enumerate(self.laid):
+            segs = [(seg, next(done)) for seg in pieces if not isinstance(seg, str)]
+            try:
+                rendered = {id(seg): _render(seg, res, self.translator, self.align, html_align)
+                            for seg, res in segs}
+                self.results[i].text = "".join(p if isinstance(p, str) else rendered[id(p)]
+                                               for p in pieces)
+            except Exception as err:  # noqa: BLE001 - a document is always answered
+                _fallback(self.results, i, self.documents[i], err, self.on_warning)
+                continue
+            _summarise(self.results[i], [r for _, r in segs], [len(s.text) for s, _ in segs],
+                       self.translator)
+        return self.results
 
 
 def _fallback(results: list, i: int, doc: str, err: Exception,
