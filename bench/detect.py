@@ -1,4 +1,4 @@
-"""Language detection: accuracy, time per call and load memory of detectors; ~5 min.
+"""Language detection: accuracy, time per call and load memory of detectors; ~3 min.
 
 Short texts are what a translation service is asked to detect, so that is what is measured:
 
@@ -306,6 +306,11 @@ def main() -> None:
         p.error(f"--detectors: unknown {', '.join(bad)}; choose from {', '.join(DETECTORS)}")
     if bad := [m for m in modes if m not in ("served", "all")]:
         p.error(f"--modes: unknown {', '.join(bad)}; choose from served, all")
+    try:
+        rules = [(float(m), int(n)) for n in args.unserved_letters.split(",") if n.strip()
+                 for m in args.unserved_min.split(",") if m.strip()]
+    except ValueError as exc:
+        p.error(f"--unserved-min / --unserved-letters: {exc}")
     for name in list(names):
         module, package = PACKAGES[name]
         if importlib.util.find_spec(module) is None:
@@ -325,8 +330,6 @@ def main() -> None:
     reject = frozenset(c.strip() for c in args.reject_served.split(",") if c.strip())
     rows = []
     if reject:
-        rules = [(float(m), int(n)) for n in args.unserved_letters.split(",") if n.strip()
-                 for m in args.unserved_min.split(",") if m.strip()]
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             rows = pool.submit(rejection, reject, groups, rules).result()
         print("\n" + rejection_table(reject, rows))
