@@ -1,31 +1,36 @@
-"""Serving benchmark: translate.serve under concurrent clients vs in-process; ~2 min (+ training).
+"""Serving benchmark: translate.serve under concurrent clients vs the model in process; ~5 min.
 
-Does ``python -m translate.serve`` batch concurrent requests well enough?
+Does ``python -m translate.serve`` serve at the model's speed? One model, beam, precision and
+thread count on both sides, on one host; the sources are the first ``--sentences`` (600) of
+Multi30k's test2016 in the model's source language (../shared/data/multi30k).
 
-Two targets, on one host, with one model, beam and thread count for both sides:
+Loads, each against ``/v1/translate`` on loopback, every client on its own keep-alive
+connection (``--connections``: 1, 32 and 128, for ``--seconds`` each):
 
-1. throughput: under saturating load from ``--clients`` concurrent clients on loopback (each
-   keeps one keep-alive connection and sends ``--per-request`` sentences per request to
-   ``/v1/translate`` until the sentences run out), the server's sentences/s must reach at
-   least 0.8x of translating the same sentences in one process as ``infer`` does
-   (``Translator.translate`` over chunks of ``batch_size * 8`` lines, decoding timed, loading
-   not);
-2. idle latency: one short sentence sent to the idle server, one request at a time, must be
-   answered within 2x of translating that sentence alone in one process (``--idle-repeats``
-   alternating pairs, the median of each pair's ratio).
+* one sentence a request, the sentences sent in turn, from ``wrk`` (a load generator in C)
+  where it is installed, else from Python's asyncio clients in a process of their own; the
+  clients' CPU (cores busy) is reported beside the server's (its worker process included),
+  since on a small host they share the cores;
+* ``--clients`` (64) clients sending ``--per-request`` (4) sentences a request until the
+  sentences run out (Python clients; ``--clients 0`` skips it);
+* one short sentence sent to the idle server, one request at a time, against translating it
+  alone in this process (``--idle-repeats`` alternating pairs, the median of each side).
 
-Reported too: p50/p95/p99 request latency under load, the server's batch sizes, and the
-peak RSS of the server process and of the in-process run. In-process and server runs
-alternate (``--repeats`` pairs) and medians are taken, since the host may be shared.
+In-process references, ``Translator.translate`` in a fresh process, decoding timed and loading
+not: all the sentences at once (length-sorted batches: the model's offline speed), chunks of
+each connection count in arrival order (what static batches of concurrent requests could
+reach), one at a time (the first ``--one-at-a-time`` sentences), and ``infer``'s chunks.
 
-The model: ``--model RUN_DIR``, or (default) runs/serve-bench, trained first if missing with
-configs/multi30k.yaml for ``--minutes`` (5). The sentences: the first ``--sentences`` of
-Multi30k's test2016 German sources (../shared/data/multi30k). With a 5-minute model and
-the defaults it takes about 2 minutes on 2 CPU cores (plus the training, when needed).
-Prints one JSON object (stdout, and ``--out``) and a summary on stderr.
+Targets printed: 1 connection >= 0.9x one at a time in process; 32 connections >= 0.8x and 128
+>= 0.9x the offline speed, p99 <= 2x p50 under 32; the idle request <= 1.2x the call alone.
+``--compare-with DIR`` also serves the model from another checkout (e.g. a git worktree of an
+earlier commit), measured interleaved with this one under the same loads. In-process and
+server runs alternate (``--repeats``) and medians are given. Prints one JSON object (stdout
+and ``--out``) and a summary on stderr.
 
-    python -m bench serve [--model RUN_DIR] [--clients 64] [--per-request 4] [--sentences 1000]
-                          [--threads 0] [--repeats 3] [--serve-arg=--flag=value] [--out FILE]
+    python -m bench serve --model RUN_DIR [--connections 1,32,128] [--seconds 15]
+        [--sentences 600] [--precision fp32] [--threads 0] [--repeats 3]
+        [--compare-with DIR] [--serve-arg=--flag=value] [--out FILE]
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ import sys
 import time
 from pathlib import Path
 
+from bench import _load
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "multi30k"
-TEST = DATA / "test_2016_flickr.de"
 PROG = "python -m bench serve"
 
 
@@ -63,10 +69,10 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-# --------------------------------------------------------------------------- in-process side
+# --------------------------------------------------------------------------- in process
 
 
-def _load_translator(model: str, threads: int):
+def _load_translator(args: argparse.Namespace):
     """A translator set up as ``infer`` sets one up (process tuning first, then threads)."""
     from translate import tuning
 
@@ -74,31 +80,45 @@ def _load_translator(model: str, threads: int):
     from translate.inference.translator import Translator
     from translate.runtime import set_threads
 
-    set_threads(threads)
-    return Translator.load(model)
+    set_threads(args.threads)
+    shortlist = None if args.shortlist is None else args.shortlist == "on"
+    return Translator.load(args.model, precision=args.precision, shortlist=shortlist)
 
 
-def in_process(model: str, sentences: list[str], threads: int) -> dict:
-    """What ``infer`` does, timed: the same chunks through ``Translator.translate``."""
-    translator = _load_translator(model, threads)
+def _rate(translator, chunks: list[list[str]]) -> float:
+    start = time.perf_counter()
+    for chunk in chunks:
+        translator.translate(chunk)
+    return sum(map(len, chunks)) / (time.perf_counter() - start)
+
+
+def in_process(args: argparse.Namespace, sentences: list[str]) -> dict:
+    """The in-process references, sentences/s each."""
+    translator = _load_translator(args)
     opts = translator.options()
     translator.translate(sentences[:16])  # warm-up, as the server's
-    chunk = max(opts.batch_size * 8 * opts.workers, 256)  # infer's chunk of lines
-    start = time.perf_counter()
-    for i in range(0, len(sentences), chunk):
-        translator.translate(sentences[i:i + chunk])
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "sentences_per_s": len(sentences) / seconds,
-            "peak_rss_mb": _peak_rss_mb(),
-            "beam": opts.beam_size, "batch_size": opts.batch_size}
+    infer_chunk = max(opts.batch_size * 8 * opts.workers, 256)  # infer's chunk of lines
+    return {
+        "all_at_once": _rate(translator, [sentences]),
+        "chunks": {str(c): _rate(translator, [sentences[i:i + c]
+                                              for i in range(0, len(sentences), c)])
+                   for c in args.connections if c > 1},
+        "one_at_a_time": _rate(translator, [[s] for s in sentences[:args.one_at_a_time]]),
+        "infer_way": _rate(translator, [sentences[i:i + infer_chunk]
+                                        for i in range(0, len(sentences), infer_chunk)]),
+        "peak_rss_mb": _peak_rss_mb(), "beam": opts.beam_size, "batch_size": opts.batch_size,
+        "dtype": str(translator.dtype).split(".")[-1]}
 
 
 def _in_process_run(args: argparse.Namespace, sentences_file: Path) -> dict:
     """:func:`in_process` in a fresh process, so that its peak RSS and threads are its own."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.serve", "--in-process", str(sentences_file),
-         "--model", args.model, "--threads", str(args.threads)],
-        cwd=ROOT, capture_output=True, text=True)
+    argv = [sys.executable, "-m", "bench.serve", "--in-process", str(sentences_file),
+            "--model", args.model, "--threads", str(args.threads), "--precision",
+            args.precision, "--connections", ",".join(map(str, args.connections)),
+            "--one-at-a-time", str(args.one_at_a_time)]
+    if args.shortlist:
+        argv += ["--shortlist", args.shortlist]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{PROG}: the in-process run failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout.splitlines()[-1])
@@ -108,13 +128,18 @@ def _in_process_run(args: argparse.Namespace, sentences_file: Path) -> dict:
 
 
 class ServerProcess:
-    def __init__(self, args: argparse.Namespace, log: Path) -> None:
-        self.log_path = log
+    """``python -m translate.serve`` of the checkout at ``root`` on a free port."""
+
+    def __init__(self, args: argparse.Namespace, log: Path, root: Path = ROOT) -> None:
+        self.log_path, self.root = log, root
         self._log = log.open("w")
+        extra = ["--precision", args.precision]
+        if args.shortlist:
+            extra += ["--shortlist", args.shortlist]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "translate.serve", "--model", args.model, "--port", "0",
-             "--threads", str(args.threads), *args.serve_arg], cwd=ROOT, stdout=self._log,
-            stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "translate.serve", "--model", str(Path(args.model).resolve()),
+             "--port", "0", "--threads", str(args.threads), *extra, *args.serve_arg],
+            cwd=root, stdout=self._log, stderr=subprocess.STDOUT)
         end = time.monotonic() + 300
         while True:
             match = re.search(r"on http://127\.0\.0\.1:(\d+)", log.read_text())
@@ -165,9 +190,9 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
         writer.close()
 
 
-async def _load(port: int, requests: list[list[str]], clients: int) -> tuple[float, list]:
-    """All ``requests`` from ``clients`` concurrent keep-alive connections: the wall seconds
-    and each request's latency."""
+async def _multi(port: int, requests: list[list[str]], clients: int) -> tuple[float, list]:
+    """All ``requests`` (several sentences each) from ``clients`` concurrent keep-alive
+    connections: the wall seconds and each request's latency."""
     pending = list(reversed(requests))
     latencies: list[float] = []
 
@@ -218,22 +243,31 @@ def _metric(port: int, name: str) -> float:
                if line.startswith((name + " ", name + "{")))  # any labels (the model's)
 
 
+def serve_round(args: argparse.Namespace, server: ServerProcess, sentences: list[str],
+                translator, short: str) -> dict:
+    """Every load against one server."""
+    out: dict = {"loads": {}}
+    for c in args.connections:
+        _log(f"  {server.root.name}: {c} connection(s), one sentence a request")
+        steps0 = _metric(server.port, "translate_batch_sentences_count")
+        sents0 = _metric(server.port, "translate_batch_sentences_sum")
+        row = _load.run(server.port, sentences, c, args.seconds, server.proc.pid)
+        steps = _metric(server.port, "translate_batch_sentences_count") - steps0
+        row["mean_batch_sentences"] = (
+            _metric(server.port, "translate_batch_sentences_sum") - sents0) / max(steps, 1)
+        out["loads"][str(c)] = row
+    if args.clients:
+        requests = [sentences[i:i + args.per_request]
+                    for i in range(0, len(sentences), args.per_request)]
+        seconds, latencies = asyncio.run(_multi(server.port, requests, args.clients))
+        out["multi"] = {"sentences_per_s": len(sentences) / seconds,
+                        "p50_s": _percentile(latencies, 50), "p99_s": _percentile(latencies, 99)}
+    idle, alone = asyncio.run(_idle(server.port, short, args.idle_repeats, translator))
+    out.update(idle_request_s=idle, alone_s=alone, idle_ratio=idle / alone)
+    return out
+
+
 # --------------------------------------------------------------------------- main
-
-
-def _ensure_model(args: argparse.Namespace, work: Path) -> None:
-    if (Path(args.model) / "config.yaml").exists() or args.model != "runs/serve-bench":
-        return
-    _log(f"training {args.model} for {args.minutes} minutes (configs/multi30k.yaml)")
-    with (work / "train.log").open("w") as log:
-        code = subprocess.run(
-            [sys.executable, "-m", "translate.train", "--config", "configs/multi30k.yaml",
-             "--set", f"training.max_minutes={args.minutes}",
-             "--set", f"training.run_dir={args.model}", "--set", "logging.wandb=disabled",
-             "--set", "training.valid_every=300", "--set", "training.valid_max_sentences=300"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-    if code:
-        raise SystemExit(f"{PROG}: training failed; see {work / 'train.log'}")
 
 
 def _cpu() -> str:
@@ -250,18 +284,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 epilog="Details: the module docstring (python -m pydoc "
                                        "bench.serve).")
-    p.add_argument("--model", default="runs/serve-bench", help="run directory")
-    p.add_argument("--minutes", type=float, default=5.0,
-                   help="training minutes when runs/serve-bench must be trained first")
-    p.add_argument("--clients", type=int, default=64, help="concurrent clients")
-    p.add_argument("--per-request", type=int, default=4, help="sentences per request")
-    p.add_argument("--sentences", type=int, default=1000, help="test2016 sources used")
+    p.add_argument("--model", required=True, help="run directory")
+    p.add_argument("--connections", default="1,32,128",
+                   type=lambda s: [int(x) for x in s.split(",") if x],
+                   help="one-sentence loads: connections, comma-separated (default 1,32,128)")
+    p.add_argument("--seconds", type=float, default=15.0, help="seconds per one-sentence load")
+    p.add_argument("--clients", type=int, default=64,
+                   help="clients of the several-sentences load (0: skip it)")
+    p.add_argument("--per-request", type=int, default=4, help="its sentences per request")
+    p.add_argument("--sentences", type=int, default=600, help="test2016 sources used")
+    p.add_argument("--one-at-a-time", type=int, default=200,
+                   help="sentences translated one at a time in process")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "auto", "bf16"),
+                   help="both sides' precision (default fp32)")
+    p.add_argument("--shortlist", choices=("on", "off"),
+                   help="both sides' vocabulary shortlist (default: the run's)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads on both sides (default 0: torch's choice, as infer's)")
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                    help="one more argument for the server, e.g. --serve-arg=--max-wait-ms=2 "
                         "(repeatable)")
-    p.add_argument("--repeats", type=int, default=3, help="in-process/server pairs")
+    p.add_argument("--compare-with", metavar="DIR", type=Path,
+                   help="also serve from this checkout of translate, interleaved")
+    p.add_argument("--repeats", type=int, default=3, help="in-process/server rounds")
     p.add_argument("--idle-repeats", type=int, default=15, help="single requests timed")
     p.add_argument("--work", default="runs/bench-serve", help="logs")
     p.add_argument("--out", help="also write the JSON result here")
@@ -269,90 +314,125 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _median(rows: list[dict], *keys: str) -> float:
+    def get(row: dict):
+        for key in keys:
+            row = row[key]
+        return row
+    return statistics.median(get(r) for r in rows)
+
+
+def summarise(args: argparse.Namespace, inproc: list[dict], served: dict[str, list[dict]],
+              sentences: list[str], short: str, rss: dict) -> dict:
+    offline = _median(inproc, "all_at_once")
+    alone = _median(inproc, "one_at_a_time")
+    servers = {}
+    for name, rounds in served.items():
+        loads = {}
+        for c in map(str, args.connections):
+            row = {k: _median(rounds, "loads", c, k) for k in (
+                "sentences_per_s", "p50_s", "p90_s", "p99_s", "client_cpu_cores",
+                "server_cpu_cores", "mean_batch_sentences")}
+            row["vs_offline"] = row["sentences_per_s"] / offline
+            if c != "1":
+                row["vs_chunks"] = row["sentences_per_s"] / _median(inproc, "chunks", c)
+            else:
+                row["vs_one_at_a_time"] = row["sentences_per_s"] / alone
+            loads[c] = row
+        servers[name] = {"loads": loads, "idle_request_s": _median(rounds, "idle_request_s"),
+                         "alone_s": _median(rounds, "alone_s"),
+                         "idle_ratio": _median(rounds, "idle_ratio"),
+                         "peak_rss_mb": rss[name]}
+        if args.clients:
+            servers[name]["multi"] = {k: _median(rounds, "multi", k) for k in (
+                "sentences_per_s", "p50_s", "p99_s")}
+            servers[name]["multi"]["vs_infer_way"] = (
+                servers[name]["multi"]["sentences_per_s"] / _median(inproc, "infer_way"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "commit": commit,
+        "command": " ".join([PROG, *(sys.argv[1:])]), "model": args.model,
+        "beam": inproc[0]["beam"], "batch_size": inproc[0]["batch_size"],
+        "dtype": inproc[0]["dtype"], "threads": args.threads, "serve_args": args.serve_arg,
+        "sentences": len(sentences), "generator": _load.generator(),
+        "in_process": {"all_at_once": offline, "one_at_a_time": alone,
+                       "chunks": {c: _median(inproc, "chunks", c) for c in inproc[0]["chunks"]},
+                       "infer_way": _median(inproc, "infer_way"),
+                       "peak_rss_mb": max(r["peak_rss_mb"] for r in inproc)},
+        "servers": servers, "short_sentence": short,
+        "runs": {"in_process": inproc, "servers": served},
+    }
+
+
+def report(result: dict) -> None:
+    ip = result["in_process"]
+    _log(f"in process: all at once {ip['all_at_once']:.1f} sentences/s, one at a time "
+         f"{ip['one_at_a_time']:.1f}, chunks " + ", ".join(
+             f"{c}: {v:.1f}" for c, v in ip["chunks"].items()))
+    for name, s in result["servers"].items():
+        for c, row in s["loads"].items():
+            target = {"1": " (target >= 0.9x)", "32": " (target >= 0.8x)",
+                      "128": " (target >= 0.9x)"}.get(c, "")
+            ratio = (f"{row['vs_one_at_a_time']:.2f}x one at a time{target}" if c == "1" else
+                     f"{row['vs_offline']:.2f}x offline{target}, {row['vs_chunks']:.2f}x "
+                     "chunks")
+            _log(f"{name}, {c} connection(s): {row['sentences_per_s']:.1f} sentences/s, "
+                 f"{ratio}; p50/p99 {row['p50_s'] * 1000:.0f}/{row['p99_s'] * 1000:.0f} ms; "
+                 f"CPU server {row['server_cpu_cores']:.2f} / clients "
+                 f"{row['client_cpu_cores']:.2f} cores; {row['mean_batch_sentences']:.1f} "
+                 "sentences a step")
+        _log(f"{name}: idle request {s['idle_request_s'] * 1000:.1f} ms vs alone "
+             f"{s['alone_s'] * 1000:.1f} ms: {s['idle_ratio']:.2f}x (target <= 1.2x)")
+        if "multi" in s:
+            _log(f"{name}: several sentences a request: {s['multi']['sentences_per_s']:.1f} "
+                 f"sentences/s, {s['multi']['vs_infer_way']:.2f}x infer's way")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.in_process:  # the child of _in_process_run
         sentences = Path(args.in_process).read_text("utf-8").splitlines()
-        print(json.dumps(in_process(args.model, sentences, args.threads)))
+        print(json.dumps(in_process(args, sentences)))
         return 0
+    from translate import config as config_mod
+
+    source = config_mod.load(Path(args.model) / "config.yaml").data.src_lang
     work = ROOT / args.work
     work.mkdir(parents=True, exist_ok=True)
-    _ensure_model(args, work)
-    sentences = TEST.read_text("utf-8").splitlines()[:args.sentences]
-    sentences_file = work / "sentences.de"
+    sentences = (DATA / f"test_2016_flickr.{source}").read_text("utf-8").splitlines()
+    sentences = sentences[:args.sentences]
+    sentences_file = work / "sentences.txt"
     sentences_file.write_text("\n".join(sentences) + "\n", "utf-8")
     short = min((s for s in sentences if len(s.split()) >= 6), key=len)
-    requests = [sentences[i:i + args.per_request]
-                for i in range(0, len(sentences), args.per_request)]
-    server = ServerProcess(args, work / "server.log")
-    inproc, served = [], []
-    translator = None
+    roots = {"this": ROOT}
+    if args.compare_with:
+        roots["compared"] = args.compare_with.resolve()
+    servers = {name: ServerProcess(args, work / f"server-{name}.log", root)
+               for name, root in roots.items()}
+    inproc: list[dict] = []
+    served: dict[str, list[dict]] = {name: [] for name in servers}
+    translator = _load_translator(args)  # for the sentence alone; this process is idle
+    translator.translate(sentences[:16])
     try:
         for r in range(args.repeats):
-            _log(f"repeat {r + 1}/{args.repeats}: in process")
+            _log(f"round {r + 1}/{args.repeats}: in process")
             inproc.append(_in_process_run(args, sentences_file))
-            _log(f"repeat {r + 1}/{args.repeats}: {args.clients} clients")
-            batches0 = _metric(server.port, "translate_batch_sentences_count")
-            sents0 = _metric(server.port, "translate_batch_sentences_sum")
-            seconds, latencies = asyncio.run(_load(server.port, requests, args.clients))
-            batches = _metric(server.port, "translate_batch_sentences_count") - batches0
-            sents = _metric(server.port, "translate_batch_sentences_sum") - sents0
-            if translator is None:  # for the sentence alone; this process is idle otherwise
-                translator = _load_translator(args.model, args.threads)
-                translator.translate(sentences[:16])
-            idle, alone = asyncio.run(_idle(server.port, short, args.idle_repeats,
-                                            translator))
-            served.append({"seconds": seconds, "sentences_per_s": len(sentences) / seconds,
-                           "p50_s": _percentile(latencies, 50),
-                           "p95_s": _percentile(latencies, 95),
-                           "p99_s": _percentile(latencies, 99),
-                           "mean_batch_sentences": sents / max(batches, 1),
-                           "idle_request_s": idle, "alone_s": alone,
-                           "idle_ratio": idle / alone})
-        server_rss = _peak_rss_mb(server.proc.pid)
+            order = list(servers) if r % 2 == 0 else list(servers)[::-1]
+            for name in order:
+                served[name].append(serve_round(args, servers[name], sentences, translator,
+                                                short))
+        rss = {name: _peak_rss_mb(s.proc.pid) for name, s in servers.items()}
     finally:
-        code = server.stop()
-    if code != 0:
-        raise SystemExit(f"{PROG}: the server exited with {code}; see {server.log_path}")
-
-    def med(rows: list[dict], key: str) -> float:
-        return statistics.median(row[key] for row in rows)
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
-    result = {
-        "date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "commit": commit,
-        "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
-        "model": args.model, "beam": inproc[0]["beam"], "batch_size": inproc[0]["batch_size"],
-        "threads": args.threads, "serve_args": args.serve_arg, "sentences": len(sentences),
-        "clients": args.clients,
-        "per_request": args.per_request,
-        "in_process_sentences_per_s": med(inproc, "sentences_per_s"),
-        "server_sentences_per_s": med(served, "sentences_per_s"),
-        "throughput_ratio": med(served, "sentences_per_s") / med(inproc, "sentences_per_s"),
-        "latency_p50_s": med(served, "p50_s"), "latency_p95_s": med(served, "p95_s"),
-        "latency_p99_s": med(served, "p99_s"),
-        "mean_batch_sentences": med(served, "mean_batch_sentences"),
-        "idle_request_s": med(served, "idle_request_s"),
-        "alone_in_process_s": med(served, "alone_s"),
-        "idle_ratio": med(served, "idle_ratio"),
-        "server_peak_rss_mb": server_rss,
-        "in_process_peak_rss_mb": max(row["peak_rss_mb"] for row in inproc),
-        "short_sentence": short, "runs": {"in_process": inproc, "server": served},
-    }
+        codes = {name: s.stop() for name, s in servers.items()}
+    if any(codes.values()):
+        raise SystemExit(f"{PROG}: a server exited with {codes}; see {work}")
+    result = summarise(args, inproc, served, sentences, short, rss)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n", "utf-8")
-    _log(f"throughput: server {result['server_sentences_per_s']:.1f} sentences/s vs in "
-         f"process {result['in_process_sentences_per_s']:.1f}: "
-         f"{result['throughput_ratio']:.2f}x (target >= 0.8x)")
-    _log(f"idle request {result['idle_request_s'] * 1000:.0f} ms vs alone "
-         f"{result['alone_in_process_s'] * 1000:.0f} ms: {result['idle_ratio']:.2f}x "
-         "(target <= 2x)")
-    _log(f"latency under load p50/p95/p99 {result['latency_p50_s']:.2f}/"
-         f"{result['latency_p95_s']:.2f}/{result['latency_p99_s']:.2f} s; peak RSS server "
-         f"{server_rss:.0f} MiB, in process {result['in_process_peak_rss_mb']:.0f} MiB")
+    report(result)
     return 0
 
 

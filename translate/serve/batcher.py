@@ -23,6 +23,7 @@ the new one takes the requests that arrive from then on.
 from __future__ import annotations
 
 import logging
+import pickle
 import queue
 import threading
 import time
@@ -108,7 +109,14 @@ class Batcher:
         self._inbox: queue.Queue = queue.Queue()  # thread mode: the worker's messages
         self._thread: threading.Thread | None = None
         self._child: WorkerProcess | None = None
-        self._payload = WorkerProcess.payload(translator) if self.process else b""
+        self._payload = b""
+        if self.process:
+            try:
+                self._payload = WorkerProcess.payload(translator)
+            except (pickle.PicklingError, TypeError, AttributeError) as err:
+                log.warning("the model cannot be sent to a worker process (%s); decoding "
+                            "in a thread of this process", err)
+                self.process = False
 
     # ------------------------------------------------------------------ callers' side
 
@@ -192,6 +200,7 @@ class Batcher:
                                     self.limits.max_batch_tokens, torch.get_num_threads(),
                                     self.warmup, self._message, self._exited)
         self._started = time.perf_counter()
+        self._warm = False
         self._child.start()
 
     def _message(self, message: tuple) -> None:
@@ -201,6 +210,7 @@ class Batcher:
         elif kind == "ready":
             log.info("worker process %d warmed up in %.1f s", self._child.pid,
                      time.perf_counter() - self._started)
+            self._warm = True
             self._ready()
         elif kind == "failed":
             log.error("warm-up failed: %s", message[1])
@@ -221,6 +231,12 @@ class Batcher:
         for job in jobs.values():
             _set(job.future, exception=died)
         if self._closing or self.failed is not None:
+            self._stopped.set()
+            return
+        if not self._warm:  # it never served: another would die the same way
+            log.error("the worker process died while warming up (exit code %s)", code)
+            self._failed(WorkerDied(f"the worker process died while warming up (exit code "
+                                    f"{code})"))
             self._stopped.set()
             return
         self.restarts += 1

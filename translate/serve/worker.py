@@ -35,6 +35,8 @@ __all__ = ["Options", "Reply", "Request", "Update", "Worker", "run_loop"]
 
 log = logging.getLogger("translate.serve")
 
+STATS_EVERY = 0.25  # seconds between updates that carry only step statistics
+
 
 @dataclass(frozen=True)
 class Options:
@@ -118,6 +120,7 @@ class Worker:
         self._tasks: dict[int, _Task] = {}
         self._waiting: deque[tuple[_Task, int]] = deque()  # pieces not yet in the batch
         self._update = Update()
+        self._since = time.monotonic()  # when the last update was taken
         self._steps = 0  # decoding steps so far
 
     @property
@@ -184,7 +187,17 @@ class Worker:
             self._update.steps.append((size, time.perf_counter() - started))
             for done in finished:
                 self._done(done)
-        update, self._update = self._update, Update()
+        return self.take_update()
+
+    def take_update(self, every: float = STATS_EVERY) -> Update:
+        """What happened since the last update: at once when requests started or were
+        answered, else (only step statistics) once ``every`` seconds, so that a long
+        decode does not wake the owner at every step."""
+        update = self._update
+        if not (update.taken or update.replies) and (
+                not update.steps or time.monotonic() - self._since < every):
+            return Update()
+        self._update, self._since = Update(), time.monotonic()
         return update
 
     def _admit(self) -> None:
@@ -277,8 +290,7 @@ class Worker:
         self.search = ContinuousSearch(self.translator.model, self.opts,
                                        self.translator.special, self.translator.device,
                                        self.translator.dtype)
-        update, self._update = self._update, Update()
-        return update
+        return self.take_update(0.0)
 
 
 def _stack(rows: list[torch.Tensor | None]) -> torch.Tensor | None:
@@ -310,3 +322,6 @@ def run_loop(worker: Worker, receive: Receive, send: Callable[[Update], None]) -
             update = worker.fail_running(err)
         if update:
             send(update)
+    final = worker.take_update(0.0)  # the last steps' statistics
+    if final:
+        send(final)
