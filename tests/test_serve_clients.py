@@ -394,6 +394,23 @@ def test_translate_file_txt_and_html(many: Server, models: dict[str, Translator]
     assert status == 404 and "no such file" in body["error"]
 
 
+def test_translated_files_expire_and_the_store_is_bounded() -> None:
+    import time
+
+    from translate.serve.files import FileStore
+
+    store = FileStore(keep=0.2, max_files=2, max_bytes=10)
+    first = store.put("../../etc/a b.txt", b"12345")
+    assert first.endswith(".a_b.txt") and "/" not in first
+    assert store.get(first) == b"12345"
+    second, third = store.put("b.txt", b"678"), store.put("c.txt", b"90")
+    assert store.get(first) is None and store.get(third) == b"90"  # two files at most
+    store.put("d.txt", b"123456789")  # ten bytes at most: the oldest go first
+    assert store.get(second) is None and store.get(third) is None
+    time.sleep(0.3)
+    assert store.get(store.put("e.txt", b"x")) == b"x" and len(store._files) == 1
+
+
 # --------------------------------------------------------------------------- browsers
 
 
@@ -412,17 +429,12 @@ def test_cors_preflight_and_answers(many: Server) -> None:
     assert status == 400 and headers["access-control-allow-origin"] == "*"
 
 
-def test_cors_origins_flag(trained_run: Path, tmp_path: Path) -> None:
-    srv = Server(trained_run, tmp_path / "server.log", "--cors-origins",
-                 "https://a.example, https://b.example")
-    try:
-        for origin, allowed in (("https://b.example", True), ("https://c.example", False)):
-            status, headers, _ = srv.request("OPTIONS", "/detect", headers={
-                "Origin": origin, "Access-Control-Request-Method": "POST"})
-            assert (status == 200) is allowed
-            assert headers.get("access-control-allow-origin") == (origin if allowed else None)
-    finally:
-        assert srv.stop() == 0
+def test_cors_origins_flag(guarded: Server) -> None:
+    for origin, allowed in (("https://b.example", True), ("https://c.example", False)):
+        status, headers, _ = guarded.request("OPTIONS", "/detect", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert (status == 200) is allowed
+        assert headers.get("access-control-allow-origin") == (origin if allowed else None)
 
 
 def _browser(tmp_path: Path):
@@ -520,42 +532,53 @@ def _add_key(db: Path, *flags: str) -> str:
     return done.stdout.strip()
 
 
-def test_keys_and_limits(trained_run: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory) -> tuple[Path, str, str]:
+    """A key database with a key under the server's limits and one of 20 characters a day."""
+    db = tmp_path_factory.mktemp("keys") / "keys.db"
+    return db, _add_key(db), _add_key(db, "--char-limit-per-day", "20")
+
+
+@pytest.fixture(scope="module")
+def guarded(trained_run: Path, keys: tuple[Path, str, str], tmp_path_factory):
+    """Keys required, 3 requests a minute, pages of two origins only."""
+    srv = Server(trained_run, tmp_path_factory.mktemp("guarded") / "server.log",
+                 "--api-keys", str(keys[0]), "--require-api-key", "--req-limit", "3",
+                 "--cors-origins", "https://a.example, https://b.example")
+    yield srv
+    assert srv.stop() == 0, srv.log_path.read_text()
+
+
+def test_keys_and_limits(guarded: Server, keys: tuple[Path, str, str]) -> None:
     """--api-keys with --require-api-key: no key is a 400, a wrong one a 403 (Mastodon's
     QuotaExceededError); over --req-limit a 429 with Retry-After (its TooManyRequestsError);
     a key's own character limit likewise; a key of the wrong type is a 400, never a 500."""
-    db = tmp_path / "keys.db"
-    key, small = _add_key(db), _add_key(db, "--char-limit-per-day", "20")
-    srv = Server(trained_run, tmp_path / "server.log", "--api-keys", str(db),
-                 "--require-api-key", "--req-limit", "3")
-    try:
-        ask = {"q": DE[0], "source": "de", "target": "en"}
-        status, _, body = srv.post("/translate", ask)
-        assert (status, body) == (400, {"error": MISSING_KEY})
-        status, _, body = srv.post("/translate", {**ask, "api_key": "not-a-key-of-ours"})
-        assert (status, body) == (403, {"error": INVALID_KEY})
-        for bad in (5, ["x"], {"k": 1}):
-            status, _, body = srv.post("/translate", {**ask, "api_key": bad})
-            assert status == 400 and body["error"].startswith("api_key:")
-        assert srv.request("GET", "/frontend/settings")[2]["keyRequired"] is True
-        answers = [srv.post("/translate", {**ask, "api_key": key})[0] for _ in range(3)]
-        assert answers == [200, 200, 200]
-        status, headers, body = srv.post("/translate", {**ask, "api_key": key})
-        assert status == 429 and int(headers["retry-after"]) >= 1
-        assert "per minute" in body["error"]
-        # The same key in the query string or a form field counts alike (LibreTranslate).
-        status, _, _ = form(srv, "/detect", {"q": "Hallo"}, "?" + urlencode({"api_key": key}))
-        assert status == 429
-        status, _, _ = srv.post("/detect", {"q": "Hallo", "api_key": small})
-        assert status == 200
-        status, _, _ = srv.post("/translate", {**ask, "q": "Ein Hund.", "api_key": small})
-        assert status == 200
-        status, headers, body = srv.post("/translate", {**ask, "q": "Zwei Hunde spielen.",
-                                                        "api_key": small})
-        assert status == 429 and "per day" in body["error"] and "retry-after" in headers
-        assert 'status="500"' not in srv.request("GET", "/metrics")[2]
-    finally:
-        assert srv.stop() == 0, srv.log_path.read_text()
+    srv, (_, key, small) = guarded, keys
+    ask = {"q": DE[0], "source": "de", "target": "en"}
+    status, _, body = srv.post("/translate", ask)
+    assert (status, body) == (400, {"error": MISSING_KEY})
+    status, _, body = srv.post("/translate", {**ask, "api_key": "not-a-key-of-ours"})
+    assert (status, body) == (403, {"error": INVALID_KEY})
+    for bad in (5, ["x"], {"k": 1}):
+        status, _, body = srv.post("/translate", {**ask, "api_key": bad})
+        assert status == 400 and body["error"].startswith("api_key:")
+    assert srv.request("GET", "/frontend/settings")[2]["keyRequired"] is True
+    answers = [srv.post("/translate", {**ask, "api_key": key})[0] for _ in range(3)]
+    assert answers == [200, 200, 200]
+    status, headers, body = srv.post("/translate", {**ask, "api_key": key})
+    assert status == 429 and int(headers["retry-after"]) >= 1
+    assert "per minute" in body["error"]
+    # The same key in the query string or a form field counts alike (LibreTranslate).
+    status, _, _ = form(srv, "/detect", {"q": "Hallo"}, "?" + urlencode({"api_key": key}))
+    assert status == 429
+    status, _, _ = srv.post("/detect", {"q": "Hallo", "api_key": small})
+    assert status == 200
+    status, _, _ = srv.post("/translate", {**ask, "q": "Ein Hund.", "api_key": small})
+    assert status == 200
+    status, headers, body = srv.post("/translate", {**ask, "q": "Zwei Hunde spielen.",
+                                                    "api_key": small})
+    assert status == 429 and "per day" in body["error"] and "retry-after" in headers
+    assert 'status="500"' not in srv.request("GET", "/metrics")[2]
 
 
 BAD_HTML = ["<p>Ein <b>Mann <i>fährt</b> Rad</i>", "<div><p>Zwei Hunde", "</p></p>Hallo<br/>",

@@ -194,15 +194,12 @@ class Service:
 
     async def _documents(self, batcher: Batcher, documents: list[str], options: Options,
                          deadline: float) -> list[Translation]:
+        """HTML documents: their segments through the batcher, their markup kept."""
+        async def queue(texts: list[str], opts: Options) -> list[Translation]:
+            return await self._queue(batcher, texts, opts, deadline)
+
         try:
-            return await markup.translate_documents(batcher, documents, options, deadline,
-                                                    self._late)
-        except (QueueFull, Unavailable) as err:
-            raise RequestError(503, str(err), {"Retry-After": RETRY_AFTER}) from None
-        except Expired:
-            raise self._late() from None
-        except TranslationFailed as err:
-            raise RequestError(500, f"translation failed: {err}") from None
+            return await markup.translate_documents(batcher, documents, options, queue)
         except markup.HtmlUnavailable as err:
             raise RequestError(501, f"format: html is not available here ({err})") from None
 
