@@ -38,7 +38,8 @@ from translate.errors import TranslateError
 from translate.inference.translator import Translator
 from translate.serve.limits import Limits
 from translate.serve.process import WorkerProcess
-from translate.serve.worker import Options, Reply, Request, Update, Worker, run_loop
+from translate.serve.tasks import Options, Reply, Request, Update
+from translate.serve.worker import Worker, receiver, run_loop
 
 __all__ = ["Batcher", "Expired", "Options", "QueueFull", "TranslationFailed", "Unavailable",
            "WorkerDied"]
@@ -182,16 +183,7 @@ class Batcher:
             self._failed(err)
             return
         self._ready()
-
-        def receive(block: bool) -> list[tuple]:
-            messages = [self._inbox.get()] if block else []
-            while True:
-                try:
-                    messages.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    return messages
-
-        run_loop(worker, receive, self._update)
+        run_loop(worker, receiver(self._inbox), self._update)
 
     # ------------------------------------------------------------------ process mode
 

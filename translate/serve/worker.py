@@ -18,91 +18,21 @@ gives: n-best, domain tags, conditioning, warnings for split inputs.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-
-import torch
 
 from translate.errors import TranslateError
-from translate.inference.translator import Translation, Translator
-from translate.search.beam import Hypothesis
+from translate.inference.translator import Translator
 from translate.search.continuous import ContinuousSearch, Finished, Sentence
-from translate.search.domain_choice import DomainChoice, choose
+from translate.serve.tasks import Options, Reply, Request, Task, Update
 
-__all__ = ["Options", "Reply", "Request", "Update", "Worker", "run_loop"]
+__all__ = ["Worker", "receiver", "run_loop"]
 
 log = logging.getLogger("translate.serve")
 
 STATS_EVERY = 0.25  # seconds between updates that carry only step statistics
-
-
-@dataclass(frozen=True)
-class Options:
-    """What a request may choose about its decoding."""
-
-    n_best: int = 1
-    domains: tuple[str, ...] | None = None  # None: the tagger's prediction
-
-
-@dataclass
-class Request:
-    """One request's texts for the worker; ``deadline`` on :func:`time.monotonic`'s clock
-    (system-wide, so a worker process reads it too)."""
-
-    id: int
-    texts: list[str]
-    options: Options
-    deadline: float
-
-
-@dataclass
-class Reply:
-    """A request's translations, or why there are none: ``expired`` (its deadline passed
-    or its client left before it was done) or ``failed`` (the message says why). For the
-    per-request log line: when its first piece joined the batch and when it was done
-    (:func:`time.monotonic`), and the decoding steps between."""
-
-    id: int
-    results: list[Translation] | None = None
-    expired: bool = False
-    failed: str | None = None
-    started: float = 0.0
-    finished: float = 0.0
-    steps: int = 0
-
-
-@dataclass
-class Update:
-    """What the loop tells its owner after a step: which requests started decoding (they
-    left the queue), which are answered, and each decoding step's batch size and seconds."""
-
-    taken: list[int] = field(default_factory=list)
-    replies: list[Reply] = field(default_factory=list)
-    steps: list[tuple[int, float]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.taken or self.replies or self.steps)
-
-
-@dataclass(eq=False)
-class _Task:
-    """A request inside the worker: its prepared results and its pieces' hypotheses."""
-
-    request: Request
-    results: list[Translation]
-    segments: list[list[int]]
-    owners: list[tuple[int, int]]
-    choice: DomainChoice | None
-    hypotheses: list[list[Hypothesis] | None]
-    probs: list[torch.Tensor | None]
-    mixes: list[torch.Tensor | None]
-    left: int
-    taken: bool = False
-    dead: bool = False
-    started: float = 0.0  # when its first piece joined the batch
-    first_step: int = 0  # the worker's step count then
 
 
 class Worker:
@@ -117,8 +47,8 @@ class Worker:
         self.search = ContinuousSearch(translator.model, self.opts, translator.special,
                                        translator.device, translator.dtype)
         self.conditioned = bool(getattr(translator.model, "conditioned", False))
-        self._tasks: dict[int, _Task] = {}
-        self._waiting: deque[tuple[_Task, int]] = deque()  # pieces not yet in the batch
+        self._tasks: dict[int, Task] = {}
+        self._waiting: deque[tuple[Task, int]] = deque()  # pieces not yet in the batch
         self._update = Update()
         self._since = time.monotonic()  # when the last update was taken
         self._steps = 0  # decoding steps so far
@@ -133,7 +63,7 @@ class Worker:
     def put(self, request: Request) -> None:
         """Queue ``request``'s pieces (a request without any is answered at once)."""
         try:
-            task = self._prepare(request)
+            task = Task.prepare(self.translator, request, self.conditioned)
         except TranslateError as err:  # the service checks options first; never a dead loop
             self._update.replies.append(Reply(request.id, failed=str(err)))
             return
@@ -143,29 +73,13 @@ class Worker:
             return
         self._waiting.extend((task, i) for i in range(len(task.segments)))
 
-    def _prepare(self, request: Request) -> _Task:
-        t = self.translator
-        choice = choose(list(request.options.domains) if request.options.domains else None,
-                        t.labels, t.thresholds, self.conditioned)
-        results = [Translation(text="", score=None, scores_over="vocabulary",
-                               conditioned_by=choice.mode if choice else None)
-                   for _ in request.texts]
-
-        def warn(i: int, message: str) -> None:
-            results[i].warnings.append(message)
-
-        segments, owners = t._segments(request.texts, warn)
-        n = len(segments)
-        return _Task(request, results, segments, owners, choice, [None] * n, [None] * n,
-                     [None] * n, n)
-
     def cancel(self, request_id: int) -> None:
         """Stop decoding a request whose client left; it is answered as expired."""
         task = self._tasks.get(request_id)
         if task is not None:
             self._drop(task)
 
-    def _drop(self, task: _Task) -> None:
+    def _drop(self, task: Task) -> None:
         task.dead = True
         del self._tasks[task.request.id]
         self.search.drop(lambda key: key[0] is task)
@@ -232,38 +146,10 @@ class Worker:
             del self._tasks[task.request.id]
             self._finish(task)
 
-    def _finish(self, task: _Task) -> None:
-        """The request's translations, assembled as ``Translator.translate`` assembles them."""
-        t, results, n_best = self.translator, task.results, task.request.options.n_best
-        flat = [h for hyps in task.hypotheses for h in hyps]
-        texts_out = iter(t.tokenizer.decode_tgt([h.tokens for h in flat]))
-        nbests = [[(next(texts_out), float(h.score)) for h in hyps] for hyps in task.hypotheses]
-        probs = _stack(task.probs)
-        mixes = _stack(task.mixes)
-        start = 0
-        for i, count in task.owners:
-            parts = [sorted(nb, key=lambda x: -x[1])[:n_best] for nb in
-                     nbests[start:start + count]]
-            res = results[i]
-            if count == 1:
-                res.nbest = parts[0]
-            else:  # pieces: one joined hypothesis, scored by the mean of the pieces' scores
-                res.nbest = [(" ".join(p[0][0] for p in parts if p),
-                              sum(p[0][1] for p in parts if p) / count)]
-            if res.nbest:
-                res.text, res.score = res.nbest[0]
-            if probs is not None:
-                row = probs[start:start + count].mean(dim=0).tolist()
-                res.domain_probs = dict(zip(t.labels, row, strict=True))
-                res.domains = {label: p for label, p, th in
-                               zip(t.labels, row, t.thresholds, strict=True) if p >= th}
-            if mixes is not None:
-                mix = mixes[start:start + count].mean(dim=0).tolist()
-                res.conditioning = {lab: w for lab, w in zip(t.labels, mix, strict=True) if w}
-            start += count
+    def _finish(self, task: Task) -> None:
         started = task.started or time.monotonic()
-        self._update.replies.append(Reply(task.request.id, results, started=started,
-                                          finished=time.monotonic(),
+        self._update.replies.append(Reply(task.request.id, task.translations(self.translator),
+                                          started=started, finished=time.monotonic(),
                                           steps=self._steps - task.first_step))
 
     def warm_up(self, texts: Sequence[str]) -> None:
@@ -293,11 +179,19 @@ class Worker:
         return self.take_update(0.0)
 
 
-def _stack(rows: list[torch.Tensor | None]) -> torch.Tensor | None:
-    return None if not rows or rows[0] is None else torch.stack(rows)
-
-
 Receive = Callable[[bool], Sequence[tuple]]
+
+
+def receiver(inbox: queue.Queue) -> Receive:
+    """``receive`` for :func:`run_loop` from a queue (the worker in a thread)."""
+    def receive(block: bool) -> list[tuple]:
+        messages = [inbox.get()] if block else []
+        while True:
+            try:
+                messages.append(inbox.get_nowait())
+            except queue.Empty:
+                return messages
+    return receive
 
 
 def run_loop(worker: Worker, receive: Receive, send: Callable[[Update], None]) -> None:
