@@ -540,13 +540,38 @@ def keys(tmp_path_factory) -> tuple[Path, str, str]:
 
 
 @pytest.fixture(scope="module")
-def guarded(trained_run: Path, keys: tuple[Path, str, str], tmp_path_factory):
-    """Keys required, 3 requests a minute, pages of two origins only."""
+def guarded(trained_run: Path, en_de: Path, keys: tuple[Path, str, str], tmp_path_factory):
+    """Keys required, 3 requests a minute, pages of two origins only; de→en and (the folder
+    holding it) en→de, both loaded at start."""
     srv = Server(trained_run, tmp_path_factory.mktemp("guarded") / "server.log",
+                 "--model", str(en_de.parent), "--preload",
                  "--api-keys", str(keys[0]), "--require-api-key", "--req-limit", "3",
                  "--cors-origins", "https://a.example, https://b.example")
     yield srv
     assert srv.stop() == 0, srv.log_path.read_text()
+
+
+def test_preload_and_a_folder_of_runs(guarded: Server, trained_run: Path) -> None:
+    status, _, body = guarded.request("GET", "/ready")
+    assert (status, body) == (200, {"status": "ready", "models": {trained_run.name: "ready",
+                                                                  "en-de": "ready"}})
+
+
+def test_command_line_refusals(trained_run: Path, en_de: Path, tmp_path: Path) -> None:
+    """A --model that cannot be served stops the start with one line, before any load."""
+    (tmp_path / "empty").mkdir()
+    for args, error in (
+            (["--model", str(tmp_path / "empty")], "neither a run directory nor a folder of "
+                                                   "run directories"),
+            (["--model", str(trained_run), "--model", str(trained_run)],
+             f"two models are named '{trained_run.name}'"),
+            (["--model", f"{trained_run},{en_de}"], "an ensemble's models translate one pair"),
+            (["--model", str(trained_run), "--model", str(en_de), "--preload",
+              "--max-loaded", "1"], "--preload: 2 models do not fit --max-loaded 1")):
+        done = subprocess.run([sys.executable, "-m", "translate.serve", "--port", "0", *args],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert error in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_keys_and_limits(guarded: Server, keys: tuple[Path, str, str]) -> None:
