@@ -13,8 +13,9 @@ language (de→en and en→fr give de→fr) are served too, through both models:
 * ``GET /health``, ``GET /ready``, ``GET /metrics`` (Prometheus), ``GET /docs`` (OpenAPI);
 * ``GET /``: a small translation page.
 
-Sentences from concurrent requests are decoded together: each loaded model has a worker
-that gathers queued sentences into batches (``--max-batch-tokens``, ``--max-wait-ms``).
+Sentences from concurrent requests are decoded together: each loaded model has a worker (on
+the CPU a process of its own) with one running batch that waiting sentences join before
+every decoding step (``--batch-size``, ``--max-batch-tokens``).
 Models load at first use (or at start: ``--preload``, the default for one model); with
 ``--max-loaded N`` the least recently used idle model is unloaded to make room. Threads and
 precision are chosen as ``infer`` chooses them. SIGTERM or Ctrl-C stops taking connections,
@@ -115,11 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "later: 504, and its sentences leave the queue")
     g.add_argument("--max-batch-tokens", metavar="N", type=_positive(int),
                    default=d.max_batch_tokens,
-                   help=f"source pieces gathered per call of the translator (default: "
-                        f"{d.max_batch_tokens})")
-    g.add_argument("--max-wait-ms", metavar="MS", type=float, default=d.max_wait_ms,
-                   help=f"how long a batch waits for more sentences (default: "
-                        f"{d.max_wait_ms:g})")
+                   help=f"source pieces in a model's running batch (default: "
+                        f"{d.max_batch_tokens}; one sentence joins an empty batch however "
+                        "long)")
     ratelimit.add_arguments(p)
     return p
 
@@ -167,7 +166,7 @@ def _run(argv: list[str] | None) -> int:
 
     limits = Limits(max_body_bytes=args.max_body_bytes, max_sentences=args.max_sentences,
                     max_chars=args.max_chars, max_queue=args.max_queue, timeout=args.timeout,
-                    max_batch_tokens=args.max_batch_tokens, max_wait_ms=args.max_wait_ms)
+                    max_batch_tokens=args.max_batch_tokens)
     try:
         limits.check()
     except ValueError as err:

@@ -24,8 +24,7 @@ class Limits:
     max_chars: int = 5_000  # characters per item
     max_queue: int = 4_096  # sentences waiting for the worker; more: 503
     timeout: float = 60.0  # seconds from arrival to answer; later: 504
-    max_batch_tokens: int = 4_096  # source pieces gathered for one call of the translator
-    max_wait_ms: float = 5.0  # how long the worker waits for more sentences to join a batch
+    max_batch_tokens: int = 4_096  # source pieces in a model's running batch
 
     def check(self) -> None:
         """Refuse settings that cannot work, naming the flag."""
@@ -37,8 +36,6 @@ class Limits:
                 raise ValueError(f"{flag}: expected at least 1, got {value}")
         if self.timeout <= 0:
             raise ValueError(f"--timeout: expected more than 0 seconds, got {self.timeout}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"--max-wait-ms: expected 0 or more, got {self.max_wait_ms}")
         if self.max_queue < self.max_sentences:
             raise ValueError(f"--max-queue ({self.max_queue}) is below --max-sentences "
                              f"({self.max_sentences}): a full-size request could never be queued")
