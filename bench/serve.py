@@ -302,7 +302,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads on both sides (default 0: torch's choice, as infer's)")
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
-                   help="one more argument for the server, e.g. --serve-arg=--max-wait-ms=2 "
+                   help="one more argument for the server, e.g. --serve-arg=--timeout=120 "
                         "(repeatable)")
     p.add_argument("--compare-with", metavar="DIR", type=Path,
                    help="also serve from this checkout of translate, interleaved")
