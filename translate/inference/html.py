@@ -14,8 +14,9 @@ should laying it out fail all the same, it comes back unchanged, with a warning 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,7 +24,19 @@ from translate.errors import TranslateError
 
 if TYPE_CHECKING:
     from translate.inference.html_segments import Segment
-    from translate.inference.translator import Translation, Translator
+
+
+class Translates(Protocol):
+    """What HTML translation needs of a translator (a
+    :class:`~translate.inference.translator.Translator`; this module does not import it, the
+    translator imports this one): its tokenizer, label thresholds and ``translate``, which
+    returns ``Translation`` objects."""
+
+    tokenizer: Any
+    thresholds: list[float]
+
+    def translate(self, texts: Sequence[str], **options) -> list[Any]: ...
+
 
 __all__ = ["ALIGNMENTS", "FORMATS", "HtmlError", "HtmlJob", "translate_as",
            "translate_html"]
@@ -45,18 +58,18 @@ def _modules():
     return html_tree, html_segments, html_align
 
 
-def translate_as(fmt: str, translator: Translator, texts: Sequence[str],
-                 **options) -> list[Translation]:
+def translate_as(fmt: str, translator: Translates, texts: Sequence[str],
+                 **options) -> list[Any]:
     """``Translator.translate(texts, format=fmt)`` for a format other than ``text``."""
     if fmt != "html":
         raise HtmlError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
     return translate_html(translator, texts, **options)
 
 
-def translate_html(translator: Translator, documents: Sequence[str], *,
+def translate_html(translator: Translates, documents: Sequence[str], *,
                    align: str = "attention",
                    on_warning: Callable[[int, str], None] | None = None,
-                   **options) -> list[Translation]:
+                   **options) -> list[Any]:
     """Translate each HTML document; one :class:`Translation` per document, in order.
 
     ``text`` is the translated document; ``score`` the mean of its segments' scores
@@ -81,7 +94,7 @@ class HtmlJob:
     :meth:`finish` with the translations of exactly those texts, in order.
     :func:`translate_html` is the three steps in one call."""
 
-    def __init__(self, translator: Translator, documents: Sequence[str],
+    def __init__(self, translator: Translates, documents: Sequence[str],
                  align: str = "attention",
                  on_warning: Callable[[int, str], None] | None = None) -> None:
         if isinstance(documents, str):
@@ -89,11 +102,12 @@ class HtmlJob:
         if align not in ALIGNMENTS:
             raise HtmlError(f"align: {align!r} is not one of {', '.join(ALIGNMENTS)}")
         self.modules = _modules()
-        from translate.inference.translator import Translation
-
         self.translator, self.documents, self.align = translator, documents, align
         self.on_warning = on_warning
-        self.results = [Translation(text="", score=None) for _ in documents]
+        blank = translator.translate([""])[0]  # an empty text never reaches the model
+        self.results = [dataclasses.replace(blank, warnings=[], nbest=[], domains={},
+                                            domain_probs={}, conditioning={})
+                        for _ in documents]
         self.laid = [self._layout(i, doc) for i, doc in enumerate(documents)]
         self.owners = [(i, seg) for i, pieces in enumerate(self.laid) for seg in pieces
                        if not isinstance(seg, str)]
@@ -117,7 +131,7 @@ class HtmlJob:
         if self.on_warning is not None:
             self.on_warning(doc, message)
 
-    def finish(self, translated: Sequence[Translation]) -> list[Translation]:
+    def finish(self, translated: Sequence[Any]) -> list[Any]:
         """One translated document per document, from the translations of ``texts``."""
         if len(translated) != len(self.texts):
             raise ValueError(f"finish() needs {len(self.texts)} translations, got "
@@ -149,7 +163,7 @@ def _fallback(results: list, i: int, doc: str, err: Exception,
         on_warning(i, msg)
 
 
-def _render(seg: Segment, res: Translation, translator: Translator, align: str,
+def _render(seg: Segment, res: Any, translator: Translates, align: str,
             html_align) -> str:
     """One translated segment, with its tags placed."""
     target, spans, m = _alignment(seg, res, translator, align, html_align)
@@ -162,7 +176,7 @@ def _render(seg: Segment, res: Translation, translator: Translator, align: str,
     return html_align.render(seg, target, spans, html_align.place(m, seg.events, bounds))
 
 
-def _alignment(seg: Segment, res: Translation, translator: Translator, align: str,
+def _alignment(seg: Segment, res: Any, translator: Translates, align: str,
                html_align) -> tuple[str, list[tuple[int, int]], np.ndarray | None]:
     """The output text, its units, and the unit alignment (None: use proportional)."""
     view = res.attention
@@ -195,8 +209,8 @@ def _spans(pieces, text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _summarise(result: Translation, parts: list[Translation], sizes: list[int],
-               translator: Translator) -> None:
+def _summarise(result: Any, parts: list[Any], sizes: list[int],
+               translator: Translates) -> None:
     """Score, domains and warnings of a document from its segments'."""
     scored = [(r.score, n) for r, n in zip(parts, sizes, strict=True) if r.score is not None]
     if scored:
