@@ -560,16 +560,21 @@ def test_preload_and_a_folder_of_runs(guarded: Server, trained_run: Path) -> Non
 def test_command_line_refusals(trained_run: Path, en_de: Path, tmp_path: Path) -> None:
     """A --model that cannot be served stops the start with one line, before any load."""
     (tmp_path / "empty").mkdir()
-    for args, error in (
-            (["--model", str(tmp_path / "empty")], "neither a run directory nor a folder of "
-                                                   "run directories"),
-            (["--model", str(trained_run), "--model", str(trained_run)],
-             f"two models are named '{trained_run.name}'"),
-            (["--model", f"{trained_run},{en_de}"], "an ensemble's models translate one pair"),
-            (["--model", str(trained_run), "--model", str(en_de), "--preload",
-              "--max-loaded", "1"], "--preload: 2 models do not fit --max-loaded 1")):
-        done = subprocess.run([sys.executable, "-m", "translate.serve", "--port", "0", *args],
+    cases = [(["--model", str(tmp_path / "empty")], "neither a run directory nor a folder of "
+                                                    "run directories"),
+             (["--model", str(trained_run), "--model", str(trained_run)],
+              f"two models are named '{trained_run.name}'"),
+             (["--model", f"{trained_run},{en_de}"], "an ensemble's models translate one pair"),
+             (["--model", str(trained_run), "--model", str(en_de), "--preload",
+               "--max-loaded", "1"], "--preload: 2 models do not fit --max-loaded 1")]
+
+    def start(args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "translate.serve", "--port", "0", *args],
                               capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        runs = list(pool.map(start, [args for args, _ in cases]))
+    for (_, error), done in zip(cases, runs, strict=True):
         assert done.returncode == 2, done.stderr
         assert error in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
