@@ -73,8 +73,8 @@ def test_translation_is_the_plain_text_translation(translator, multi30k):
         words = s.split()
         words[1] = f"<b>{words[1]}</b>"
         tagged.append(f"<p>{' '.join(words)}</p>")
-    html = translate_html(translator, tagged, beam=2)
-    plain = translator.translate(sentences, beam=2)
+    html = translate_html(translator, tagged, **FAST)
+    plain = translator.translate(sentences, **FAST)
     for h, p in zip(html, plain, strict=True):
         assert plain_text(h.text) == " ".join(p.text.split())
         assert h.text.count("<b>") == 1 and h.text.count("</b>") == 1
