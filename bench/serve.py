@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import signal
@@ -50,7 +51,8 @@ from pathlib import Path
 from bench import _load
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "multi30k"
+# As in tests/conftest.py: the corpora beside the repo, or where TRANSLATE_SHARED_DATA says.
+DATA = Path(os.environ.get("TRANSLATE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "multi30k"
 PROG = "python -m bench serve"
 
 
@@ -304,8 +306,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                    help="one more argument for the server, e.g. --serve-arg=--timeout=120 "
                         "(repeatable)")
-    p.add_argument("--compare-with", metavar="DIR", type=Path,
-                   help="also serve from this checkout of translate, interleaved")
+    p.add_argument("--compare-with", metavar="DIR", type=Path, action="append", default=[],
+                   help="also serve from this checkout of translate, interleaved "
+                        "(repeatable; each is named by its folder)")
     p.add_argument("--repeats", type=int, default=3, help="in-process/server rounds")
     p.add_argument("--idle-repeats", type=int, default=15, help="single requests timed")
     p.add_argument("--work", default="runs/bench-serve", help="logs")
@@ -405,9 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     sentences_file = work / "sentences.txt"
     sentences_file.write_text("\n".join(sentences) + "\n", "utf-8")
     short = min((s for s in sentences if len(s.split()) >= 6), key=len)
-    roots = {"this": ROOT}
-    if args.compare_with:
-        roots["compared"] = args.compare_with.resolve()
+    roots = {"this": ROOT} | {d.resolve().name: d.resolve() for d in args.compare_with}
     servers = {name: ServerProcess(args, work / f"server-{name}.log", root)
                for name, root in roots.items()}
     inproc: list[dict] = []
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeats):
             _log(f"round {r + 1}/{args.repeats}: in process")
             inproc.append(_in_process_run(args, sentences_file))
-            order = list(servers) if r % 2 == 0 else list(servers)[::-1]
+            order = list(servers) if r % 2 == 0 else list(servers)[::-1]  # ABBA
             for name in order:
                 served[name].append(serve_round(args, servers[name], sentences, translator,
                                                 short))
