@@ -66,6 +66,13 @@ def _peak_rss_mb(pid: int | str = "self") -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", text).group(1)) / 1024
 
 
+def _tree_peak_rss_mb(pid: int) -> float:
+    """The peak resident sets of ``pid`` and of its children (the worker process), summed."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    return _peak_rss_mb(pid) + sum(_peak_rss_mb(c) for c in children)
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -423,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in order:
                 served[name].append(serve_round(args, servers[name], sentences, translator,
                                                 short))
-        rss = {name: _peak_rss_mb(s.proc.pid) for name, s in servers.items()}
+        rss = {name: _tree_peak_rss_mb(s.proc.pid) for name, s in servers.items()}
     finally:
         codes = {name: s.stop() for name, s in servers.items()}
     if any(codes.values()):
