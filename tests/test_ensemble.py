@@ -168,6 +168,8 @@ def test_two_shapes_decode_together(trained_run, other_run, german, precision, s
         words = {w for r in parts[0].translate(german, beam=beam) for w in r.text.split()}
         hits = sum(w in words for r in out for w in r.text.split())
         assert hits >= 0.6 * sum(len(r.text.split()) for r in out)
+    # search leaves the loaded members as it found them: in eval mode
+    assert not any(m.training for m in ens.model.modules())
 
 
 def _forced_score(models: list, weights: list[float], combine: str, ids: list[int],
