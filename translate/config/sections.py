@@ -121,6 +121,9 @@ class TokenizerConfig:
     # tokenizer sample, shortlist").
     input_sentence_size: int = 100_000
     max_tokens: int = 256  # longest source/target in pieces fed to the model
+    # A run directory whose tokenizer this run takes instead of training one (its settings
+    # must be this section's): models that share a tokenizer can be decoded as an ensemble.
+    reuse: str | None = None
 
 
 @dataclass
@@ -129,9 +132,6 @@ class TaggerConfig:
     pooling: Literal["mean", "attention"] = "mean"
     hidden: int = 256
     loss_weight: float = 0.1
-    # A run directory whose tokenizer this run takes instead of training one (its settings
-    # must be this section's): models that share a tokenizer can be decoded as an ensemble.
-    reuse: str | None = None
     pos_weight: bool = False
 
 

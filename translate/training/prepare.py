@@ -129,9 +129,6 @@ def _tokenizer(cfg: Config, run: RunDir, corpus: Corpus, log: Callable[[str], No
     return tok
 
 
-def _tokenizer_sample(train: datasets.Dataset, cfg: TokenizerConfig,
-                      log: Callable[[str], None]) -> tuple[list[str], list[str]]:
-    """The training pairs the tokenizer learns from: all of them, or a seeded random sample
 def _reused_tokenizer(cfg: TokenizerConfig, run: RunDir,
                       log: Callable[[str], None]) -> Tokenizer:
     """``tokenizer.reuse``: another run's tokenizer, copied into this run's directory, when
@@ -149,6 +146,9 @@ def _reused_tokenizer(cfg: TokenizerConfig, run: RunDir,
     return Tokenizer.load(run.tokenizer_dir)
 
 
+def _tokenizer_sample(train: datasets.Dataset, cfg: TokenizerConfig,
+                      log: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """The training pairs the tokenizer learns from: all of them, or a seeded random sample
     when they hold more than ``input_sentence_size`` sentences per model (a joint model
     reads both sides). Sampling here rather than in sentencepiece keeps the text passed to
     it, and so the memory and time of training, bounded and the sample reproducible."""
