@@ -55,6 +55,7 @@ from translate.runs.checkpoint import load_checkpoint
 from translate.runs.rundir import RunDir
 from translate.runtime import resolve_device
 from translate.search.attention_view import AttentionView, attach_attention
+from translate.search.beam import Hypothesis
 from translate.search.decoding import decode_ids, inference_batches
 from translate.search.domain_choice import choose
 from translate.search.ensemble import Combine, Ensemble, EnsembleShortlist, normalised_weights
@@ -177,11 +178,10 @@ class Translator:
         specs = members(run_dir, checkpoint)
         if len(specs) == 1 and weights is None:
             return cls._load_one(*specs[0], device, quantize, precision, shortlist, beam)
-        first = RunDir(specs[0][0])  # its inference settings stand for every member's
-        first.check_complete()
-        defaults = config_mod.load(first.config_path).inference
-        quantize = defaults.quantize if quantize is None else quantize
-        beam = defaults.beam_size if beam is None else beam  # one precision for all
+        if quantize is None:
+            run = RunDir(specs[0][0])
+            run.check_complete()
+            quantize = config_mod.load(run.config_path).inference.quantize
         return cls.ensemble([cls._load_one(run, ckpt, device, quantize, precision, shortlist,
                                            beam) for run, ckpt in specs], weights, combine)
 
@@ -346,6 +346,39 @@ class Translator:
 
     # ------------------------------------------------------------------ translate
 
+    def assemble(self, results: list[Translation], owners: Sequence[tuple[int, int]],
+                 hypotheses: Sequence[Sequence[Hypothesis]], probs: torch.Tensor | None,
+                 mixes: torch.Tensor | None, n_best: int) -> None:
+        """Fill ``results`` (one per text) from the decoded pieces: per text its n-best
+        (pieces joined, scored by their mean), domain tags and conditioning. ``owners`` as
+        :meth:`_segments` gives them; ``hypotheses`` (and the ``[pieces, labels]`` rows of
+        ``probs`` / ``mixes``) one per piece, in order. For :meth:`translate`, and for
+        callers that decode the pieces their own way (the service's continuous batching)."""
+        flat = [h for hyps in hypotheses for h in hyps]
+        texts_out = iter(self.tokenizer.decode_tgt([h.tokens for h in flat]))
+        nbests = [[(next(texts_out), float(h.score)) for h in hyps] for hyps in hypotheses]
+        start = 0
+        for i, count in owners:
+            parts = [sorted(nb, key=lambda x: -x[1])[:n_best] for nb in
+                     nbests[start:start + count]]
+            res = results[i]
+            if count == 1:
+                res.nbest = parts[0]
+            else:  # pieces: one joined hypothesis, scored by the mean of the pieces' scores
+                res.nbest = [(" ".join(p[0][0] for p in parts if p),
+                              sum(p[0][1] for p in parts if p) / count)]
+            if res.nbest:
+                res.text, res.score = res.nbest[0]
+            if probs is not None:
+                row = probs[start:start + count].mean(dim=0).tolist()
+                res.domain_probs = dict(zip(self.labels, row, strict=True))
+                res.domains = {label: p for label, p, th in
+                               zip(self.labels, row, self.thresholds, strict=True) if p >= th}
+            if mixes is not None:
+                mix = mixes[start:start + count].mean(dim=0).tolist()
+                res.conditioning = {lab: w for lab, w in zip(self.labels, mix, strict=True) if w}
+            start += count
+
     def translate(self, texts: Sequence[str], beam: int | None = None,
                   alpha: float | None = None, n_best: int | None = None,
                   max_len_a: float | None = None, max_len_b: int | None = None,
@@ -404,32 +437,8 @@ class Translator:
                                  device=self.device, dtype=self.dtype,
                                  max_tokens=opts.batch_size * PIECES_PER_SENTENCE,
                                  shortlist=restrict, domains=choice, attention=attention)
-        flat = [h for hyps in decoded.hypotheses for h in hyps]
-        texts_out = iter(self.tokenizer.decode_tgt([h.tokens for h in flat]))
-        nbests = [[(next(texts_out), float(h.score)) for h in hyps]
-                  for hyps in decoded.hypotheses]
-        probs, mixes = decoded.domain_probs, decoded.domain_weights
-        start = 0
-        for i, count in owners:
-            parts = [sorted(nb, key=lambda x: -x[1])[:opts.n_best] for nb in
-                     nbests[start:start + count]]
-            res = results[i]
-            if count == 1:
-                res.nbest = parts[0]
-            else:  # pieces: one joined hypothesis, scored by the mean of the pieces' scores
-                res.nbest = [(" ".join(p[0][0] for p in parts if p),
-                              sum(p[0][1] for p in parts if p) / count)]
-            if res.nbest:
-                res.text, res.score = res.nbest[0]
-            if probs is not None:
-                row = probs[start:start + count].mean(dim=0).tolist()
-                res.domain_probs = dict(zip(self.labels, row, strict=True))
-                res.domains = {label: p for label, p, th in
-                               zip(self.labels, row, self.thresholds, strict=True) if p >= th}
-            if mixes is not None:
-                mix = mixes[start:start + count].mean(dim=0).tolist()
-                res.conditioning = {lab: w for lab, w in zip(self.labels, mix, strict=True) if w}
-            start += count
+        self.assemble(results, owners, decoded.hypotheses, decoded.domain_probs,
+                      decoded.domain_weights, opts.n_best)
         if attention:
             attach_attention(results, owners, decoded.hypotheses, segments, self.tokenizer,
                              opts.n_best)

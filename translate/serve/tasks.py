@@ -6,8 +6,9 @@ picklable data, so the worker can run in a thread or in a process of its own
 (:mod:`translate.serve.process`). A :class:`Task` is a request inside the worker: its texts
 cut into the model's inputs as ``Translator.translate`` cuts them (empty lines answered
 without the model, long ones split into pieces that fit), each piece's hypotheses as they
-finish, and at the end the translations, assembled as ``Translator.translate`` assembles them
-(n-best, domain tags, conditioning, warnings for split inputs).
+finish, and at the end the translations, assembled by ``Translator.assemble`` as
+``Translator.translate`` assembles them (n-best, domain tags, conditioning, warnings for
+split inputs).
 """
 
 from __future__ import annotations
@@ -109,33 +110,9 @@ class Task:
 
     def translations(self, translator: Translator) -> list[Translation]:
         """The request's translations, assembled as ``Translator.translate`` assembles them."""
-        t, results, n_best = translator, self.results, self.request.options.n_best
-        flat = [h for hyps in self.hypotheses for h in hyps]
-        texts_out = iter(t.tokenizer.decode_tgt([h.tokens for h in flat]))
-        nbests = [[(next(texts_out), float(h.score)) for h in hyps] for hyps in self.hypotheses]
-        probs, mixes = _stack(self.probs), _stack(self.mixes)
-        start = 0
-        for i, count in self.owners:
-            parts = [sorted(nb, key=lambda x: -x[1])[:n_best] for nb in
-                     nbests[start:start + count]]
-            res = results[i]
-            if count == 1:
-                res.nbest = parts[0]
-            else:  # pieces: one joined hypothesis, scored by the mean of the pieces' scores
-                res.nbest = [(" ".join(p[0][0] for p in parts if p),
-                              sum(p[0][1] for p in parts if p) / count)]
-            if res.nbest:
-                res.text, res.score = res.nbest[0]
-            if probs is not None:
-                row = probs[start:start + count].mean(dim=0).tolist()
-                res.domain_probs = dict(zip(t.labels, row, strict=True))
-                res.domains = {label: p for label, p, th in
-                               zip(t.labels, row, t.thresholds, strict=True) if p >= th}
-            if mixes is not None:
-                mix = mixes[start:start + count].mean(dim=0).tolist()
-                res.conditioning = {lab: w for lab, w in zip(t.labels, mix, strict=True) if w}
-            start += count
-        return results
+        translator.assemble(self.results, self.owners, self.hypotheses, _stack(self.probs),
+                            _stack(self.mixes), self.request.options.n_best)
+        return self.results
 
 
 def _stack(rows: list[torch.Tensor | None]) -> torch.Tensor | None:
