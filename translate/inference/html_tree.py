@@ -31,7 +31,16 @@ from html5lib import _inputstream, _tokenizer, html5parser
 from html5lib.constants import tokenTypes
 from html5lib.treebuilders import base
 
-from translate.inference.html_nodes import NO_END, Comment, Document, Element, Ghost, Source
+from translate.inference.html_nodes import (
+    HTML_NS,
+    NO_END,
+    TEXT_ONLY,
+    Comment,
+    Document,
+    Element,
+    Ghost,
+    Source,
+)
 
 __all__ = ["parse"]
 
@@ -89,6 +98,13 @@ class _TreeBuilder(base.TreeBuilder):
             self.touched = True
             return token["span"]
         return None
+
+    def reconstructActiveFormattingElements(self) -> None:  # noqa: N802
+        # html5lib reopens formatting elements inside a <textarea> (or <plaintext>) before
+        # its text, as the standard's "text" insertion mode does not: browsers never do.
+        current = self.openElements[-1] if self.openElements else None
+        if current is None or current.name not in TEXT_ONLY or current.namespace != HTML_NS:
+            super().reconstructActiveFormattingElements()
 
     def insertText(self, data: str, parent=None) -> None:  # noqa: N802
         span, synthetic = self._text_span(data)
