@@ -1,4 +1,4 @@
-"""HTML translation: markup kept on 1,000 hostile snippets, tag placement on Multi30k; ~6 min.
+"""HTML translation: markup kept on 1,000 hostile snippets, tag placement on Multi30k; ~10 min.
 
 (a) Hostile snippets, generated with a fixed seed (nested, misnested and unclosed inline
 tags, attributes with entities and both quotes, void elements, comments, stray end tags,
