@@ -1,4 +1,4 @@
-"""Distillation: a longer-trained teacher (or ensemble), its student, a same-size baseline.
+"""Distillation: a longer-trained teacher (or ensemble), a student, a baseline (~1.5 hours).
 
 Does a distilled student, decoded greedily, beat the same small model trained without
 distillation for the same time by at least 1 BLEU (greedy; mean over the seeds, with the

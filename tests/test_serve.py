@@ -412,7 +412,12 @@ def test_full_queue_is_503_and_late_requests_504(limited: Server, translator: Tr
     expired_before = limited.metric("translate_expired_sentences_total")
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(limited.post, "/v1/translate", {"sentences": long})
+        # The second must find the first taken by the worker (on a busy machine 0.15 s
+        # may not be enough): wait until the queue holds nothing.
+        taken = time.monotonic() + 30
         time.sleep(0.15)
+        while limited.metric("translate_queue_depth") > 0 and time.monotonic() < taken:
+            time.sleep(0.05)
         second = pool.submit(limited.post, "/v1/translate", {"sentences": long})
         time.sleep(0.15)
         status, headers, body = limited.post("/v1/translate", {"sentences": ["Hallo"]})

