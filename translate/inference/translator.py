@@ -178,10 +178,11 @@ class Translator:
         specs = members(run_dir, checkpoint)
         if len(specs) == 1 and weights is None:
             return cls._load_one(*specs[0], device, quantize, precision, shortlist, beam)
-        if quantize is None:
-            run = RunDir(specs[0][0])
-            run.check_complete()
-            quantize = config_mod.load(run.config_path).inference.quantize
+        first = RunDir(specs[0][0])  # its inference settings stand for every member's
+        first.check_complete()
+        defaults = config_mod.load(first.config_path).inference
+        quantize = defaults.quantize if quantize is None else quantize
+        beam = defaults.beam_size if beam is None else beam  # one precision for all
         return cls.ensemble([cls._load_one(run, ckpt, device, quantize, precision, shortlist,
                                            beam) for run, ckpt in specs], weights, combine)
 
