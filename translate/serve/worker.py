@@ -33,17 +33,21 @@ __all__ = ["Worker", "receiver", "run_loop"]
 log = logging.getLogger("translate.serve")
 
 STATS_EVERY = 0.25  # seconds between updates that carry only step statistics
+ADMIT_STEPS = 4  # steps waiting sentences may wait to join a running batch as a group
 
 
 class Worker:
     """A translator's running batch and the requests it serves (one thread drives it)."""
 
     def __init__(self, translator: Translator, translate_options: dict | None = None,
-                 max_sentences: int | None = None, max_pieces: int = 4096) -> None:
+                 max_sentences: int | None = None, max_pieces: int = 4096,
+                 admit_steps: int = ADMIT_STEPS) -> None:
         self.translator = translator
         self.opts = translator.options(**dict(translate_options or {}), shortlist=False)
         self.max_sentences = max_sentences or self.opts.batch_size
         self.max_pieces = max_pieces
+        self.admit_steps = admit_steps
+        self._waiting_since = 0  # the step since which pieces wait
         self.search = ContinuousSearch(translator.model, self.opts, translator.special,
                                        translator.device, translator.dtype)
         self.conditioned = bool(getattr(translator.model, "conditioned", False))
@@ -71,6 +75,8 @@ class Worker:
         if task.left == 0:
             self._finish(task)
             return
+        if not self._waiting:
+            self._waiting_since = self._steps
         self._waiting.extend((task, i) for i in range(len(task.segments)))
 
     def cancel(self, request_id: int) -> None:
@@ -115,9 +121,15 @@ class Worker:
         return update
 
     def _admit(self) -> None:
-        """Waiting pieces, oldest first, into the batch while it has room."""
-        now = time.monotonic()
+        """Waiting pieces, oldest first, into the batch while it has room: at once into an
+        empty batch, else in groups (when they would fill it, or once the oldest has waited
+        ``admit_steps`` steps), since encoding a few sentences costs almost as much as
+        encoding many (the encoder's LSTM has a fixed cost per call and per new shape)."""
         room = self.max_sentences - len(self.search)
+        if not self._waiting or (len(self.search) and len(self._waiting) < room
+                                 and self._steps - self._waiting_since < self.admit_steps):
+            return
+        now = time.monotonic()
         pieces = self.search.pieces
         group: list[Sentence] = []
         while self._waiting and len(group) < room:
@@ -136,6 +148,7 @@ class Worker:
                 task.taken, task.started, task.first_step = True, now, self._steps
                 self._update.taken.append(task.request.id)
         self.search.add(group)
+        self._waiting_since = self._steps
 
     def _done(self, done: Finished) -> None:
         task, i = done.key
