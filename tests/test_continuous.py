@@ -45,12 +45,13 @@ def sources(multi30k: Path, translator: Translator) -> list[str]:
 
 
 def continuous(translator: Translator, ids: list[list[int]], seed: int = 0, most: int = 64,
-               n_best=lambda i: 1, **options) -> dict:
+               n_best=lambda i: 1, shortlist: bool = False, **options) -> dict:
     """Each sentence's hypotheses, decoded in one running batch that they join at random
-    steps (0-5 at a time, at most ``most`` at once)."""
-    opts = translator.options(shortlist=False, **options)
+    steps (0-5 at a time, at most ``most`` at once); ``shortlist``: each over its own."""
+    opts = translator.options(shortlist=shortlist, **options)
     search = ContinuousSearch(translator.model, opts, translator.special, translator.device,
-                              translator.dtype)
+                              translator.dtype, translator._shortlist(opts),
+                              translator.tokenizer.tgt_vocab_size)
     rng = random.Random(seed)
     waiting, out = list(range(len(ids))), {}
     while waiting or len(search):
@@ -85,6 +86,26 @@ def test_every_sentence_gets_its_alone_translation(translator, sources, options)
     for i, r in enumerate(ref):
         assert _texts(translator, got[i]) == [r.text], i
         assert got[i].hypotheses[0].score == pytest.approx(r.score, rel=1e-6, abs=1e-4)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_with_the_shortlist_each_sentence_gets_its_own(trained_run, sources, beam):
+    """With the shortlist on, every sentence is decoded over its own shortlist, whatever
+    shares the batch: the outputs of each translated alone with the shortlist on, while the
+    batch's union of shortlists grows and is cut back as sentences come and go."""
+    listed = Translator.load(trained_run, shortlist=True)
+    # Small shortlists (the shared model's vocabulary is 1,000 pieces, its frequent list too).
+    listed.config.inference.shortlist_frequent = 100
+    listed.config.inference.shortlist_k = 10
+    ids = listed.tokenizer.encode_src(sources)
+    got = continuous(listed, ids, seed=4, shortlist=True, beam=beam, no_repeat_ngram=beam - 1)
+    ref = listed.translate(sources, batch_size=1, beam=beam, no_repeat_ngram=beam - 1)
+    assert ref[0].scores_over == "shortlist"
+    whole = alone(listed, sources, beam=beam, no_repeat_ngram=beam - 1)
+    assert [r.score for r in ref] != pytest.approx([r.score for r in whole], abs=1e-4)
+    for i, r in enumerate(ref):
+        assert _texts(listed, got[i]) == [r.text], i
+        assert got[i].hypotheses[0].score == pytest.approx(r.score, abs=1e-4)
 
 
 def test_n_best_per_sentence(translator, sources):

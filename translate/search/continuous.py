@@ -22,8 +22,9 @@ changes which kernels the products use). bf16 and int8 are batch-dependent whate
 batching (bf16 products round differently per kernel, int8 quantizes activations per batch),
 as :class:`~translate.inference.translator.Translator`'s static batches are.
 
-The vocabulary shortlist is not used: it is chosen per batch, and a batch that changes at
-every step would change every sentence's vocabulary. Attention is not kept.
+With a vocabulary shortlist (``shortlist``), each sentence is decoded over its own, the one
+it would have alone (:mod:`translate.search.own_shortlists`), never over its batch's union as
+a static batch is. Attention is not kept.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from translate.search.beam import (
 )
 from translate.search.domain_choice import DomainChoice
 from translate.search.ops import row_topk
+from translate.search.own_shortlists import OwnShortlists
 
 __all__ = ["ContinuousSearch", "Finished", "Sentence", "join"]
 
@@ -118,13 +120,17 @@ class ContinuousSearch:
     thread-safe: one owner calls :meth:`add` and :meth:`step`."""
 
     def __init__(self, model: nn.Module, opts: InferenceConfig, special: dict[str, int],
-                 device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device, dtype: torch.dtype = torch.float32,
+                 shortlist=None, vocab_size: int = 0) -> None:
         self.model, self.opts, self.device, self.dtype = model, opts, device, dtype
         self.bos, self.eos, self.pad = special["bos_id"], special["eos_id"], special["pad_id"]
         self.greedy = opts.beam_size == 1 and opts.no_repeat_ngram == 0
         self.width = 1 if self.greedy else opts.beam_size
         self.conditioned = bool(getattr(model, "conditioned", False))
         model.eval()
+        # With a shortlist, each sentence is decoded over its own (own_shortlists.py).
+        self.own = (OwnShortlists(model, shortlist, special, vocab_size, device)
+                    if shortlist is not None else None)
         self._rows: _Rows | None = None
         # Per sentence, in batch order, on the host: what the loop decides with.
         self._keys: list[object] = []
@@ -153,6 +159,8 @@ class ContinuousSearch:
         if not sentences:
             return
         rows = self._start(sentences)
+        if self.own is not None:
+            self.own.add([list(s.ids) for s in sentences])
         if self._rows is None:
             forget = getattr(self.model, "forget_step_cache", None)
             if forget is not None:  # fresh step weights, as each static search starts with
@@ -258,6 +266,8 @@ class ContinuousSearch:
         for name in self._host_fields:
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in kept])
+        if self.own is not None:
+            self.own.keep(kept)
         rows = self._rows
         if not kept:
             self._rows = None
@@ -306,10 +316,25 @@ class ContinuousSearch:
         with torch.inference_mode(), autocast(self.device, self.dtype):
             return self._greedy_step() if self.greedy else self._beam_step()
 
-    def _rules(self, lprobs: Tensor) -> None:
+    def _log_probs(self, rows: _Rows) -> tuple[Tensor, object, dict[str, int]]:
+        """The step's log-probs and new decoder state, and where bos, eos and pad are in
+        the log-probs' columns (the vocabulary, or the union of the shortlists)."""
+        if self.own is None:
+            lprobs, state = _log_probs(self.model, rows.prev, rows.state, rows.enc)
+            return lprobs, state, {"bos_id": self.bos, "eos_id": self.eos, "pad_id": self.pad}
+        lprobs, state = self.own.log_probs(rows.prev, rows.state, rows.enc, self.width)
+        return lprobs, state, self.own.positions
+
+    def _columns(self, ids: Tensor) -> Tensor:
+        """Column positions of the step's log-probs as vocabulary ids."""
+        return ids if self.own is None else self.own.to_vocab(ids)
+
+    def _rules(self, lprobs: Tensor, at: dict[str, int]) -> None:
         """Specials never; eos not before ``min_len``, forced (with its real log-prob) at
-        each row's maximum: :func:`~translate.search.beam._apply_length_rules`, per row."""
-        _mask_specials(lprobs, bos_id=self.bos, pad_id=self.pad)
+        each row's maximum: :func:`~translate.search.beam._apply_length_rules`, per row.
+        ``at``: the specials' columns."""
+        _mask_specials(lprobs, bos_id=at["bos_id"], pad_id=at["pad_id"])
+        eos = at["eos_id"]
         min_len = self.opts.min_len
         block = any(s < min_len for s in self._steps)
         force = any(lim <= s for lim, s in zip(self._limits, self._steps, strict=True))
@@ -317,13 +342,13 @@ class ContinuousSearch:
             return
         rows = self._rows
         steps = rows.steps.repeat_interleave(self.width)
-        eos_lp = lprobs[:, self.eos].clone()
+        eos_lp = lprobs[:, eos].clone()
         if block:
-            lprobs[:, self.eos] = torch.where(steps < min_len, -math.inf, eos_lp)
+            lprobs[:, eos] = torch.where(steps < min_len, -math.inf, eos_lp)
         if force:
             forced = rows.max_lens.repeat_interleave(self.width) <= steps
             lprobs.masked_fill_(forced.unsqueeze(1), -math.inf)
-            lprobs[:, self.eos] = torch.where(forced, eos_lp, lprobs[:, self.eos])
+            lprobs[:, eos] = torch.where(forced, eos_lp, lprobs[:, eos])
 
     def _penalty(self, offset: int) -> Tensor:
         """``length_penalty(step + offset)`` per sentence, as the static search computes it
@@ -334,11 +359,11 @@ class ContinuousSearch:
     def _greedy_step(self) -> list[Finished]:
         """One step of :func:`~translate.search.beam.greedy_search` for every sentence."""
         rows = self._rows
-        lprobs, state = _log_probs(self.model, rows.prev, rows.state, rows.enc)
-        self._rules(lprobs)
+        lprobs, state, at = self._log_probs(rows)
+        self._rules(lprobs, at)
         best_lp, nxt = row_topk(lprobs, 1)
         rows.scores = rows.scores + best_lp
-        nxt = nxt.squeeze(1)
+        nxt = self._columns(nxt.squeeze(1))
         rows.history[torch.arange(len(self), device=self.device), rows.steps] = nxt
         flags = (nxt == self.eos).tolist()  # the one host sync per step
         finished, kept = self._retire(flags, self._greedy_results)
@@ -361,15 +386,17 @@ class ContinuousSearch:
         """One step of :func:`~translate.search.beam.beam_search` for every sentence."""
         rows, k, opts = self._rows, self.width, self.opts
         n, dev = len(self), self.device
-        lprobs, state = _log_probs(self.model, rows.prev, rows.state, rows.enc)
-        self._rules(lprobs)
+        lprobs, state, at = self._log_probs(rows)
+        self._rules(lprobs, at)
         if opts.no_repeat_ngram > 0 and max(self._steps) >= opts.no_repeat_ngram:
-            _block_ngrams(lprobs, rows.history, rows.steps.repeat_interleave(k),
-                          opts.no_repeat_ngram, self.pad)
+            history = rows.history if self.own is None else self.own.to_positions(rows.history)
+            _block_ngrams(lprobs, history, rows.steps.repeat_interleave(k),
+                          opts.no_repeat_ngram, at["pad_id"])
         # The static search's two stages (see beam_search); the dead start copies add -inf
         # candidates after the live beam's, which a stable sort keeps behind them.
         per_beam = min(2 * k, lprobs.size(1))
         tok_lp, tok_idx = row_topk(lprobs, per_beam)
+        tok_idx = self._columns(tok_idx)
         sums = (rows.scores.view(-1, 1) + tok_lp).view(n, k * per_beam)
         sums, order = sums.sort(dim=1, descending=True, stable=True)
         cand_scores, order = sums[:, :2 * k], order[:, :2 * k]

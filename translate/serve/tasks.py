@@ -91,12 +91,14 @@ class Task:
     first_step: int = 0  # the worker's step count then
 
     @classmethod
-    def prepare(cls, translator: Translator, request: Request, conditioned: bool) -> Task:
-        """The request's pieces; a bad domain raises ConfigError (the service checks first)."""
+    def prepare(cls, translator: Translator, request: Request, conditioned: bool,
+                scores_over: str) -> Task:
+        """The request's pieces; a bad domain raises ConfigError (the service checks first).
+        ``scores_over``: ``vocabulary`` or ``shortlist``, as the worker decodes."""
         t = translator
         choice = choose(list(request.options.domains) if request.options.domains else None,
                         t.labels, t.thresholds, conditioned)
-        results = [Translation(text="", score=None, scores_over="vocabulary",
+        results = [Translation(text="", score=None, scores_over=scores_over,
                                conditioned_by=choice.mode if choice else None)
                    for _ in request.texts]
 

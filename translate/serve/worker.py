@@ -10,9 +10,10 @@ an empty batch, however long); after it, each request whose last piece finished 
 So the batch stays full under load, a short sentence never waits for a long one to end, and
 an idle service starts decoding a request as soon as it arrives.
 
-Each sentence is decoded as ``Translator.translate`` decodes it alone with the shortlist off
-(:mod:`translate.search.continuous` says how exactly), and the answer has the fields that call
-gives: n-best, domain tags, conditioning, warnings for split inputs.
+Each sentence is decoded as ``Translator.translate`` decodes it alone (with the shortlist
+when the translator has one on: each sentence over its own; :mod:`translate.search.continuous`
+says how exactly), and the answer has the fields that call gives: n-best, domain tags,
+conditioning, warnings for split inputs.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ class Worker:
                  max_sentences: int | None = None, max_pieces: int = 4096,
                  admit_steps: int = ADMIT_STEPS) -> None:
         self.translator = translator
-        self.opts = translator.options(**dict(translate_options or {}), shortlist=False)
+        self.opts = translator.options(**dict(translate_options or {}))
         self.max_sentences = max_sentences or self.opts.batch_size
         self.max_pieces = max_pieces
         self.admit_steps = admit_steps
         self._waiting_since = 0  # the step since which pieces wait
-        self.search = ContinuousSearch(translator.model, self.opts, translator.special,
-                                       translator.device, translator.dtype)
+        self.shortlist = translator._shortlist(self.opts)  # None: the whole vocabulary
+        self.search = self._new_search()
         self.conditioned = bool(getattr(translator.model, "conditioned", False))
         self._tasks: dict[int, Task] = {}
         self._waiting: deque[tuple[Task, int]] = deque()  # pieces not yet in the batch
@@ -67,7 +68,8 @@ class Worker:
     def put(self, request: Request) -> None:
         """Queue ``request``'s pieces (a request without any is answered at once)."""
         try:
-            task = Task.prepare(self.translator, request, self.conditioned)
+            task = Task.prepare(self.translator, request, self.conditioned,
+                                "vocabulary" if self.shortlist is None else "shortlist")
         except TranslateError as err:  # the service checks options first; never a dead loop
             self._update.replies.append(Reply(request.id, failed=str(err)))
             return
@@ -186,10 +188,13 @@ class Worker:
             task.dead = True
             del self._tasks[task.request.id]
             self._update.replies.append(Reply(task.request.id, failed=message))
-        self.search = ContinuousSearch(self.translator.model, self.opts,
-                                       self.translator.special, self.translator.device,
-                                       self.translator.dtype)
+        self.search = self._new_search()
         return self.take_update(0.0)
+
+    def _new_search(self) -> ContinuousSearch:
+        t = self.translator
+        return ContinuousSearch(t.model, self.opts, t.special, t.device, t.dtype,
+                                self.shortlist, t.tokenizer.tgt_vocab_size)
 
 
 Receive = Callable[[bool], Sequence[tuple]]

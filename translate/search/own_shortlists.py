@@ -1,0 +1,123 @@
+"""Every sentence of a running batch decoded over its own vocabulary shortlist.
+
+A static batch is decoded over the union of its sentences' shortlists
+(:mod:`translate.search.shortlist`), so which sentences share a batch changes the scores a
+sentence is searched with. In continuous batching (:mod:`translate.search.continuous`) the
+batch changes at every step, so each sentence keeps its own shortlist, the one it would have
+alone: the model's output layer is cut down to the union over the running batch, and each
+row's logits are masked to its sentence's shortlist before the log-softmax, which is then the
+log-softmax over that shortlist alone. The outputs are those of each sentence translated
+alone with the shortlist on (scores to float rounding).
+
+The union only grows while sentences join; it is cut back (a new restricted output layer)
+once it holds half again as many pieces as the running batch needs, so the layer is not
+rebuilt at every step of a busy batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from translate.search.shortlist import RestrictedModel
+
+__all__ = ["OwnShortlists"]
+
+SLACK = 1.5  # the union is rebuilt once it is this many times what the batch needs
+
+
+class OwnShortlists:
+    """Per-sentence shortlists of a running batch, in batch order (see the module docstring).
+
+    ``shortlist``: a :class:`~translate.search.shortlist.Shortlist` (or an ensemble's), whose
+    ``select([ids])`` is a sentence's shortlist; ``vocab_size``: the target vocabulary's.
+    """
+
+    def __init__(self, model: nn.Module, shortlist, special: dict[str, int], vocab_size: int,
+                 device: torch.device) -> None:
+        self.model, self.shortlist, self.device = model, shortlist, device
+        self.special = special
+        self.owns: list[Tensor] = []  # each sentence's shortlist (sorted vocabulary ids, CPU)
+        self.counts = torch.zeros(vocab_size, dtype=torch.long)  # sentences needing each id
+        self.vocab: Tensor | None = None  # the union's ids (sorted, on the device)
+        self.inverse = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
+        self.view = None
+        self.allowed: Tensor | None = None  # [sentences, len(vocab)]: a sentence's own ids
+        self.positions: dict[str, int] = {}  # bos_id, eos_id, pad_id in the union
+        self._stale = True
+
+    # ------------------------------------------------------------------ the batch changes
+
+    def add(self, src_rows: list[list[int]]) -> None:
+        """Sentences joining (after those already there)."""
+        owns = [self.shortlist.select([ids]) for ids in src_rows]
+        for own in owns:
+            self.counts[own] += 1
+        self.owns += owns
+        if self.vocab is None or any(bool((self.inverse[own.to(self.device)] < 0).any())
+                                     for own in owns):
+            self._stale = True
+        elif not self._stale:
+            self.allowed = torch.cat([self.allowed, self._rows(owns)])
+
+    def keep(self, kept: list[int]) -> None:
+        """Only the sentences ``kept`` (batch positions) stay."""
+        kept_set = set(kept)
+        for i, own in enumerate(self.owns):
+            if i not in kept_set:
+                self.counts[own] -= 1
+        self.owns = [self.owns[i] for i in kept]
+        if not self.owns:
+            self.vocab, self.view, self.allowed, self._stale = None, None, None, True
+            return
+        if not self._stale:
+            self.allowed = self.allowed[torch.tensor(kept, dtype=torch.long,
+                                                     device=self.device)]
+            if self.vocab.numel() > SLACK * int((self.counts > 0).sum()):
+                self._stale = True
+
+    def _rows(self, owns: list[Tensor]) -> Tensor:
+        """``[len(owns), len(vocab)]``: which union positions each of ``owns`` holds."""
+        rows = torch.zeros((len(owns), self.vocab.numel()), dtype=torch.bool,
+                           device=self.device)
+        for i, own in enumerate(owns):
+            rows[i, self.inverse[own.to(self.device)]] = True
+        return rows
+
+    def _rebuild(self) -> None:
+        """The union of what the batch needs, its restricted output layer and masks."""
+        self.inverse.fill_(-1)
+        self.vocab = (self.counts > 0).nonzero().view(-1).to(self.device)
+        self.inverse[self.vocab] = torch.arange(self.vocab.numel(), device=self.device)
+        restricted = getattr(self.model, "restricted", None)  # an ensemble's own view
+        self.view = (restricted(self.vocab) if restricted is not None
+                     else RestrictedModel(self.model, self.vocab))
+        self.positions = self.view.special(self.special)
+        self.allowed = self._rows(self.owns)
+        self._stale = False
+
+    # ------------------------------------------------------------------ a step
+
+    def log_probs(self, prev: Tensor, state, enc, width: int) -> tuple[Tensor, object]:
+        """Float32 log-probs ``[rows, len(vocab)]`` (union positions) of the next token,
+        each row over its sentence's shortlist, and the new decoder state; ``prev`` in
+        vocabulary ids, ``width`` rows per sentence."""
+        if self._stale:
+            self._rebuild()
+        logits, state, _ = self.view.decode_step(self.inverse[prev], state, enc)
+        logits = logits.float()
+        blocked = ~self.allowed
+        if width > 1:
+            blocked = blocked.repeat_interleave(width, dim=0)
+        logits.masked_fill_(blocked, -math.inf)
+        if logits.device.type == "cpu":  # in place, as translate.search.beam._log_probs
+            return torch.log_softmax(logits, dim=-1, out=logits), state
+        return torch.log_softmax(logits, dim=-1), state
+
+    def to_vocab(self, positions: Tensor) -> Tensor:
+        return self.vocab[positions]
+
+    def to_positions(self, ids: Tensor) -> Tensor:
+        return self.inverse[ids]
