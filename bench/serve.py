@@ -16,10 +16,12 @@ connection (``--connections``: 1, 32 and 128, for ``--seconds`` each):
 * one short sentence sent to the idle server, one request at a time, against translating it
   alone in this process (``--idle-repeats`` alternating pairs, the median of each side).
 
-In-process references, ``Translator.translate`` in a fresh process, decoding timed and loading
-not: all the sentences at once (length-sorted batches: the model's offline speed), chunks of
-each connection count in arrival order (what static batches of concurrent requests could
-reach), one at a time (the first ``--one-at-a-time`` sentences), and ``infer``'s chunks.
+In-process references, in a fresh process, decoding timed and loading not:
+``Translator.translate`` of all the sentences at once (length-sorted batches: the model's
+offline speed), of chunks of each connection count in arrival order (what static batches of
+concurrent requests could reach), one at a time (the first ``--one-at-a-time`` sentences),
+and of ``infer``'s chunks; and the service's own worker fed by as many clients as each load
+has, without HTTP (what the service could reach if a request cost nothing).
 
 Targets printed: 1 connection >= 0.9x one at a time in process; 32 connections >= 0.8x and 128
 >= 0.9x the offline speed, p99 <= 2x p50 under 32; the idle request <= 1.2x the call alone.
@@ -101,6 +103,30 @@ def _rate(translator, chunks: list[list[str]]) -> float:
     return sum(map(len, chunks)) / (time.perf_counter() - start)
 
 
+def _worker_rate(translator, sentences: list[str], clients: int) -> float:
+    """The service's own worker (serve/worker.py) in this process, fed as ``clients``
+    clients would feed it (one sentence a request, the next sent as one is answered), with
+    no HTTP in between: what the service could reach if requests cost nothing."""
+    from translate.serve.tasks import Options, Request
+    from translate.serve.worker import Worker
+
+    worker = Worker(translator)
+    todo = iter(enumerate(sentences))
+
+    def send() -> None:
+        i, text = next(todo, (None, None))
+        if text is not None:
+            worker.put(Request(i, [text], Options(), float("inf")))
+
+    start = time.perf_counter()
+    for _ in range(clients):
+        send()
+    while not worker.idle:
+        for _ in worker.step().replies:
+            send()
+    return len(sentences) / (time.perf_counter() - start)
+
+
 def in_process(args: argparse.Namespace, sentences: list[str]) -> dict:
     """The in-process references, sentences/s each."""
     translator = _load_translator(args)
@@ -112,6 +138,8 @@ def in_process(args: argparse.Namespace, sentences: list[str]) -> dict:
         "chunks": {str(c): _rate(translator, [sentences[i:i + c]
                                               for i in range(0, len(sentences), c)])
                    for c in args.connections if c > 1},
+        "worker": {str(c): _worker_rate(translator, sentences[:args.one_at_a_time] if c == 1
+                                        else sentences, c) for c in args.connections},
         "one_at_a_time": _rate(translator, [[s] for s in sentences[:args.one_at_a_time]]),
         "infer_way": _rate(translator, [sentences[i:i + infer_chunk]
                                         for i in range(0, len(sentences), infer_chunk)]),
@@ -344,6 +372,7 @@ def summarise(args: argparse.Namespace, inproc: list[dict], served: dict[str, li
                 "sentences_per_s", "p50_s", "p90_s", "p99_s", "client_cpu_cores",
                 "server_cpu_cores", "mean_batch_sentences")}
             row["vs_offline"] = row["sentences_per_s"] / offline
+            row["vs_worker"] = row["sentences_per_s"] / _median(inproc, "worker", c)
             if c != "1":
                 row["vs_chunks"] = row["sentences_per_s"] / _median(inproc, "chunks", c)
             else:
@@ -368,6 +397,7 @@ def summarise(args: argparse.Namespace, inproc: list[dict], served: dict[str, li
         "sentences": len(sentences), "generator": _load.generator(),
         "in_process": {"all_at_once": offline, "one_at_a_time": alone,
                        "chunks": {c: _median(inproc, "chunks", c) for c in inproc[0]["chunks"]},
+                       "worker": {c: _median(inproc, "worker", c) for c in inproc[0]["worker"]},
                        "infer_way": _median(inproc, "infer_way"),
                        "peak_rss_mb": max(r["peak_rss_mb"] for r in inproc)},
         "servers": servers, "short_sentence": short,
@@ -379,7 +409,8 @@ def report(result: dict) -> None:
     ip = result["in_process"]
     _log(f"in process: all at once {ip['all_at_once']:.1f} sentences/s, one at a time "
          f"{ip['one_at_a_time']:.1f}, chunks " + ", ".join(
-             f"{c}: {v:.1f}" for c, v in ip["chunks"].items()))
+             f"{c}: {v:.1f}" for c, v in ip["chunks"].items()) + "; the service's worker "
+         "without HTTP, clients " + ", ".join(f"{c}: {v:.1f}" for c, v in ip["worker"].items()))
     for name, s in result["servers"].items():
         for c, row in s["loads"].items():
             target = {"1": " (target >= 0.9x)", "32": " (target >= 0.8x)",
@@ -388,7 +419,8 @@ def report(result: dict) -> None:
                      f"{row['vs_offline']:.2f}x offline{target}, {row['vs_chunks']:.2f}x "
                      "chunks")
             _log(f"{name}, {c} connection(s): {row['sentences_per_s']:.1f} sentences/s, "
-                 f"{ratio}; p50/p99 {row['p50_s'] * 1000:.0f}/{row['p99_s'] * 1000:.0f} ms; "
+                 f"{ratio}, {row['vs_worker']:.2f}x the worker alone; p50/p99 "
+                 f"{row['p50_s'] * 1000:.0f}/{row['p99_s'] * 1000:.0f} ms; "
                  f"CPU server {row['server_cpu_cores']:.2f} / clients "
                  f"{row['client_cpu_cores']:.2f} cores; {row['mean_batch_sentences']:.1f} "
                  "sentences a step")
