@@ -18,7 +18,7 @@ On one host, in one run (each step can also take an earlier step's result instea
 3. ``--minutes`` of training each, ``--threads`` each, as many side by side as the cores
    allow (so every model gets its minutes of CPU), for every ``--seed``: the student on the
    distilled corpus (configs/student.yaml) and the baseline, the same configs/student.yaml
-   trained on the original data (or taken with ``--baseline RUN_DIR``, one seed); then, with
+   trained on the original data (or taken with ``--baseline RUN_DIR``, one per seed); then, with
    ``--keep-references``, a student on the distilled corpus plus the original references;
 4. every model on test2016 (1000 sentences): BLEU, chrF and decoding sentences/s for beam 5
    and greedy in fp32, bf16 (where the CPU has it natively) and dynamic int8. Decoding only
@@ -147,10 +147,10 @@ def _name(kind: str, seed: int, seeds: list[int]) -> str:
 
 
 def train_side_by_side(teachers: list[Path], work: Path, minutes: float, threads: int,
-                       keep_references: bool, baseline: Path | None,
+                       keep_references: bool, baselines: list[Path] | None,
                        seeds: list[int]) -> dict[str, Path]:
-    """The students (and the baselines, unless given) of every seed, ``threads`` each, as
-    many at once as the cores allow."""
+    """The students (and the baselines, unless given: one per seed, in order) of every
+    seed, ``threads`` each, as many at once as the cores allow."""
     jobs: dict[str, list[str]] = {}
     runs: dict[str, Path] = {}
     variants = [("student", False)] + ([("student_refs", True)] if keep_references else [])
@@ -164,12 +164,12 @@ def train_side_by_side(teachers: list[Path], work: Path, minutes: float, threads
                           "--set", f"distill.output={work / 'distilled'}",
                           "--set", f"distill.keep_references={str(keep).lower()}"]
         name = _name("baseline", seed, seeds)
-        if baseline is None:
+        if not baselines:
             runs[name] = work / name
             jobs[name] = ["translate.train", "--config", "configs/student.yaml",
                           "--overwrite", *_common(runs[name], minutes, threads, seed)]
         else:
-            runs[name] = baseline
+            runs[name] = baselines[seeds.index(seed)]
     _side_by_side(jobs, work, threads, f"training for {minutes} minutes")
     return runs
 
@@ -323,9 +323,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--teacher-minutes", type=float,
                    help="training minutes of each teacher model trained here (default: "
                         "--minutes; the budget of given teachers is read from their config)")
-    p.add_argument("--baseline", type=Path,
-                   help="a configs/student.yaml run without distillation (one --seed only; "
-                        "default: train one per seed)")
+    p.add_argument("--baseline", type=Path, action="append",
+                   help="a configs/student.yaml run without distillation, trained with the "
+                        "--seed of the same position (repeat it with --seed; default: train "
+                        "one per seed)")
     p.add_argument("--student", type=Path,
                    help="an already distilled student (skips translating and training it)")
     p.add_argument("--work", type=Path, default=Path("runs/bench-distill"))
@@ -352,8 +353,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.seed = args.seed or [SEED]
     if len(set(args.seed)) != len(args.seed):
         p.error(f"--seed: each seed once, got {args.seed}")
-    if args.baseline and len(args.seed) > 1:
-        p.error("--baseline is one seed's run: give one --seed with it")
+    if args.baseline and len(args.baseline) != len(args.seed):
+        p.error(f"--baseline: one per --seed, in the same order: {len(args.baseline)} "
+                f"baseline(s) for seeds {args.seed}")
+    if args.student and len(args.seed) > 1:
+        p.error("--student is one seed's run: give one --seed with it")
     if args.teachers < 1:
         p.error(f"--teachers: at least 1, got {args.teachers}")
     return args
@@ -379,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.student:
         runs["student"] = [args.student]
         if args.baseline:
-            runs["baseline"] = [args.baseline]
+            runs["baseline"] = args.baseline
     else:
         result["translate"] = distill_corpus(teachers, args.work,
                                              args.translate_threads or args.threads,

@@ -73,3 +73,11 @@ def test_teachers_and_seeds_repeat(tmp_path) -> None:
         parse_args(["--baseline", "x", "--seed", "1", "--seed", "2"])
     with pytest.raises(SystemExit):
         parse_args(["--seed", "1", "--seed", "1"])
+
+
+def test_baselines_pair_with_seeds_in_order(capsys) -> None:
+    args = parse_args(["--seed", "1234", "--seed", "7", "--baseline", "b1", "--baseline", "b7"])
+    assert [str(b) for b in args.baseline] == ["b1", "b7"] and args.seed == [1234, 7]
+    with pytest.raises(SystemExit):
+        parse_args(["--seed", "1234", "--seed", "7", "--baseline", "b1"])
+    assert "one per --seed" in capsys.readouterr().err
