@@ -24,7 +24,9 @@ as :class:`~translate.inference.translator.Translator`'s static batches are.
 
 With a vocabulary shortlist (``shortlist``), each sentence is decoded over its own, the one
 it would have alone (:mod:`translate.search.own_shortlists`), never over its batch's union as
-a static batch is. Attention is not kept.
+a static batch is. A sentence that asks for it (``Sentence.attention``) gets each
+hypothesis' attention, as the static searches give it with ``attention=True``
+(:mod:`translate.search.kept_attention`); the others keep none.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from translate.search.beam import (
     length_penalty,
 )
 from translate.search.domain_choice import DomainChoice
+from translate.search.kept_attention import KeptAttention
 from translate.search.ops import row_topk
 from translate.search.own_shortlists import OwnShortlists
 
@@ -57,13 +60,15 @@ __all__ = ["ContinuousSearch", "Finished", "Sentence", "join"]
 @dataclass(eq=False)
 class Sentence:
     """One source to decode: the caller's ``key``, its piece ids, how many hypotheses to
-    return, and (domain-conditioned models) its :class:`DomainChoice` and row for it."""
+    return, (domain-conditioned models) its :class:`DomainChoice` and row for it, and
+    whether to fill its hypotheses' ``attention``."""
 
     key: object
     ids: Sequence[int]
     n_best: int = 1
     choice: DomainChoice | None = None
     row: int = 0  # the sentence's row for DomainChoice.given
+    attention: bool = False
 
 
 @dataclass(eq=False)
@@ -131,6 +136,7 @@ class ContinuousSearch:
         # With a shortlist, each sentence is decoded over its own (own_shortlists.py).
         self.own = (OwnShortlists(model, shortlist, special, vocab_size, device)
                     if shortlist is not None else None)
+        self.kept = KeptAttention(self.width, not self.greedy, device)
         self._rows: _Rows | None = None
         # Per sentence, in batch order, on the host: what the loop decides with.
         self._keys: list[object] = []
@@ -161,6 +167,7 @@ class ContinuousSearch:
         rows = self._start(sentences)
         if self.own is not None:
             self.own.add([list(s.ids) for s in sentences])
+        self.kept.add([s.attention for s in sentences], self._src_lens[-len(sentences):])
         if self._rows is None:
             forget = getattr(self.model, "forget_step_cache", None)
             if forget is not None:  # fresh step weights, as each static search starts with
@@ -268,6 +275,7 @@ class ContinuousSearch:
             setattr(self, name, [values[i] for i in kept])
         if self.own is not None:
             self.own.keep(kept)
+        self.kept.keep(kept)
         rows = self._rows
         if not kept:
             self._rows = None
@@ -318,12 +326,19 @@ class ContinuousSearch:
 
     def _log_probs(self, rows: _Rows) -> tuple[Tensor, object, dict[str, int]]:
         """The step's log-probs and new decoder state, and where bos, eos and pad are in
-        the log-probs' columns (the vocabulary, or the union of the shortlists)."""
+        the log-probs' columns (the vocabulary, or the union of the shortlists). The step's
+        attention is kept for the sentences that ask."""
+        attn: list[Tensor] | None = [] if self.kept else None
         if self.own is None:
-            lprobs, state = _log_probs(self.model, rows.prev, rows.state, rows.enc)
-            return lprobs, state, {"bos_id": self.bos, "eos_id": self.eos, "pad_id": self.pad}
-        lprobs, state = self.own.log_probs(rows.prev, rows.state, rows.enc, self.width)
-        return lprobs, state, self.own.positions
+            lprobs, state = _log_probs(self.model, rows.prev, rows.state, rows.enc, attn)
+            at = {"bos_id": self.bos, "eos_id": self.eos, "pad_id": self.pad}
+        else:
+            lprobs, state = self.own.log_probs(rows.prev, rows.state, rows.enc, self.width,
+                                               attn)
+            at = self.own.positions
+        if attn:
+            self.kept.record(attn[0])
+        return lprobs, state, at
 
     def _columns(self, ids: Tensor) -> Tensor:
         """Column positions of the step's log-probs as vocabulary ids."""
@@ -379,8 +394,9 @@ class ContinuousSearch:
         lps = self._rows.scores[idx, 0].tolist()
         tokens = self._rows.history[idx].tolist()
         lens = [self._steps[i] for i in done]
-        return [[Hypothesis(t[:n], lp / length_penalty(n + 1, self.opts.alpha), lp)]
-                for t, n, lp in zip(tokens, lens, lps, strict=True)]
+        return [[Hypothesis(t[:n], lp / length_penalty(n + 1, self.opts.alpha), lp,
+                            self.kept.greedy(i))]
+                for i, t, n, lp in zip(done, tokens, lens, lps, strict=True)]
 
     def _beam_step(self) -> list[Finished]:
         """One step of :func:`~translate.search.beam.beam_search` for every sentence."""
@@ -417,6 +433,8 @@ class ContinuousSearch:
         src_rows = (row_base + cand_beam[:, :k]).view(-1)
         rows.fin_tokens[sent, slot] = rows.history[src_rows].view(n, k, -1)
         rows.fin_count += fin_mask.sum(1)
+        if self.kept:
+            self.kept.finalise(slot, cand_beam[:, :k])
 
         # Continue with the k best non-eos candidates.
         rank = torch.arange(2 * k, device=dev).expand(n, -1)
@@ -424,7 +442,10 @@ class ContinuousSearch:
         pick = pick.topk(k, dim=1, largest=False).indices.sort(dim=1).values
         rows.scores = cand_scores.gather(1, pick)
         next_tok = cand_tok.gather(1, pick)
-        parent = cand_beam.gather(1, pick) + row_base
+        parent = cand_beam.gather(1, pick)
+        if self.kept:
+            self.kept.continued(parent)
+        parent = parent + row_base
 
         best_active = rows.scores.max(dim=1).values
         finals = rows.fin_norm[:, :cap]
@@ -466,12 +487,16 @@ class ContinuousSearch:
         top_len = rows.fin_len[idx].gather(1, order).tolist()
         tokens = rows.fin_tokens[idx]
         top_tok = tokens.gather(1, order.unsqueeze(2).expand(-1, -1, tokens.size(2))).tolist()
+        slots = order.tolist()
         out = []
-        for i, want in enumerate(n_best):
-            hyps = [Hypothesis(top_tok[i][j][:top_len[i][j]], top_norm[i][j], top_raw[i][j])
-                    for j in range(want) if math.isfinite(top_norm[i][j])]
+        for i, (sent, want) in enumerate(zip(done, n_best, strict=True)):
+            live = [j for j in range(want) if math.isfinite(top_norm[i][j])]
+            attn = self.kept.beam(sent, [slots[i][j] for j in live],
+                                  [top_len[i][j] for j in live])
+            hyps = [Hypothesis(top_tok[i][j][:top_len[i][j]], top_norm[i][j], top_raw[i][j], a)
+                    for j, a in zip(live, attn, strict=True)]
             # Only when every continuation was banned, as in beam_search.
-            out.append(hyps or [Hypothesis([], -math.inf, -math.inf)])
+            out.append(hyps or [Hypothesis([], -math.inf, -math.inf, self.kept.empty(sent))])
         return out
 
 

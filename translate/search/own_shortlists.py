@@ -100,13 +100,17 @@ class OwnShortlists:
 
     # ------------------------------------------------------------------ a step
 
-    def log_probs(self, prev: Tensor, state, enc, width: int) -> tuple[Tensor, object]:
+    def log_probs(self, prev: Tensor, state, enc, width: int,
+                  attn_out: list[Tensor] | None = None) -> tuple[Tensor, object]:
         """Float32 log-probs ``[rows, len(vocab)]`` (union positions) of the next token,
         each row over its sentence's shortlist, and the new decoder state; ``prev`` in
-        vocabulary ids, ``width`` rows per sentence."""
+        vocabulary ids, ``width`` rows per sentence. ``attn_out``: as for
+        :func:`translate.search.beam._log_probs`."""
         if self._stale:
             self._rebuild()
-        logits, state, _ = self.view.decode_step(self.inverse[prev], state, enc)
+        logits, state, weights = self.view.decode_step(self.inverse[prev], state, enc)
+        if attn_out is not None:
+            attn_out.append(weights.float())
         logits = logits.float()
         blocked = ~self.allowed
         if width > 1:
