@@ -24,6 +24,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
                                       "'translate[serve]')")
 pytest.importorskip("uvicorn")
 
+from translate.inference.html import translate_html  # noqa: E402
 from translate.inference.translator import Translator  # noqa: E402
 
 START_TIMEOUT = 120.0
@@ -237,6 +238,37 @@ def test_v1_matches_infer_jsonl(server: Server, translator: Translator, sources:
     status, _, body = server.post("/v1/translate", {"sentences": [sources[3]],
                                                     "domain": "none"})
     assert status == 200 and body["translations"][0]["translation"] == got[0]["translation"]
+
+
+def tagged_documents(sources: list[str]) -> list[str]:
+    """Multi30k captions as HTML with inline tags around a word or two (nested in one),
+    one document of two paragraphs, and an empty one."""
+    docs = []
+    for i, line in enumerate(sources[40:46]):
+        words = line.split()
+        a, b = i % (len(words) - 1), len(words) - 2 - i % 3
+        words[a] = f"<b>{words[a]}</b>"
+        if b > a:
+            words[b] = f'<a href="https://example.com/{i}?a=1&amp;b=2">{words[b]}</a>'
+        docs.append(f"<p>{' '.join(words)}</p>")
+    docs[1] = docs[1].replace("<b>", "<b><i>", 1).replace("</b>", "</i></b>", 1)
+    return [*docs, f"<p>{sources[50]}</p><p>Ein <em>roter</em> Hund läuft.</p>", ""]
+
+
+def test_html_tags_are_placed_through_the_attention(server: Server, translator: Translator,
+                                                    sources: list[str]) -> None:
+    """HTML documents answer, on both APIs, what ``Translator.translate(..., format="html")``
+    answers, whose tags follow the attention (placed in proportion to the words'
+    positions, some would land elsewhere)."""
+    docs = tagged_documents(sources)
+    want = texts(translator.translate(docs, format="html"))
+    proportional = texts(translate_html(translator, docs, align="proportional"))
+    assert want != proportional and want[-1] == ""
+    status, _, body = server.post("/translate", {"q": docs, "source": "de", "target": "en",
+                                                 "format": "html"})
+    assert (status, body) == (200, {"translatedText": want})
+    status, _, body = server.post("/v1/translate", {"sentences": docs, "format": "html"})
+    assert status == 200 and [t["translation"] for t in body["translations"]] == want
 
 
 # --------------------------------------------------------------------------- batching

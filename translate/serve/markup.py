@@ -4,7 +4,9 @@
 the segments' translations, puts the tags back around the words they wrapped. Here the
 segments go to the model's batcher like any request's sentences - decoded with everyone
 else's - and the laying out and rendering (parsing, alignment: CPU work, but no model) run
-in a small thread pool, never on the event loop.
+in a small thread pool, never on the event loop. The segments that have tags to place ask
+the worker for their attention, so the tags are placed through it, as
+``Translator.translate(..., format="html")`` places them.
 """
 
 from __future__ import annotations
@@ -20,9 +22,6 @@ from translate.serve.batcher import Batcher, Options
 __all__ = ["HtmlUnavailable", "translate_documents"]
 
 _POOL = None  # created on first use: a service without HTML requests starts no threads
-# Whether the batcher's worker can return the attention, which places inline tags best;
-# without it, tags are placed in proportion to the words' positions (docs/html.md).
-ATTENTION = "attention" in {f.name for f in dataclasses.fields(Options)}
 
 Queue = Callable[[list[str], Options], Awaitable[list[Translation]]]
 
@@ -49,15 +48,13 @@ async def translate_documents(batcher: Batcher, documents: list[str], options: O
     except ImportError as err:  # pragma: no cover - the module ships with the package
         raise HtmlUnavailable(str(err)) from None
     loop = asyncio.get_running_loop()
-    align = "attention" if ATTENTION else "proportional"
     try:
         # The translator is read only for its tokenizer and thresholds (and an empty text,
         # which never reaches the model); decoding is the batcher's.
-        job = await loop.run_in_executor(
-            _pool(), lambda: HtmlJob(batcher.translator, documents, align=align))
+        job = await loop.run_in_executor(_pool(), HtmlJob, batcher.translator, documents)
     except HtmlError as err:
         raise HtmlUnavailable(str(err)) from None
-    if job.attention and ATTENTION:
+    if job.attention:  # some segment has a tag to place
         options = dataclasses.replace(options, attention=True)
     translated = await queue(job.texts, options) if job.texts else []
     for k, result in enumerate(translated):

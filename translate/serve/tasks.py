@@ -8,7 +8,8 @@ cut into the model's inputs as ``Translator.translate`` cuts them (empty lines a
 without the model, long ones split into pieces that fit), each piece's hypotheses as they
 finish, and at the end the translations, assembled by ``Translator.assemble`` as
 ``Translator.translate`` assembles them (n-best, domain tags, conditioning, warnings for
-split inputs).
+split inputs, and with ``Options.attention`` the attention ``translate(..., attention=True)``
+gives).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from translate.inference.translator import Translation, Translator
+from translate.search.attention_view import attach_attention
 from translate.search.beam import Hypothesis
 from translate.search.domain_choice import DomainChoice, choose
 
@@ -30,6 +32,7 @@ class Options:
 
     n_best: int = 1
     domains: tuple[str, ...] | None = None  # None: the tagger's prediction
+    attention: bool = False  # fill each Translation's attention (HTML places tags by it)
 
 
 @dataclass
@@ -112,8 +115,12 @@ class Task:
 
     def translations(self, translator: Translator) -> list[Translation]:
         """The request's translations, assembled as ``Translator.translate`` assembles them."""
+        options = self.request.options
         translator.assemble(self.results, self.owners, self.hypotheses, _stack(self.probs),
-                            _stack(self.mixes), self.request.options.n_best)
+                            _stack(self.mixes), options.n_best)
+        if options.attention:
+            attach_attention(self.results, self.owners, self.hypotheses, self.segments,
+                             translator.tokenizer, options.n_best)
         return self.results
 
 

@@ -13,7 +13,8 @@ an idle service starts decoding a request as soon as it arrives.
 Each sentence is decoded as ``Translator.translate`` decodes it alone (with the shortlist
 when the translator has one on: each sentence over its own; :mod:`translate.search.continuous`
 says how exactly), and the answer has the fields that call gives: n-best, domain tags,
-conditioning, warnings for split inputs.
+conditioning, warnings for split inputs, and the attention for a request that asks (an
+HTML document's segments: their inline tags are placed by it).
 """
 
 from __future__ import annotations
@@ -143,8 +144,9 @@ class Worker:
             if pieces + size > self.max_pieces and (group or len(self.search)):
                 break
             self._waiting.popleft()
-            group.append(Sentence((task, i), task.segments[i], task.request.options.n_best,
-                                  task.choice))
+            options = task.request.options
+            group.append(Sentence((task, i), task.segments[i], options.n_best, task.choice,
+                                  attention=options.attention))
             pieces += size
             if not task.taken:
                 task.taken, task.started, task.first_step = True, now, self._steps
