@@ -270,6 +270,8 @@ class ContinuousSearch:
     def _select(self, kept: list[int]) -> None:
         """Only the sentences ``kept`` (batch positions) stay; their padding goes too.
         (Only the per-sentence fields: the caller selects the rows.)"""
+        if kept and len(kept) == len(self._keys):  # positions are increasing: nobody leaves
+            return
         for name in self._host_fields:
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in kept])

@@ -47,6 +47,9 @@ class OwnShortlists:
         self.allowed: Tensor | None = None  # [sentences, len(vocab)]: a sentence's own ids
         self.positions: dict[str, int] = {}  # bos_id, eos_id, pad_id in the union
         self._stale = True
+        # The rows' mask, kept until the batch changes (None: every row may use the whole
+        # union, as a sentence alone does, so there is nothing to mask).
+        self._blocked: tuple[Tensor | None] | None = None
 
     # ------------------------------------------------------------------ the batch changes
 
@@ -61,9 +64,13 @@ class OwnShortlists:
             self._stale = True
         elif not self._stale:
             self.allowed = torch.cat([self.allowed, self._rows(owns)])
+        self._blocked = None
 
     def keep(self, kept: list[int]) -> None:
         """Only the sentences ``kept`` (batch positions) stay."""
+        if kept and len(kept) == len(self.owns):  # positions are increasing: nobody leaves
+            return
+        self._blocked = None
         kept_set = set(kept)
         for i, own in enumerate(self.owns):
             if i not in kept_set:
@@ -97,6 +104,7 @@ class OwnShortlists:
         self.positions = self.view.special(self.special)
         self.allowed = self._rows(self.owns)
         self._stale = False
+        self._blocked = None
 
     # ------------------------------------------------------------------ a step
 
@@ -112,13 +120,24 @@ class OwnShortlists:
         if attn_out is not None:
             attn_out.append(weights.float())
         logits = logits.float()
-        blocked = ~self.allowed
-        if width > 1:
-            blocked = blocked.repeat_interleave(width, dim=0)
-        logits.masked_fill_(blocked, -math.inf)
+        blocked = self._mask(width)
+        if blocked is not None:
+            logits.masked_fill_(blocked, -math.inf)
         if logits.device.type == "cpu":  # in place, as translate.search.beam._log_probs
             return torch.log_softmax(logits, dim=-1, out=logits), state
         return torch.log_softmax(logits, dim=-1), state
+
+    def _mask(self, width: int) -> Tensor | None:
+        """``[rows, len(vocab)]``: where a row's sentence may not go; None when no row is
+        restricted (one sentence alone, or sentences with the same shortlist)."""
+        if self._blocked is None:
+            blocked = None
+            if not bool(self.allowed.all()):
+                blocked = ~self.allowed
+                if width > 1:
+                    blocked = blocked.repeat_interleave(width, dim=0)
+            self._blocked = (blocked,)
+        return self._blocked[0]
 
     def to_vocab(self, positions: Tensor) -> Tensor:
         return self.vocab[positions]
