@@ -254,7 +254,8 @@ async def _multi(port: int, requests: list[list[str]], clients: int) -> tuple[fl
 
 async def _idle(port: int, short: str, repeats: int, translator) -> tuple[float, float]:
     """Medians of one request for ``short`` to the idle server and of translating it alone
-    in this process, alternating, so that both see the same load from other work."""
+    in this process, alternating, so that both see the same load from other work; each
+    after a pause, so that neither runs while the other's threads still spin."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     served, alone = [], []
     request = _post(json.dumps({"sentences": [short]}).encode())
@@ -266,6 +267,7 @@ async def _idle(port: int, short: str, repeats: int, translator) -> tuple[float,
             served.append(time.perf_counter() - t0)
             if status != 200:
                 raise SystemExit(f"{PROG}: the idle server answered {status}")
+            await asyncio.sleep(0.05)  # the server's decoding threads are idle again
             t0 = time.perf_counter()
             translator.translate([short])
             alone.append(time.perf_counter() - t0)
