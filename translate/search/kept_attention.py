@@ -67,8 +67,10 @@ class KeptAttention:
 
     def keep(self, kept: list[int]) -> None:
         """Only the sentences ``kept`` (batch positions) stay."""
-        if not self.trails:
-            self.asks = [self.asks[i] for i in kept]
+        if len(kept) == len(self.asks):  # (in order: nobody left)
+            return
+        if not self.trails:  # none asks: only the count changes
+            del self.asks[len(kept):]
             return
         index = self._index()
         stay = [index[i] for i in kept if self.asks[i]]
