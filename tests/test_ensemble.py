@@ -335,7 +335,7 @@ def test_infer_and_evaluate_take_several_models(trained_run, other_run, german, 
                                 "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["run"] == str(trained_run) and len(result["models"]) == 2
-    assert result["combine"] == "prob" and result["weights"] == [0.5, 0.5]
+    assert result["combine"] == "logprob" and result["weights"] == [0.5, 0.5]
     assert result["pooled"]["n"] == 40
 
 

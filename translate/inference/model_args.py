@@ -39,10 +39,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                         "run's checkpoints, or give one per --model")
     p.add_argument("--weights", metavar="W,W", type=_weights,
                    help="ensemble: one weight per model, comma-separated (default: equal)")
-    p.add_argument("--combine", choices=COMBINE_CHOICES, default="prob",
-                   help="ensemble: prob (default): the log of the weighted mean probability "
-                        "of each next piece; logprob: the weighted mean log-probability, "
-                        "renormalised")
+    p.add_argument("--combine", choices=COMBINE_CHOICES, default="logprob",
+                   help="ensemble: logprob (default): the weighted mean log-probability of "
+                        "each next piece, renormalised; prob: the log of the weighted mean "
+                        "probability")
 
 
 def first_run(args: argparse.Namespace, prog: str) -> Path:

@@ -151,14 +151,14 @@ class Translator:
              checkpoint: str | Path | Sequence[str | Path] = "auto",
              quantize: bool | None = None, precision: str = "fp32",
              shortlist: bool | None = None, beam: int | None = None,
-             weights: Sequence[float] | None = None, combine: Combine = "prob") -> Translator:
+             weights: Sequence[float] | None = None, combine: Combine = "logprob") -> Translator:
         """Load ``run_dir`` for inference; several run directories (a list, or one string
         ``"A,B"``) or several checkpoints (``"last,best"``) load as an ensemble
         (:meth:`ensemble`, :func:`translate.inference.run_loading.members`), every member
         with the options below, ``quantize`` None taking the first run's setting.
-        ``weights``: one per member (default: equal); ``combine``: ``prob`` (the log of the
-        weighted mean probability) or ``logprob`` (the renormalised weighted mean log
-        probability), as :mod:`translate.search.ensemble` explains.
+        ``weights``: one per member (default: equal); ``combine``: ``logprob`` (the
+        renormalised weighted mean log probability) or ``prob`` (the log of the weighted
+        mean probability), as :mod:`translate.search.ensemble` explains.
 
         ``checkpoint``: ``auto`` (averaged if the run kept one, else best, else last),
         ``best``, ``last``, ``averaged`` or a path (absolute, or relative to the working
@@ -238,7 +238,7 @@ class Translator:
 
     @classmethod
     def ensemble(cls, members: Sequence[Translator], weights: Sequence[float] | None = None,
-                 combine: Combine = "prob") -> Translator:
+                 combine: Combine = "logprob") -> Translator:
         """Loaded models decoded as one (:class:`~translate.search.ensemble.Ensemble`).
 
         They must share one tokenizer (the same pieces, scores and normalisation: two runs
