@@ -30,6 +30,17 @@ needs_cpu_bf16 = pytest.mark.skipif(
     reason="this CPU cannot run LSTMs in bf16 (oneDNN needs AVX-512 or AMX for them)")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): the
+    test models are tiny, so one thread is fastest, and two OpenMP threads spin-waiting on a
+    busy 2-core machine made such modules many times slower. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

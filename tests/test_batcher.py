@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 
 from translate.inference.translator import Translator
 from translate.serve.batcher import Batcher, Expired, Options, WorkerDied
@@ -25,12 +24,8 @@ from translate.serve.prometheus import Metrics
 pytest.importorskip("prometheus_client")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the worker process takes the parent's count
-    yield
-    torch.set_num_threads(before)
+# One torch thread; the worker process takes the parent's count.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from conftest import needs_cpu_bf16
 from translate.inference.translator import Translator
 from translate.search.continuous import ContinuousSearch, Sentence
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from translate.inference.translator import Translator
 from translate.search.continuous import ContinuousSearch, Sentence
 from translate.search.decoding import decode_ids
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

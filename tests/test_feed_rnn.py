@@ -15,13 +15,7 @@ from torch import nn
 from translate.model.decoder import Decoder
 from translate.model.feed_rnn import FeedRecurrence
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _decoder(kind: str, layers: int, dropout: float = 0.0,

@@ -16,14 +16,7 @@ VOCAB, LABELS = 23, 4
 ATTENTIONS = ["dot", "general", "mlp"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread is fastest, and on a busy 2-core machine
-    spinning OpenMP threads made the training test ~8x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_cfg(**kw) -> ModelConfig:

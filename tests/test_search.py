@@ -41,14 +41,7 @@ def _pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, lengths
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models are faster on one thread, and two OpenMP threads on a busy 2-core machine
-    # can be 20x slower than one (spin-waiting); restore the setting for other test modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
