@@ -54,8 +54,8 @@ FORMAT_VERSION = 1
 # Training is a one-off and runs next to data loading; encoding batches is fast enough with two.
 NUM_THREADS = 2
 # Below this many sentences, one call per sentence: sentencepiece's batch path starts and
-# joins threads on every call (~0.5 ms, far more when the cores are busy decoding), which
-# costs more than it saves on the few sentences a served request or a static batch brings.
+# joins threads on every call, which costs more than it saves on the few sentences a served
+# request brings, and far more when the cores are busy decoding (docs/serve.md#measured).
 THREADED_MIN = 32
 
 
