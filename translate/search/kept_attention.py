@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from translate.search.ops import backtrack_attention, hypothesis_attention
+
 __all__ = ["KeptAttention"]
 
 
@@ -136,17 +138,13 @@ class KeptAttention:
             return [None] * len(slots)
         a = self._index()[i]
         trail, k = self.trails[a], self.width
-        steps = torch.stack([w[r:r + k, :trail.src_len] for w, r in trail.weights]).cpu()
-        parents = torch.stack([p[j] for p, j in trail.parents]).tolist() if trail.parents else []
-        rows = self.fin_beam[a].tolist()
-        out = []
-        for slot, end in zip(slots, ends, strict=True):
-            path = [rows[slot]]
-            for t in range(end - 1, -1, -1):
-                path.append(parents[t][path[-1]])
-            path.reverse()
-            out.append(steps[torch.arange(end + 1), torch.tensor(path)])
-        return out
+        steps = [w[r:r + k, :trail.src_len] for w, r in trail.weights]  # widths vary
+        parents = [p[j] for p, j in trail.parents]
+        rows = self.fin_beam[a, torch.tensor(list(slots), dtype=torch.long, device=self.device)]
+        attn = backtrack_attention(steps, parents, rows,
+                                   torch.tensor(list(ends), dtype=torch.long, device=self.device))
+        return [hypothesis_attention(attn, h, end + 1, trail.src_len).cpu()
+                for h, end in enumerate(ends)]
 
     def empty(self, i: int) -> Tensor | None:
         """The attention of an empty output of sentence ``i`` (every continuation banned)."""
