@@ -69,8 +69,6 @@ class KeptAttention:
 
     def keep(self, kept: list[int]) -> None:
         """Only the sentences ``kept`` (batch positions) stay."""
-        if len(kept) == len(self.asks):  # (in order: nobody left)
-            return
         if not self.trails:  # none asks: only the count changes
             del self.asks[len(kept):]
             return

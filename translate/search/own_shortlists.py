@@ -68,8 +68,6 @@ class OwnShortlists:
 
     def keep(self, kept: list[int]) -> None:
         """Only the sentences ``kept`` (batch positions) stay."""
-        if kept and len(kept) == len(self.owns):  # positions are increasing: nobody leaves
-            return
         self._blocked = None
         kept_set = set(kept)
         for i, own in enumerate(self.owns):
