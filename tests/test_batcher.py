@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from translate.inference.translator import Translator
 from translate.serve.batcher import Batcher, Expired, Options, WorkerDied
@@ -38,13 +39,15 @@ def sources(multi30k: Path) -> list[str]:
     return (multi30k / "test_2016_flickr.de").read_text("utf-8").splitlines()[:400]
 
 
-def start(translator: Translator, process: bool = True, **limits) -> Batcher:
-    batcher = Batcher(translator, Limits(**limits), Metrics().model("m"), process=process)
+def start(translator: Translator, process: bool = True, workers: int | None = None,
+          **limits) -> Batcher:
+    batcher = Batcher(translator, Limits(**limits), Metrics().model("m"), process=process,
+                      workers=workers, threads=workers)
     batcher.start()
     end = time.monotonic() + 120
-    while not batcher.ready.wait(0.05):
+    while not (batcher.ready.wait(0.05) and all(c.warm for c in batcher._children)):
         assert batcher.failed is None, batcher.failed
-        assert time.monotonic() < end, "the worker never warmed up"
+        assert time.monotonic() < end, "the workers never warmed up"
     return batcher
 
 
@@ -109,7 +112,7 @@ def test_close_with_a_half_full_batch_answers_everything(translator, sources):
     assert all(f.done() for f in futures)
     want = translator.translate(texts, batch_size=1)
     assert [f.result()[0].text for f in futures] == [r.text for r in want]
-    assert not batcher._child.process.is_alive()
+    assert not batcher._children[0].handle
 
 
 def test_a_worker_process_that_dies_is_replaced(translator, sources):
@@ -118,7 +121,7 @@ def test_a_worker_process_that_dies_is_replaced(translator, sources):
     the new worker answers the next requests."""
     batcher = start(translator)
     try:
-        first = batcher._child.pid
+        first = batcher._children[0].handle.pid
         future = batcher.submit(sorted(sources, key=len)[-40:], Options(), 120.0)
         while batcher.batches == 0:
             time.sleep(0.001)
@@ -128,7 +131,7 @@ def test_a_worker_process_that_dies_is_replaced(translator, sources):
         end = time.monotonic() + 120
         while not batcher.ready.wait(0.05):
             assert time.monotonic() < end, "no new worker"
-        assert batcher._child.pid != first and batcher.restarts == 1
+        assert batcher._children[0].handle.pid != first and batcher.restarts == 1
         got = batcher.submit([sources[5]], Options(), 60.0).result(60)
         assert got[0].text == translator.translate([sources[5]])[0].text
     finally:
@@ -151,3 +154,73 @@ def test_expired_and_cancelled_requests_leave_the_batch(translator, sources):
     finally:
         batcher.close()
     assert batcher.translated == 1
+
+
+def test_two_workers_share_the_requests(translator, sources):
+    """With two worker processes, concurrent requests go to both, each answered with its
+    alone-translation; a worker busy alone is told to use all the threads, two busy ones
+    half each."""
+    texts = sorted(sources[:80], key=len)[::-1]
+    batcher = start(translator, workers=2)
+    try:
+        alone = batcher.submit([texts[0]], Options(), 120.0)
+        first, second = batcher._children
+        assert (first.threads, second.threads) == (2, 1)  # the only busy one: all threads
+        alone.result(120)
+        with ThreadPoolExecutor(16) as pool:
+            futures = list(pool.map(lambda t: batcher.submit([t], Options(), 120.0), texts))
+            with batcher._lock:  # both busy: half each
+                assert not (first.load and second.load) or \
+                    (first.threads, second.threads) == (1, 1)
+            answers = [f.result(120)[0] for f in futures]
+    finally:
+        batcher.close()
+    want = translator.translate(texts, batch_size=1)
+    assert [fields(r) for r in answers] == [fields(r) for r in want]
+    assert first.answered > 10 and second.answered > 10
+    assert first.answered + second.answered == len(texts) + 1
+
+
+def test_one_of_two_workers_dies(translator, sources):
+    """SIGKILL one of two workers: its request is answered with WorkerDied, the other
+    worker's request with its translation, the service stays ready throughout, and the
+    replacement takes requests again."""
+    longest = sorted(sources, key=len)[-40:]
+    batcher = start(translator, workers=2)
+    try:
+        mine = batcher.submit(longest, Options(), 120.0)  # to worker 0
+        other = batcher.submit(longest[:20], Options(), 120.0)  # worker 0 is busy: worker 1
+        victim, survivor = batcher._children
+        pid = victim.handle.pid
+        while batcher.batches == 0:
+            time.sleep(0.001)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(WorkerDied, match="died"):
+            mine.result(60)
+        assert batcher.ready.is_set()
+        assert [r.text for r in other.result(120)] == \
+            [r.text for r in translator.translate(longest[:20], batch_size=1)]
+        end = time.monotonic() + 120
+        while not victim.warm:
+            assert time.monotonic() < end, "no new worker"
+            time.sleep(0.05)
+        assert victim.handle.pid != pid and batcher.restarts == 1
+        assert survivor.answered == 20
+        got = batcher.submit([sources[5]], Options(), 60.0).result(60)  # both idle: worker 0
+        assert got[0].text == translator.translate([sources[5]])[0].text
+        assert victim.answered == 1
+    finally:
+        batcher.close()
+
+
+def test_the_loop_takes_its_thread_count_from_a_message(translator):
+    """run_loop applies ("threads", n) before its next step, as a worker process gets it."""
+    from translate.serve.worker import Worker, run_loop
+
+    messages = [[("threads", 2), ("stop",)]]
+    try:
+        run_loop(Worker(translator), lambda block: messages.pop() if messages else [],
+                 lambda update: None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic int8 weights (CPU; default: the run's inference.quantize)")
     m.add_argument("--threads", metavar="N", type=non_negative, default=0,
                    help="torch CPU threads (default: torch's choice)")
+    m.add_argument("--workers", metavar="N", type=_positive(int),
+                   help="worker processes per model on the CPU, each with its own running "
+                        "batch, sharing --threads (default: 2 with two threads or more, "
+                        "else 1)")
     m.add_argument("--shortlist", choices=("on", "off"),
                    help="vocabulary shortlist per batch (default: the run's inference."
                         "shortlist; with it on, which sentences share a batch can change "
@@ -260,7 +264,7 @@ def _loader(args: argparse.Namespace, limits):
                  spec.name, spec.source, spec.target, ", ".join(p.name for p in checkpoints),
                  resolved.beam_size, resolved.batch_size, str(translator.dtype).split(".")[-1],
                  torch.get_num_threads())
-        return Batcher(translator, limits, metrics, options)
+        return Batcher(translator, limits, metrics, options, workers=args.workers)
     return load
 
 

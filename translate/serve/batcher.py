@@ -14,10 +14,16 @@ as soon as its last sentence finishes. Requests that outlive their deadline, or 
 stops waiting, leave the queue and the batch before more work is spent on them.
 
 The worker runs in a process of its own by default on the CPU (:mod:`translate.serve.process`
-says why), in a thread of this process on a GPU or when asked (``process=False``). With a
-process, a worker that dies is noticed at once: the requests it held are answered with a
-:class:`WorkerDied` error (a 5xx), ``ready`` is cleared until a new worker has warmed up, and
-the new one takes the requests that arrive from then on.
+says why), in a thread of this process on a GPU or when asked (``process=False``). With
+processes there can be several workers (``workers``; by default two when torch has two
+threads or more), each with its own running batch: a request goes to the one with the fewest
+sentences in hand, and torch's threads are shared between the busy ones (all of them to a
+worker busy alone, so one request at a time decodes as fast as with a single worker). Two
+batches each on its own core decode more than one batch on both, since the decoding steps
+are small products and Python between them that two threads split poorly
+(docs/serve.md#measured). A worker that dies is noticed at once: the requests it held are
+answered with a :class:`WorkerDied` error (a 5xx) and a new one is started; ``ready`` is
+clear while no worker is warm.
 """
 
 from __future__ import annotations
@@ -79,14 +85,40 @@ class Job:
     submitted: float  # time.monotonic()
     future: Future = field(default_factory=Future)
     taken: bool = False  # its first sentence has joined the running batch
+    child: int = 0  # process mode: the worker that has it
+
+
+@dataclass(eq=False)
+class Child:
+    """One worker process, as the batcher sees it."""
+
+    index: int
+    handle: WorkerProcess | None = None
+    warm: bool = False  # warmed up: it takes requests
+    load: int = 0  # sentences sent to it and not answered yet
+    answered: int = 0  # sentences it answered, all its lives
+    threads: int = 0  # torch threads it was told to use
+    started: float = 0.0  # time.perf_counter() at its start
+    window: list = field(default_factory=lambda: [time.monotonic(), 0, 0, 0.0])
+
+
+def default_workers(threads: int) -> int:
+    """Worker processes for ``threads`` torch threads: two when there are two threads to
+    share (docs/serve.md#measured), else one."""
+    return 2 if threads >= 2 else 1
 
 
 class Batcher:
-    """One worker owning ``translator``; :meth:`submit` from any thread."""
+    """The workers owning ``translator``; :meth:`submit` from any thread.
+
+    ``workers``: worker processes (process mode only; default :func:`default_workers` of
+    torch's thread count); ``threads``: torch threads shared among them (default: this
+    process's count)."""
 
     def __init__(self, translator: Translator, limits: Limits, metrics,
                  translate_options: dict | None = None, warmup: Sequence[str] = WARMUP,
-                 process: bool | None = None) -> None:
+                 process: bool | None = None, workers: int | None = None,
+                 threads: int | None = None) -> None:
         self.translator = translator
         self.limits = limits
         self.metrics = metrics
@@ -100,7 +132,7 @@ class Batcher:
         self.batches = 0  # decoding steps
         self.translated = 0
         self.restarts = 0
-        self._window = [time.monotonic(), 0, 0, 0.0]  # for the debug line on steps
+        self._window = [time.monotonic(), 0, 0, 0.0]  # thread mode's debug line on steps
         self._closing = False
         self._stopped = threading.Event()
         self._lock = threading.Lock()
@@ -109,7 +141,6 @@ class Batcher:
         self._queued = 0  # sentences submitted and not yet taken into the batch
         self._inbox: queue.Queue = queue.Queue()  # thread mode: the worker's messages
         self._thread: threading.Thread | None = None
-        self._child: WorkerProcess | None = None
         self._payload = b""
         if self.process:
             try:
@@ -118,13 +149,20 @@ class Batcher:
                 log.warning("the model cannot be sent to a worker process (%s); decoding "
                             "in a thread of this process", err)
                 self.process = False
+        self.threads = threads or torch.get_num_threads()
+        if workers and workers > 1 and not self.process:
+            log.warning("%d workers asked, but the model decodes in a thread of this process "
+                        "(one worker)", workers)
+        n_workers = (workers or default_workers(self.threads)) if self.process else 0
+        self._children = [Child(i) for i in range(n_workers)]
 
     # ------------------------------------------------------------------ callers' side
 
     def start(self) -> None:
-        """Start the worker; it warms up, then ``ready`` is set."""
+        """Start the workers; ``ready`` is set once one has warmed up."""
         if self.process:
-            self._spawn()
+            for child in self._children:
+                self._spawn(child)
         else:
             self._thread = threading.Thread(target=self._run_thread, name="translate-worker",
                                             daemon=True)
@@ -145,29 +183,51 @@ class Batcher:
             self.metrics.queue_depth.set(self._queued)
             job_id = next(self._ids)
             job = self._jobs[job_id] = Job(list(texts), time.monotonic())
+            if self.process:
+                child = min((c for c in self._children if c.warm), key=lambda c: c.load)
+                job.child, child.load = child.index, child.load + len(texts)
+                self._share_threads()
             # Under the lock: a worker that dies meanwhile answers it (see _exited).
             self._send(("request", Request(job_id, job.texts, options,
-                                           time.monotonic() + timeout)))
-        job.future.add_done_callback(lambda f: f.cancelled() and self._send(("cancel", job_id)))
+                                           time.monotonic() + timeout)), job.child)
+        job.future.add_done_callback(
+            lambda f: f.cancelled() and self._send(("cancel", job_id), job.child))
         return job.future
 
     def close(self) -> None:
-        """Stop taking jobs, finish every queued one, then stop the worker."""
+        """Stop taking jobs, finish every queued one, then stop the workers."""
         with self._lock:
             self._closing = True
-        self._send(("stop",))
+        for i in range(max(1, len(self._children))):
+            self._send(("stop",), i)
         if self._thread is not None and self._thread.is_alive():
             self._thread.join()
-        if self._child is not None:
+        if self._children:
             self._stopped.wait()
         self.metrics.ready.set(0)
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: tuple, child: int = 0) -> None:
         if self.process:
-            if self._child is not None:
-                self._child.send(message)
+            handle = self._children[child].handle
+            if handle is not None:
+                handle.send(message)
         else:
             self._inbox.put(message)
+
+    def _share_threads(self) -> None:
+        """Torch's threads among the workers (under the lock): all of them to a worker busy
+        alone, an equal share each while several are busy; kept as they are while none is
+        (so one request after another keeps one worker on all threads). Each worker is told
+        only when its count changes."""
+        busy = [c for c in self._children if c.load]
+        if not busy:
+            return
+        share = max(1, self.threads // len(self._children))
+        for child in self._children:
+            want = self.threads if busy == [child] else share
+            if child.handle is not None and child.threads != want:
+                child.threads = want
+                child.handle.send(("threads", want))
 
     # ------------------------------------------------------------------ thread mode
 
@@ -187,54 +247,63 @@ class Batcher:
 
     # ------------------------------------------------------------------ process mode
 
-    def _spawn(self) -> None:
-        self._child = WorkerProcess(self._payload, self.translate_options, self.batch_size,
-                                    self.limits.max_batch_tokens, torch.get_num_threads(),
-                                    self.warmup, self._message, self._exited)
-        self._started = time.perf_counter()
-        self._warm = False
-        self._child.start()
+    def _spawn(self, child: Child) -> None:
+        share = max(1, self.threads // len(self._children))
+        child.warm, child.load, child.threads = False, 0, share
+        child.handle = WorkerProcess(
+            self._payload, self.translate_options, self.batch_size,
+            self.limits.max_batch_tokens, share, self.warmup,
+            lambda message: self._message(child, message),
+            lambda code: self._exited(child, code),
+            name=f"translate-worker-{child.index}")
+        child.started = time.perf_counter()
+        child.handle.start()
 
-    def _message(self, message: tuple) -> None:
+    def _message(self, child: Child, message: tuple) -> None:
         kind = message[0]
         if kind == "update":
-            self._update(message[1])
+            self._update(message[1], child)
         elif kind == "ready":
-            log.info("worker process %d warmed up in %.1f s", self._child.pid,
-                     time.perf_counter() - self._started)
-            self._warm = True
+            log.info("worker process %d warmed up in %.1f s", child.handle.pid,
+                     time.perf_counter() - child.started)
+            with self._lock:
+                child.warm = True
             self._ready()
         elif kind == "failed":
             log.error("warm-up failed: %s", message[1])
             self._failed(RuntimeError(message[1]))
-        elif kind == "stopped":
-            self._stopped.set()
 
-    def _exited(self, code: int | None) -> None:
-        """The child is gone: after ``stop``, or after a crash (then restart it)."""
+    def _exited(self, child: Child, code: int | None) -> None:
+        """A child is gone: after ``stop``, or after a crash (then another is started, under
+        the lock, so that a ``close`` meanwhile reaches it)."""
         with self._lock:
-            self.ready.clear()
-            self.metrics.ready.set(0)
-            jobs, self._jobs = self._jobs, {}
-            self._queued = 0
-            self.metrics.queue_depth.set(0)
+            served = child.warm
+            child.warm, child.load, child.handle = False, 0, None
+            if not any(c.warm for c in self._children):
+                self.ready.clear()
+                self.metrics.ready.set(0)
+            jobs = [j for j in self._jobs.values() if j.child == child.index]
+            self._jobs = {i: j for i, j in self._jobs.items() if j.child != child.index}
+            self._queued -= sum(len(j.texts) for j in jobs if not j.taken)
+            self.metrics.queue_depth.set(self._queued)
+            running = not self._closing and self.failed is None
+            if running and served:
+                self.restarts += 1
+                self._spawn(child)
+            stopped = all(c.handle is None for c in self._children)
         died = WorkerDied(f"the model's worker process died (exit code {code}) while "
                           "translating this request")
-        for job in jobs.values():
+        for job in jobs:
             _set(job.future, exception=died)
-        if self._closing or self.failed is not None:
-            self._stopped.set()
-            return
-        if not self._warm:  # it never served: another would die the same way
+        if running and served:
+            log.error("the worker process died (exit code %s) with %d requests; %d answered "
+                      "with an error; starting a new one", code, len(jobs), len(jobs))
+        elif running:  # it never served: another would die the same way
             log.error("the worker process died while warming up (exit code %s)", code)
             self._failed(WorkerDied(f"the worker process died while warming up (exit code "
                                     f"{code})"))
+        if stopped:
             self._stopped.set()
-            return
-        self.restarts += 1
-        log.error("the worker process died (exit code %s) with %d requests; %d answered "
-                  "with an error; starting a new one", code, len(jobs), len(jobs))
-        self._spawn()
 
     # ------------------------------------------------------------------ both modes
 
@@ -246,14 +315,15 @@ class Batcher:
         self.failed = err
         self.on_failure()
 
-    def _update(self, update: Update) -> None:
-        """Apply what the worker did: queue accounting, answers, metrics, log lines."""
+    def _update(self, update: Update, child: Child | None = None) -> None:
+        """Apply what a worker did: queue accounting, answers, metrics, log lines."""
         for size, seconds in update.steps:
             self.metrics.batch_sentences.observe(size)
             self.metrics.batch_seconds.observe(seconds)
         self.batches += len(update.steps)
         if update.steps and log.isEnabledFor(logging.DEBUG):
-            self._log_steps(update.steps)
+            self._log_steps(update.steps, self._window if child is None else child.window,
+                            "" if child is None else f"worker {child.index}: ")
         with self._lock:
             for job_id in update.taken:
                 job = self._jobs.get(job_id)
@@ -266,23 +336,29 @@ class Batcher:
                 if job is not None:
                     if not job.taken:
                         self._queued -= len(job.texts)
+                    if child is not None:
+                        child.load -= len(job.texts)
+                        child.answered += len(job.texts)
                     answered.append((job, reply))
             self.metrics.queue_depth.set(self._queued)
+            if child is not None and answered:
+                self._share_threads()
         for job, reply in answered:
             self._answer(job, reply)
 
-    def _log_steps(self, steps: list[tuple[int, float]]) -> None:
-        """One debug line a second while decoding: steps, their batch size and time."""
-        window = self._window
+    @staticmethod
+    def _log_steps(steps: list[tuple[int, float]], window: list, who: str) -> None:
+        """One debug line a second per worker while it decodes: steps, their batch size and
+        time."""
         window[1] += len(steps)
         window[2] += sum(size for size, _ in steps)
         window[3] += sum(seconds for _, seconds in steps)
         elapsed = time.monotonic() - window[0]
         if elapsed >= 1.0:
-            log.debug("decoding: %d steps in %.1f s, %.1f sentences a step, %.2f ms a step "
-                      "(%.0f%% of the time)", window[1], elapsed, window[2] / window[1],
+            log.debug("%sdecoding: %d steps in %.1f s, %.1f sentences a step, %.2f ms a step "
+                      "(%.0f%% of the time)", who, window[1], elapsed, window[2] / window[1],
                       window[3] * 1000 / window[1], 100 * window[3] / elapsed)
-            self._window = [time.monotonic(), 0, 0, 0.0]
+            window[:] = [time.monotonic(), 0, 0, 0.0]
 
     def _answer(self, job: Job, reply: Reply) -> None:
         n = len(job.texts)

@@ -25,6 +25,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import torch
+
 from translate.errors import TranslateError
 from translate.inference.translator import Translator
 from translate.search.continuous import ContinuousSearch, Finished, Sentence
@@ -221,8 +223,9 @@ def run_loop(worker: Worker, receive: Receive, send: Callable[[Update], None]) -
     """Drive ``worker`` until told to stop and every request is answered.
 
     ``receive(block)``: the messages that arrived (waiting for one when ``block``):
-    ``("request", Request)``, ``("cancel", id)`` or ``("stop",)``; ``send(update)`` after
-    each step that changed anything.
+    ``("request", Request)``, ``("cancel", id)``, ``("threads", n)`` (decode on ``n`` torch
+    threads from the next step) or ``("stop",)``; ``send(update)`` after each step that
+    changed anything.
     """
     stopping = False
     while not (stopping and worker.idle):
@@ -231,6 +234,8 @@ def run_loop(worker: Worker, receive: Receive, send: Callable[[Update], None]) -
                 worker.put(message[1])
             elif message[0] == "cancel":
                 worker.cancel(message[1])
+            elif message[0] == "threads":
+                torch.set_num_threads(message[1])
             elif message[0] == "stop":
                 stopping = True
         try:
