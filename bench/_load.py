@@ -48,16 +48,18 @@ def generator() -> str:
     return "wrk" if shutil.which("wrk") else "python"
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and every process below it, so far."""
+def process_cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of ``pid`` and (``children``) every process below it, so
+    far."""
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / TICKS
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
+            if children:
+                for task in Path(f"/proc/{p}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, IndexError, ValueError):  # gone meanwhile
             continue
     return total
@@ -66,7 +68,8 @@ def process_cpu_seconds(pid: int) -> float:
 def run(port: int, sentences: list[str], connections: int, seconds: float,
         server_pid: int, kind: str | None = None) -> dict:
     """``connections`` clients sending one sentence a request for ``seconds``: requests/s,
-    latency percentiles, and the CPU cores the clients and the server used meanwhile."""
+    latency percentiles, and the CPU cores the clients and the server used meanwhile (the
+    server's with its worker processes, and its own process alone: HTTP and the handlers)."""
     kind = kind or generator()
     with tempfile.TemporaryDirectory() as tmp:
         bodies = Path(tmp) / "bodies.jsonl"
@@ -81,12 +84,14 @@ def run(port: int, sentences: list[str], connections: int, seconds: float,
             cmd = [sys.executable, "-m", "bench._load", str(port), str(connections),
                    str(seconds), str(bodies)]
         server_before, start = process_cpu_seconds(server_pid), time.perf_counter()
+        http_before = process_cpu_seconds(server_pid, children=False)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "BENCH_BODIES": str(bodies)},
                                 cwd=Path(__file__).resolve().parents[1])
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         server_cpu = process_cpu_seconds(server_pid) - server_before
+        http_cpu = process_cpu_seconds(server_pid, children=False) - http_before
         out, err = proc.stdout.read(), proc.stderr.read()
         proc.stdout.close()
         proc.stderr.close()
@@ -100,7 +105,7 @@ def run(port: int, sentences: list[str], connections: int, seconds: float,
     result.update(generator=kind, connections=connections,
                   sentences_per_s=result["requests"] / result["seconds"],
                   client_cpu_cores=(usage.ru_utime + usage.ru_stime) / wall,
-                  server_cpu_cores=server_cpu / wall)
+                  server_cpu_cores=server_cpu / wall, http_cpu_cores=http_cpu / wall)
     return result
 
 

@@ -19,7 +19,9 @@ connection (``--connections``: 1, 32 and 128, for ``--seconds`` each):
 In-process references, in a fresh process, decoding timed and loading not:
 ``Translator.translate`` of all the sentences at once (length-sorted batches: the model's
 offline speed), of chunks of each connection count in arrival order (what static batches of
-concurrent requests could reach), one at a time (the first ``--one-at-a-time`` sentences),
+concurrent requests could reach), of all at once in length-sorted batches of each connection
+count (the most any batcher could make of that many sentences in flight, had it every
+sentence in advance to sort), one at a time (the first ``--one-at-a-time`` sentences),
 and of ``infer``'s chunks; and the service's own worker fed by as many clients as each load
 has, without HTTP (what the service could reach if a request cost nothing).
 
@@ -103,6 +105,12 @@ def _rate(translator, chunks: list[list[str]]) -> float:
     return sum(map(len, chunks)) / (time.perf_counter() - start)
 
 
+def _sorted_rate(translator, sentences: list[str], batch_size: int) -> float:
+    start = time.perf_counter()
+    translator.translate(sentences, batch_size=batch_size)
+    return len(sentences) / (time.perf_counter() - start)
+
+
 def _worker_rate(translator, sentences: list[str], clients: int) -> float:
     """The service's own worker (serve/worker.py) in this process, fed as ``clients``
     clients would feed it (one sentence a request, the next sent as one is answered), with
@@ -137,6 +145,8 @@ def in_process(args: argparse.Namespace, sentences: list[str]) -> dict:
         "all_at_once": _rate(translator, [sentences]),
         "chunks": {str(c): _rate(translator, [sentences[i:i + c]
                                               for i in range(0, len(sentences), c)])
+                   for c in args.connections if c > 1},
+        "sorted": {str(c): _sorted_rate(translator, sentences, c)
                    for c in args.connections if c > 1},
         "worker": {str(c): _worker_rate(translator, sentences[:args.one_at_a_time] if c == 1
                                         else sentences, c) for c in args.connections},
@@ -372,11 +382,12 @@ def summarise(args: argparse.Namespace, inproc: list[dict], served: dict[str, li
         for c in map(str, args.connections):
             row = {k: _median(rounds, "loads", c, k) for k in (
                 "sentences_per_s", "p50_s", "p90_s", "p99_s", "client_cpu_cores",
-                "server_cpu_cores", "mean_batch_sentences")}
+                "server_cpu_cores", "http_cpu_cores", "mean_batch_sentences")}
             row["vs_offline"] = row["sentences_per_s"] / offline
             row["vs_worker"] = row["sentences_per_s"] / _median(inproc, "worker", c)
             if c != "1":
                 row["vs_chunks"] = row["sentences_per_s"] / _median(inproc, "chunks", c)
+                row["vs_sorted"] = row["sentences_per_s"] / _median(inproc, "sorted", c)
             else:
                 row["vs_one_at_a_time"] = row["sentences_per_s"] / alone
             loads[c] = row
@@ -399,6 +410,7 @@ def summarise(args: argparse.Namespace, inproc: list[dict], served: dict[str, li
         "sentences": len(sentences), "generator": _load.generator(),
         "in_process": {"all_at_once": offline, "one_at_a_time": alone,
                        "chunks": {c: _median(inproc, "chunks", c) for c in inproc[0]["chunks"]},
+                       "sorted": {c: _median(inproc, "sorted", c) for c in inproc[0]["sorted"]},
                        "worker": {c: _median(inproc, "worker", c) for c in inproc[0]["worker"]},
                        "infer_way": _median(inproc, "infer_way"),
                        "peak_rss_mb": max(r["peak_rss_mb"] for r in inproc)},
@@ -411,7 +423,8 @@ def report(result: dict) -> None:
     ip = result["in_process"]
     _log(f"in process: all at once {ip['all_at_once']:.1f} sentences/s, one at a time "
          f"{ip['one_at_a_time']:.1f}, chunks " + ", ".join(
-             f"{c}: {v:.1f}" for c, v in ip["chunks"].items()) + "; the service's worker "
+             f"{c}: {v:.1f}" for c, v in ip["chunks"].items()) + ", sorted batches of "
+         + ", ".join(f"{c}: {v:.1f}" for c, v in ip["sorted"].items()) + "; the service's worker "
          "without HTTP, clients " + ", ".join(f"{c}: {v:.1f}" for c, v in ip["worker"].items()))
     for name, s in result["servers"].items():
         for c, row in s["loads"].items():
@@ -419,11 +432,12 @@ def report(result: dict) -> None:
                       "128": " (target >= 0.9x)"}.get(c, "")
             ratio = (f"{row['vs_one_at_a_time']:.2f}x one at a time{target}" if c == "1" else
                      f"{row['vs_offline']:.2f}x offline{target}, {row['vs_chunks']:.2f}x "
-                     "chunks")
+                     f"chunks, {row['vs_sorted']:.2f}x sorted batches")
             _log(f"{name}, {c} connection(s): {row['sentences_per_s']:.1f} sentences/s, "
                  f"{ratio}, {row['vs_worker']:.2f}x the worker alone; p50/p99 "
                  f"{row['p50_s'] * 1000:.0f}/{row['p99_s'] * 1000:.0f} ms; "
-                 f"CPU server {row['server_cpu_cores']:.2f} / clients "
+                 f"CPU server {row['server_cpu_cores']:.2f} (HTTP process "
+                 f"{row['http_cpu_cores']:.2f}) / clients "
                  f"{row['client_cpu_cores']:.2f} cores; {row['mean_batch_sentences']:.1f} "
                  "sentences a step")
         _log(f"{name}: idle request {s['idle_request_s'] * 1000:.1f} ms vs alone "
