@@ -2,7 +2,7 @@
 
 What this package owns, one module a concern, the flow pointing one way (the APIs read
 bodies and call the service; the service detects, routes and queues sentences on a model's
-batcher; the batcher's worker calls the model):
+batcher; the batcher's workers call the model):
 
 * :mod:`.app`: the FastAPI app, assembled from the modules below; CORS, health, readiness;
 * :mod:`.bodies`: reading a request's fields (JSON, form fields, query string) and answering
@@ -14,7 +14,7 @@ batcher; the batcher's worker calls the model):
   rate limits (:mod:`.keys`, :mod:`.ratelimit`);
 * :mod:`.registry`: the models (:mod:`.specs`: what each ``--model`` names), their pairs and
   pivots, loading and unloading;
-* :mod:`.batcher`: the queue and the worker that owns a loaded model (:mod:`.worker`,
+* :mod:`.batcher`: the queue and the workers that own a loaded model (:mod:`.worker`,
   :mod:`.process`);
 * :mod:`.limits`: what a request may ask; :mod:`.prometheus`: the metrics;
   :mod:`.languages`: language names;

@@ -1,13 +1,13 @@
-"""The queue between many requests and the one worker that owns a model.
+"""The queue between many requests and the workers that own a model.
 
 Batched decoding is many times faster per sentence than one sentence at a time, and a model
 (its oneDNN primitives, its cached step weights) is not meant to be driven from several
 threads at once. So requests never decode themselves: :meth:`Batcher.submit` hands a
-request's texts to the worker (:mod:`translate.serve.worker`) and returns a
+request's texts to a worker (:mod:`translate.serve.worker`) and returns a
 :class:`~concurrent.futures.Future` of their translations, and the handlers wait on it, so
 the event loop never decodes.
 
-The worker keeps one running batch (continuous batching, :mod:`translate.search.continuous`):
+Each worker keeps one running batch (continuous batching, :mod:`translate.search.continuous`):
 before each decoding step the waiting sentences join it, up to the translator's
 ``batch_size`` sentences and ``max_batch_tokens`` source pieces, and each request is answered
 as soon as its last sentence finishes. Requests that outlive their deadline, or whose client
@@ -173,7 +173,8 @@ class Batcher:
         with self._lock:
             if self._closing:
                 raise Unavailable("the service is shutting down")
-            if not self.ready.is_set():
+            warm = [c for c in self._children if c.warm]
+            if not self.ready.is_set() or (self.process and not warm):
                 raise Unavailable("the model is still warming up" if not self.restarts else
                                   "the model's worker is restarting")
             if self._queued + len(texts) > self.limits.max_queue:
@@ -184,7 +185,7 @@ class Batcher:
             job_id = next(self._ids)
             job = self._jobs[job_id] = Job(list(texts), time.monotonic())
             if self.process:
-                child = min((c for c in self._children if c.warm), key=lambda c: c.load)
+                child = min(warm, key=lambda c: c.load)
                 job.child, child.load = child.index, child.load + len(texts)
                 self._share_threads()
             # Under the lock: a worker that dies meanwhile answers it (see _exited).
