@@ -249,11 +249,15 @@ class Batcher:
     # ------------------------------------------------------------------ process mode
 
     def _spawn(self, child: Child) -> None:
-        share = max(1, self.threads // len(self._children))
-        child.warm, child.load, child.threads = False, 0, share
+        """Start ``child``'s process: the first worker, which one request at a time goes to,
+        with all the threads (unless another is busy), the others with their share."""
+        threads = max(1, self.threads // len(self._children))
+        if child.index == 0 and not any(c.load for c in self._children):
+            threads = self.threads
+        child.warm, child.load, child.threads = False, 0, threads
         child.handle = WorkerProcess(
             self._payload, self.translate_options, self.batch_size,
-            self.limits.max_batch_tokens, share, self.warmup,
+            self.limits.max_batch_tokens, threads, self.warmup,
             lambda message: self._message(child, message),
             lambda code: self._exited(child, code),
             name=f"translate-worker-{child.index}")
