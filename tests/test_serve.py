@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import signal
 import socket
@@ -301,6 +302,52 @@ def test_concurrent_requests_get_their_own_answers(server: Server, translator: T
     steps = server.metric("translate_batch_sentences_count") - steps_before
     rows = server.metric("translate_batch_sentences_sum") - rows_before
     assert rows / steps > 4  # requests shared batches instead of decoding one by one
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
+
+
+def test_two_workers_serve_and_one_dying_leaves_the_other(trained_run: Path, tmp_path: Path,
+                                                           translator: Translator,
+                                                           sources: list[str]) -> None:
+    """``--workers 2``: two worker processes answer concurrent requests, each with its own
+    input's translation; SIGKILL one and the service stays ready, answering from the other,
+    while a replacement warms up."""
+    server = Server(trained_run, tmp_path / "serve.log", "--workers", "2")
+    try:
+        end = time.monotonic() + START_TIMEOUT
+        while server.log_path.read_text().count("warmed up") < 2:
+            assert time.monotonic() < end, server.log_path.read_text()
+            time.sleep(0.05)
+        workers = _children(server.proc.pid)
+        texts = sources[40:100]
+        want = [r.text for r in translator.translate(texts)]
+
+        def call(text: str) -> tuple[int, str]:
+            status, _, body = server.post("/v1/translate", {"sentences": [text]})
+            return status, body["translations"][0]["translation"]
+
+        with ThreadPoolExecutor(30) as pool:
+            assert list(pool.map(call, texts)) == [(200, t) for t in want]
+        assert len(workers) >= 2
+        log = server.log_path.read_text()
+        assert len(set(re.findall(r"worker process (\d+) warmed up", log))) == 2
+
+        victim = int(re.findall(r"worker process (\d+) warmed up", log)[-1])
+        os.kill(victim, signal.SIGKILL)
+        while "starting a new one" not in server.log_path.read_text():
+            assert time.monotonic() < end + START_TIMEOUT, server.log_path.read_text()
+            time.sleep(0.05)
+        assert server.request("GET", "/ready")[0] == 200
+        assert call(texts[0]) == (200, want[0])
+        while server.log_path.read_text().count("warmed up") < 3:
+            assert time.monotonic() < end + START_TIMEOUT, server.log_path.read_text()
+            time.sleep(0.05)
+        assert victim not in _children(server.proc.pid)
+    finally:
+        assert server.stop() == 0
 
 
 # --------------------------------------------------------------------------- bad input
