@@ -98,17 +98,11 @@ def _load_translator(args: argparse.Namespace):
     return Translator.load(args.model, precision=args.precision, shortlist=shortlist)
 
 
-def _rate(translator, chunks: list[list[str]]) -> float:
+def _rate(translator, chunks: list[list[str]], **options) -> float:
     start = time.perf_counter()
     for chunk in chunks:
-        translator.translate(chunk)
+        translator.translate(chunk, **options)
     return sum(map(len, chunks)) / (time.perf_counter() - start)
-
-
-def _sorted_rate(translator, sentences: list[str], batch_size: int) -> float:
-    start = time.perf_counter()
-    translator.translate(sentences, batch_size=batch_size)
-    return len(sentences) / (time.perf_counter() - start)
 
 
 def _worker_rate(translator, sentences: list[str], clients: int) -> float:
@@ -146,7 +140,7 @@ def in_process(args: argparse.Namespace, sentences: list[str]) -> dict:
         "chunks": {str(c): _rate(translator, [sentences[i:i + c]
                                               for i in range(0, len(sentences), c)])
                    for c in args.connections if c > 1},
-        "sorted": {str(c): _sorted_rate(translator, sentences, c)
+        "sorted": {str(c): _rate(translator, [sentences], batch_size=c)
                    for c in args.connections if c > 1},
         "worker": {str(c): _worker_rate(translator, sentences[:args.one_at_a_time] if c == 1
                                         else sentences, c) for c in args.connections},

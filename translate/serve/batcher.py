@@ -215,6 +215,11 @@ class Batcher:
         else:
             self._inbox.put(message)
 
+    @property
+    def _share(self) -> int:
+        """Each worker's threads while several are busy."""
+        return max(1, self.threads // len(self._children))
+
     def _share_threads(self) -> None:
         """Torch's threads among the workers (under the lock): all of them to a worker busy
         alone, an equal share each while several are busy; kept as they are while none is
@@ -223,9 +228,8 @@ class Batcher:
         busy = [c for c in self._children if c.load]
         if not busy:
             return
-        share = max(1, self.threads // len(self._children))
         for child in self._children:
-            want = self.threads if busy == [child] else share
+            want = self.threads if busy == [child] else self._share
             if child.handle is not None and child.threads != want:
                 child.threads = want
                 child.handle.send(("threads", want))
@@ -251,7 +255,7 @@ class Batcher:
     def _spawn(self, child: Child) -> None:
         """Start ``child``'s process: the first worker, which one request at a time goes to,
         with all the threads (unless another is busy), the others with their share."""
-        threads = max(1, self.threads // len(self._children))
+        threads = self._share
         if child.index == 0 and not any(c.load for c in self._children):
             threads = self.threads
         child.warm, child.load, child.threads = False, 0, threads

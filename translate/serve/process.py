@@ -69,14 +69,13 @@ def _child(conn: Connection, payload: bytes, options: dict, max_sentences: int |
         return messages
 
     run_loop(worker, receive, lambda update: conn.send(("update", update)))
-    conn.send(("stopped",))
 
 
 class WorkerProcess:
     """One child process running the decoding loop, seen from the service's side.
 
     ``on_message(message)`` is called in a reader thread for each message from the child
-    (``("ready",)``, ``("failed", why)``, ``("update", Update)``, ``("stopped",)``);
+    (``("ready",)``, ``("failed", why)``, ``("update", Update)``);
     ``on_exit(exit_code)`` once the child is gone, whatever the reason.
     """
 
